@@ -1,0 +1,39 @@
+# Quick start: `make run` (install + the default study), `make test` (install + tests).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install run test test-all lock pipeline clean-study ui
+
+$(BIN)/stilts: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch is pinned in the lock and installed in the same pip call, so nothing pulls a CUDA build
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.lock -e '.[test]'
+	touch $@
+
+install: $(BIN)/stilts
+
+run: install  ## the default study: write dvc.yaml from params.yaml, then dvc repro
+	stilts pipeline
+	dvc repro
+
+test: install  ## the test suite (fast unit tests and a tiny end-to-end dvc repro)
+	$(BIN)/python -m pytest -q -m "not integration" tests
+
+test-all: install  ## also the integration tests on ../shared/data
+	$(BIN)/python -m pytest -q tests
+
+lock:  ## refresh requirements.lock from the current venv
+	{ echo "# Exact versions of every dependency, tested together (Python 3.11, CPU torch)."; \
+	  echo "# Ranges live in pyproject.toml. Regenerate: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock
+
+pipeline: install
+	stilts pipeline
+
+ui: install  ## browse the runs
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
+
+clean-study:  ## forget the study's outputs (keeps the DVC cache)
+	rm -rf data/processed models results reports mlflow.db

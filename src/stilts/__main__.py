@@ -1,0 +1,3 @@
+from stilts.cli import main
+
+raise SystemExit(main())

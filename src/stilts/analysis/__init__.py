@@ -1,0 +1,1 @@
+"""Analysis: collect (MLflow → table), transfer, degenerate runs, plots, report."""

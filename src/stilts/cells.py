@@ -1,0 +1,154 @@
+"""One cell of the study = one training run: data → model → train → tracking → outputs.
+
+intermediate(task, restart)      → models/intermediate/<task>/r<k>/      (checkpoint, safetensors)
+transfer(source, task, restart)  → results/<source>/<task>/r<k>.json     (source "none" = baseline)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from pathlib import Path
+
+from stilts import __version__
+from stilts.errors import StiltsError
+from stilts.io import atomic_write_json, read_json
+from stilts.seeds import seed_for
+from stilts.tasks import registry
+
+BASELINE = "none"
+SIZE_SEP = "__n"
+
+
+def parse_source(source: str) -> tuple[str, int | None]:
+    """'mnli__n2500' → ('mnli', 2500): an intermediate task trained on its first 2,500 examples."""
+    task, sep, size = source.rpartition(SIZE_SEP)
+    if sep and size.isdigit():
+        return task, int(size)
+    return source, None
+
+
+def checkpoint_dir(params, task: str, restart: int) -> Path:
+    return params.path("models/intermediate") / task / f"r{restart}"
+
+
+def result_path(params, source: str, task: str, restart: int) -> Path:
+    return params.path("results") / source / task / f"r{restart}.json"
+
+
+def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, init_from: Path | None,
+              save_to: Path | None, size: int | None = None) -> dict:
+    import torch
+
+    from stilts import data, modeling, tasktypes, tracking
+    from stilts.train import make_accelerator, resolve_mixed_precision, train
+
+    task = registry.get(task_name)
+    settings = params.train_for(task_name)
+    if size is not None:
+        settings = dataclasses.replace(settings, max_train_examples=size)
+    seed = seed_for(role, restart, settings.seed)
+    torch.manual_seed(seed)
+    tokenizer = modeling.load_tokenizer(params.model)
+    train_ds = data.features(params, task_name, "train", tokenizer, settings.max_seq_length)
+    dev_ds = data.features(params, task_name, "validation", tokenizer, settings.max_seq_length)
+    if settings.max_train_examples and len(train_ds) > settings.max_train_examples:
+        # a fixed subset (same for every restart and source), so restarts differ only in their seeds
+        train_ds = train_ds.shuffle(seed=0).select(range(settings.max_train_examples))
+    model = modeling.build(params, task, settings, init_from=init_from)
+    accelerator = make_accelerator(settings)
+    collate = tasktypes.get(task.type).collator(tokenizer)
+    tags = {"role": role, "source": source, "task": task_name, "restart": restart,
+            "cell": f"{source}/{task_name}/r{restart}", "type": task.type, "metric": task.metric}
+    src_task, src_size = parse_source(source)
+    if source != BASELINE:
+        tags |= {"source_task": src_task, "source_size": src_size if src_size is not None else "full"}
+    logged = {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(settings),
+              "task": {"name": task_name, "type": task.type, "metric": task.metric, "family": task.family},
+              "cell": {"role": role, "source": source, "restart": restart, "seed": seed,
+                       "init_from": str(init_from) if init_from else "pretrained"},
+              "data": {"train_examples": len(train_ds), "dev_examples": len(dev_ds),
+                       "data_hash": read_json(params.path(params.data.processed_dir) / task_name / "meta.json")
+                       ["data_hash"]},
+              "runtime": {"mixed_precision": resolve_mixed_precision(settings.mixed_precision),
+                          "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+                          "torch": torch.__version__, "stilts": __version__, "python": platform.python_version()}}
+    name = f"{role}:{source}->{task_name}:r{restart}"
+    if role == "intermediate":
+        name = f"intermediate:{task_name}:r{restart}"
+    main = accelerator.is_main_process
+    run_ctx = tracking.tracked(params, name, tags) if main else _nullrun()
+    with run_ctx as run:
+        if main:
+            run.log_params(logged)
+        result = train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed,
+                       log=(run.log_metrics if main else None), keep_best_state=save_to is not None)
+        tt = tasktypes.get(task.type)
+        majority = tt.majority_score(task, list(dev_ds["labels"]))
+        summary = {"role": role, "source": source, "task": task_name, "restart": restart, "seed": seed,
+                   "metric": task.metric, "score": result.best[task.metric], "majority": majority,
+                   "metrics": result.best, "best_step": result.best_step, "steps": result.steps,
+                   "train_seconds": round(result.train_seconds, 3),
+                   "examples_per_second": round(result.train_examples / max(result.train_seconds, 1e-9), 2),
+                   "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
+                   "mlflow_run_id": run.id if main else None}
+        if main:
+            run.log_metrics({f"final_dev_{k}": v for k, v in result.best.items()} |
+                            {"final_dev_score": summary["score"], "majority_score": majority,
+                             "train_seconds": result.train_seconds,
+                             "train_examples_per_second": summary["examples_per_second"]}, result.steps)
+            if save_to is not None:
+                meta = {**summary, "base_model": params.model.name, "stilts_version": __version__}
+                unwrapped = accelerator.unwrap_model(model)
+                modeling.save_checkpoint(unwrapped, tokenizer, save_to, meta, result.best_state)
+                run.set_tags({"checkpoint": str(save_to.relative_to(params.root)
+                                                if save_to.is_relative_to(params.root) else save_to),
+                              "checkpoint_sha256": _weights_hash(save_to)})
+    accelerator.wait_for_everyone()
+    return summary
+
+
+class _nullrun:
+    id = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _weights_hash(ckpt: Path) -> str:
+    from stilts.io import sha256_file
+
+    return sha256_file(ckpt / "model.safetensors") if (ckpt / "model.safetensors").is_file() else ""
+
+
+def intermediate(params, task: str, restart: int, size: int | None = None) -> dict:
+    """Train `task` from the pretrained encoder (on its first `size` examples, if given)."""
+    registry.get(task)
+    if size is not None and size < 1:
+        raise StiltsError(f"--size must be ≥ 1, got {size}")
+    source = task if size is None else f"{task}{SIZE_SEP}{size}"
+    return _run_cell(params, role="intermediate", source=source, task_name=task, restart=restart,
+                     init_from=None, save_to=checkpoint_dir(params, source, restart), size=size)
+
+
+def transfer(params, source: str, task: str, restart: int) -> dict:
+    registry.get(task)
+    init_from = None
+    if source != BASELINE:
+        src_task, size = parse_source(source)
+        registry.get(src_task)
+        init_from = checkpoint_dir(params, source, restart)
+        if not (init_from / "stilts.json").is_file():
+            how = f" --size {size}" if size else ""
+            raise StiltsError(f"{init_from}: no intermediate checkpoint; run `stilts intermediate --task {src_task}"
+                              f"{how} --restart {restart}` first (or `dvc repro`)")
+    role = params.role_of(task)
+    summary = _run_cell(params, role=role, source=source, task_name=task, restart=restart,
+                        init_from=init_from, save_to=None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_json(result_path(params, source, task, restart), summary)
+    return summary

@@ -1,0 +1,188 @@
+"""The `stilts` command: parses arguments and calls one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from stilts.errors import StiltsError
+
+
+def _params(args):
+    from stilts import config
+
+    return config.load(args.params, args.set)
+
+
+def cmd_tasks(args):
+    from stilts import config
+    from stilts.tasks import registry
+
+    params = config.load(args.params, args.set) if os.path.exists(args.params) else config.Params()
+    raw = params.path(params.data.raw_dir)
+    print(f"{'task':<15} {'type':<16} {'metric':<9} {'family':<10} {'roles':<22} {'data'}")
+    for t in registry.all_tasks():
+        files = {t.files.get(s, t.files.get("all", "")) for s in ("train", "validation")}
+        present = "generated" if t.generator else (
+            "present" if all((raw / t.name / f).is_file() for f in files) else f"missing ({raw / t.name}/)")
+        print(f"{t.name:<15} {t.type:<16} {t.metric:<9} {t.family:<10} {','.join(t.roles) or '-':<22} {present}")
+
+
+def cmd_prepare(args):
+    from stilts import data
+
+    params = _params(args)
+    for task in args.task or params.all_tasks:
+        out = data.prepare(params, task)
+        print(f"prepared {task} → {out}")
+
+
+def cmd_intermediate(args):
+    from stilts import cells
+
+    s = cells.intermediate(_params(args), args.task, args.restart, size=args.size)
+    print(f"intermediate {args.task} r{args.restart}: dev {s['metric']} = {s['score']:.4f}")
+
+
+def cmd_transfer(args):
+    from stilts import cells
+
+    s = cells.transfer(_params(args), args.source, args.task, args.restart)
+    print(f"transfer {args.source}->{args.task} r{args.restart}: dev {s['metric']} = {s['score']:.4f}")
+
+
+def cmd_analyze(args):
+    from stilts import config
+    from stilts.analysis import report
+
+    params = config.load(args.params, args.set) if os.path.exists(args.params) or not args.experiment \
+        else config.Params()
+    out = report.run(params, experiment=args.experiment)
+    print(f"analysis written to {out}")
+
+
+def cmd_import_results(args):
+    from pathlib import Path
+
+    from stilts import config
+    from stilts.analysis.imports import import_results
+
+    params = config.load(args.params, args.set) if os.path.exists(args.params) else config.Params()
+    n = import_results(params, Path(args.file), args.experiment)
+    print(f"imported {n} runs into experiment '{args.experiment}'; now: stilts analyze --experiment {args.experiment}")
+
+
+def cmd_pipeline(args):
+    from stilts import pipeline
+
+    params = _params(args)
+    if args.check:
+        pipeline.check(params)
+        print("dvc.yaml is up to date")
+    else:
+        path = pipeline.write(params)
+        print(f"wrote {path}")
+
+
+def cmd_generate(args):
+    from pathlib import Path
+
+    from stilts import config
+    from stilts.generate.suite import write_task
+    from stilts.tasks import registry
+
+    d = config.DataCfg()
+    task = registry.get(args.task)
+    if not task.generator:
+        raise StiltsError(f"task '{args.task}' is not a generated task")
+    write_task(task.generator, Path(args.out), args.train or d.generated_train,
+               args.validation or d.generated_validation, args.seed if args.seed is not None else d.generated_seed)
+    print(f"wrote {args.task} to {args.out}")
+
+
+def cmd_study(args):
+    import subprocess
+
+    from stilts import pipeline
+
+    if args.set:
+        raise StiltsError("study: --set is not applied to DVC stages; edit params.yaml "
+                          "(or use `dvc exp run --set-param KEY=VALUE`)")
+    params = _params(args)
+    pipeline.write(params)
+    return subprocess.call(["dvc", "repro"], cwd=params.root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stilts", description="Intermediate-task transfer learning studies.")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params value, e.g. --set train.lr=1e-5 (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_):
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("tasks", cmd_tasks, "list registered tasks and whether their data is present")
+    sp = add("prepare", cmd_prepare, "read official files (or generate) → data/processed/<task>/")
+    sp.add_argument("--task", action="append", help="task name (repeatable; default: every task in params)")
+    sp = add("intermediate", cmd_intermediate, "train one intermediate task from the pretrained encoder")
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--restart", type=int, default=0)
+    sp.add_argument("--size", type=int, help="train on the first N examples only (RQ4 data-size sweep)")
+    sp = add("transfer", cmd_transfer, "fine-tune a target/probe task from an intermediate checkpoint")
+    sp.add_argument("--source", required=True, help="intermediate task, or 'none' for the baseline")
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--restart", type=int, default=0)
+    sp = add("analyze", cmd_analyze, "query MLflow and write reports/")
+    sp.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment)")
+    sp = add("import-results", cmd_import_results, "log published results (CSV) as MLflow runs")
+    sp.add_argument("file")
+    sp.add_argument("--experiment", required=True)
+    sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
+    sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
+    sp = add("generate", cmd_generate, "write one generated task in its official format")
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--train", type=int)
+    sp.add_argument("--validation", type=int)
+    sp.add_argument("--seed", type=int)
+    add("study", cmd_study, "write dvc.yaml and run the whole study with `dvc repro`")
+    return p
+
+
+WARM_COMMANDS = ("prepare", "intermediate", "transfer", "analyze")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    if args.command in WARM_COMMANDS:
+        from stilts import worker
+
+        if worker.enabled():
+            code = worker.run_via_worker(argv)
+            if code is not None:
+                return code
+    try:
+        return args.fn(args) or 0
+    except StiltsError as e:
+        print(f"stilts: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("stilts: error: out of memory; lower train.batch_size and raise train.grad_accum "
+              "(same effective batch)", file=sys.stderr)
+        return 3
+    except Exception as e:  # noqa: BLE001
+        if type(e).__name__ == "OutOfMemoryError":
+            print(f"stilts: error: out of memory ({e}); lower train.batch_size and raise train.grad_accum "
+                  "(same effective batch)", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

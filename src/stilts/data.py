@@ -1,0 +1,160 @@
+"""Prepare (official files / hub / generator → normalised splits) and featurise (tokenise once, cached).
+
+data/processed/<task>/{train,validation}.jsonl + meta.json   (DVC outputs)
+data/features/<task>/<key>/<split>/                           (a cache; key = data hash, tokenizer,
+                                                               max_seq_length, featuriser version)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from stilts import __version__
+from stilts.errors import StiltsError
+from stilts.io import atomic_dir, read_json, sha256_file, sha256_text
+from stilts.readers import read
+from stilts.tasks import registry
+from stilts.tasks.base import Task
+
+SPLITS = ("train", "validation")
+FEATURIZER_VERSION = "1"
+
+
+def _expected_files(task: Task) -> str:
+    return ", ".join(sorted(set(task.files.values())))
+
+
+def _source_files(params, task: Task, workdir: Path) -> tuple[str, dict[str, Path]]:
+    """Where this task's data comes from: the generator, local official files, or the hub."""
+    if task.generator:
+        from stilts.generate.suite import write_task
+
+        d = params.data
+        write_task(task.generator, workdir, d.generated_train, d.generated_validation, d.generated_seed)
+        return "generated", {s: workdir / task.files.get(s, task.files.get("all", "")) for s in SPLITS}
+    root = params.path(params.data.raw_dir) / task.name
+    files = {s: root / task.files.get(s, task.files.get("all", "")) for s in SPLITS}
+    if all(p.is_file() for p in files.values()):
+        return "local", files
+    if task.hub and not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
+        return "hub", {}
+    missing = ", ".join(str(p) for p in files.values() if not p.is_file())
+    raise StiltsError(f"task '{task.name}': data not found: put the official files ({_expected_files(task)}) "
+                      f"in {root}/ (missing: {missing}){'; ' + task.licence_note if task.licence_note else ''}")
+
+
+def _hub_rows(task: Task, split: str):
+    import datasets
+
+    path, _, rev = task.hub.partition("@")
+    name = None
+    if path.count("/") >= 1 and path.split("/")[0] in ("glue", "super_glue"):
+        path, name = path.split("/", 1)
+    try:
+        ds = datasets.load_dataset(path, name, split=task.hub_splits.get(split, split), revision=rev or None)
+    except Exception as e:  # network, missing dataset: say what to do instead
+        raise StiltsError(f"task '{task.name}': could not load '{task.hub}' from the hub ({type(e).__name__}); "
+                          f"put the official files ({_expected_files(task)}) in data/raw/{task.name}/") from None
+    for i, row in enumerate(ds):
+        yield f"hub:{task.hub}:{split}:{i}", dict(row)
+
+
+def read_records(task: Task, source: str, files: dict[str, Path], split: str) -> list[dict]:
+    from stilts import tasktypes
+
+    tt = tasktypes.get(task.type)
+    rows = _hub_rows(task, split) if source == "hub" else read(task.format, files[split], split)
+    records, seen = [], {}
+    for n, (where, row) in enumerate(rows):
+        rec = tt.make_record(task, row, where)
+        idx = str(row.get("idx", row.get("id", n)))
+        if idx in seen:
+            raise StiltsError(f"{where}: duplicate example id '{idx}' (first at {seen[idx]})")
+        seen[idx] = where
+        records.append({"idx": idx, **rec})
+    if not records:
+        where = files[split] if files else task.hub
+        raise StiltsError(f"{where}: the {split} split of '{task.name}' is empty")
+    return records
+
+
+def prepare(params, task_name: str) -> Path:
+    """Read one task's official data and write its normalised splits atomically."""
+    task = registry.get(task_name)
+    out = params.path(params.data.processed_dir) / task.name
+    with tempfile.TemporaryDirectory(prefix=f"stilts-{task.name}-") as work:
+        source, files = _source_files(params, task, Path(work))
+        splits = {s: read_records(task, source, files, s) for s in SPLITS}
+        hashes = {p.name: sha256_file(p) for p in dict.fromkeys(files.values())} if files else {}
+        with atomic_dir(out) as tmp:
+            for split, recs in splits.items():
+                (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs),
+                                                    encoding="utf-8")
+            data_hash = sha256_text(*(sha256_file(tmp / f"{s}.jsonl") for s in SPLITS))
+            meta = {"task": task.name, "type": task.type, "metric": task.metric, "labels": list(task.labels),
+                    "source": source, "hub": task.hub if source == "hub" else None, "source_files": hashes,
+                    "counts": {s: len(r) for s, r in splits.items()}, "data_hash": data_hash,
+                    "stilts_version": __version__}
+            if source == "generated":
+                d = params.data
+                meta["generator"] = {"name": task.generator, "train": d.generated_train,
+                                     "validation": d.generated_validation, "seed": d.generated_seed}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+def load_records(params, task_name: str, split: str) -> list[dict]:
+    path = params.path(params.data.processed_dir) / task_name / f"{split}.jsonl"
+    if not path.is_file():
+        raise StiltsError(f"{path}: not prepared yet; run `stilts prepare --task {task_name}` (or `dvc repro`)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # truncation/padding are call-time state, not part of what the tokenizer is
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None), state.pop("padding", None)
+        body = json.dumps(state, sort_keys=True)
+    else:
+        body = json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return sha256_text(type(tokenizer).__name__, body, str(tokenizer.model_max_length))[:16]
+
+
+def features(params, task_name: str, split: str, tokenizer, max_length: int):
+    """Token ids for one split, cached on disk and keyed by everything that changes them."""
+    import datasets
+
+    from stilts import tasktypes
+
+    task = registry.get(task_name)
+    meta_path = params.path(params.data.processed_dir) / task_name / "meta.json"
+    if not meta_path.is_file():
+        raise StiltsError(f"{meta_path}: not prepared yet; run `stilts prepare --task {task_name}`")
+    meta = read_json(meta_path)
+    key = sha256_text(meta["data_hash"], tokenizer_fingerprint(tokenizer), str(max_length), FEATURIZER_VERSION,
+                      task.type, ",".join(task.labels))[:20]
+    cache = params.path(params.data.features_dir) / task_name / key / split
+    if cache.is_dir():
+        return datasets.load_from_disk(str(cache))
+    records = load_records(params, task_name, split)
+    tt = tasktypes.get(task.type)
+    ds = datasets.Dataset.from_list(records)
+    ds = ds.map(tt.featurize, batched=True, batch_size=1000, remove_columns=ds.column_names,
+                fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "task": task},
+                load_from_cache_file=False, desc=f"tokenising {task_name}/{split}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{split}."))
+    try:
+        ds.save_to_disk(str(tmp))
+        os.replace(tmp, cache)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not cache.is_dir():
+            raise
+    return datasets.load_from_disk(str(cache))

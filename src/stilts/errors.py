@@ -1,0 +1,20 @@
+"""User-facing errors: one line, naming the file, line or key at fault."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class StiltsError(Exception):
+    """An error caused by the user's input. The CLI prints it as one line and exits 2."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str], where: str = "") -> StiltsError:
+    prefix = f"{where}: " if where else ""
+    return StiltsError(f"{prefix}unknown {kind} '{name}'{did_you_mean(name, choices)}")

@@ -1,0 +1,1 @@
+"""The offline generated task suite (see suite.py for what each task tests)."""

@@ -1,0 +1,137 @@
+"""dvc.yaml for the study in params: one stage per task (prepare), per intermediate task × restart,
+per (source × task × restart) transfer cell, and one analysis stage.
+
+Each stage depends only on its own code, data and params keys, so changing one task's override
+reruns that task's cells (and the analysis) and nothing else. DVC's templating cannot take the
+union of lists or per-cell optional keys, so the file is written from params by `stilts pipeline`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from stilts.cells import BASELINE, parse_source
+from stilts.errors import StiltsError
+from stilts.io import atomic_write_text
+from stilts.tasks import registry
+
+HEADER = "# Written by `stilts pipeline` from {src}; edit params, then rerun it (`make run` does).\n"
+PREPARE_CODE = ["src/stilts/data.py", "src/stilts/readers.py", "src/stilts/tasks", "src/stilts/tasktypes"]
+TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/train.py", "src/stilts/modeling.py", "src/stilts/data.py",
+              "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py"]
+ANALYSIS_CODE = ["src/stilts/analysis"]
+REPORT_FILES = ["report.md", "transfer_matrix.csv", "transfer_cells.csv", "correlations.csv", "degenerate.csv",
+                "runs.csv", "size_sweep.csv"]
+REPORT_PLOTS = ["transfer_heatmap.png", "probing_heatmap.png", "correlation_heatmap.png", "size_sweep.png"]
+
+
+def _code(params, paths: list[str]) -> list[str]:
+    return [p for p in paths if (params.root / p).exists()]
+
+
+def _rel(params, path: Path) -> str:
+    return str(path.relative_to(params.root)) if path.is_relative_to(params.root) else str(path)
+
+
+def _cmd(params, rest: str) -> str:
+    src = Path(params.source)
+    src = _rel(params, src.resolve()) if src.is_absolute() or src.exists() else str(src)
+    return f"stilts --params {src} {rest}" if src != "params.yaml" else f"stilts {rest}"
+
+
+def _present(params, key: str) -> bool:
+    """DVC fails on params keys absent from the file (stilts fills in defaults): list only present ones."""
+    node = params.raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _params_deps(params, keys: list[str]) -> list:
+    keys = [k for k in keys if _present(params, k)]
+    src = Path(params.source)
+    name = _rel(params, src.resolve())
+    return keys if name == "params.yaml" else [{name: keys}]
+
+
+def _train_keys(params, task: str) -> list[str]:
+    keys = ["model", "train", "mlflow.experiment", "study.probe_mode"]
+    if task in params.task_overrides:
+        keys.append(f"task_overrides.{task}")
+    return keys
+
+
+def stages(params) -> dict:
+    processed = params.path(params.data.processed_dir)
+    out: dict[str, dict] = {}
+    for name in params.all_tasks:
+        task = registry.get(name)
+        deps = _code(params, PREPARE_CODE)
+        keys = ["data.processed_dir"]
+        if task.generator:
+            deps += _code(params, ["src/stilts/generate"])
+            keys += ["data.generated_train", "data.generated_validation", "data.generated_seed"]
+        else:
+            raw = params.path(params.data.raw_dir) / name
+            deps.append(_rel(params, raw))
+            keys.append("data.raw_dir")
+        out[f"prepare-{name}"] = {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps,
+                                  "params": _params_deps(params, keys), "outs": [_rel(params, processed / name)]}
+    restarts = range(params.study.restarts)
+    for source in params.sources:
+        name, size = parse_source(source)
+        for k in restarts:
+            out[f"intermediate-{source}-r{k}"] = {
+                "cmd": _cmd(params, f"intermediate --task {name} --restart {k}" + (f" --size {size}" if size else "")),
+                "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)],
+                "params": _params_deps(params, _train_keys(params, name)),
+                "outs": [f"models/intermediate/{source}/r{k}"]}
+    results = []
+    for source in [BASELINE] + params.sources:
+        for name in params.transfer_tasks:
+            for k in restarts:
+                deps = _code(params, TRAIN_CODE) + [_rel(params, processed / name)]
+                if source != BASELINE:
+                    deps.append(f"models/intermediate/{source}/r{k}")
+                result = f"results/{source}/{name}/r{k}.json"
+                results.append(result)
+                out[f"transfer-{source}-{name}-r{k}"] = {
+                    "cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"),
+                    "deps": deps, "params": _params_deps(params, _train_keys(params, name)), "outs": [result]}
+    out["analyze"] = {
+        "cmd": _cmd(params, "analyze"), "deps": _code(params, ANALYSIS_CODE) + results,
+        "params": _params_deps(params, ["mlflow.experiment", "analysis", "tasks", "study.restarts"]),
+        "outs": [f"reports/{f}" for f in REPORT_FILES],
+        "metrics": [{"reports/summary.json": {"cache": False}}],
+        "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
+    return out
+
+
+def render(params) -> str:
+    for name in params.all_tasks:
+        if "-" in name:
+            raise StiltsError(f"task name '{name}' must not contain '-' (used in stage names)")
+    body = yaml.safe_dump({"stages": stages(params)}, sort_keys=False, width=120)
+    return HEADER.format(src=Path(params.source).name) + body
+
+
+def path(params) -> Path:
+    return params.root / "dvc.yaml"
+
+
+def write(params) -> Path:
+    p = path(params)
+    text = render(params)
+    if not p.is_file() or p.read_text() != text:
+        atomic_write_text(p, text)
+    return p
+
+
+def check(params) -> None:
+    p = path(params)
+    if not p.is_file() or p.read_text() != render(params):
+        raise StiltsError(f"{p}: out of date with {params.source}; run `stilts pipeline`")

@@ -1,0 +1,113 @@
+"""Official file formats → rows. Each reader yields (where, row) with `where` = "file:line".
+
+Readers know formats, not tasks; the task type turns a row into a normalised record.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from stilts.errors import StiltsError
+
+Row = tuple[str, dict]
+SENTEVAL_SPLITS = {"tr": "train", "va": "validation", "te": "test"}
+
+csv.field_size_limit(1 << 27)
+
+
+def _open(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def jsonl(path: Path, **_) -> Iterator[Row]:
+    with _open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise StiltsError(f"{path}:{n}: malformed JSON line: {e.msg}") from None
+            if not isinstance(obj, dict):
+                raise StiltsError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+            yield f"{path}:{n}", obj
+
+
+def jsonl_lst(path: Path, **_) -> Iterator[Row]:
+    """AI2 leaderboard layout (SocialIQA): `x.jsonl` with labels one per line in `x-labels.lst`."""
+    labels_path = path.with_name(path.name.replace(".jsonl", "-labels.lst"))
+    if not labels_path.is_file():
+        raise StiltsError(f"{labels_path}: labels file missing (expected beside {path.name})")
+    labels = [ln.strip() for ln in labels_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    rows = list(jsonl(path))
+    if len(labels) != len(rows):
+        raise StiltsError(f"{labels_path}: {len(labels)} labels for {len(rows)} examples in {path.name}")
+    for (where, row), label in zip(rows, labels):
+        yield where, {**row, "label": label}
+
+
+def tsv(path: Path, header: bool = True, **_) -> Iterator[Row]:
+    """GLUE tsv: no quoting (quotes are text). Without a header, columns are named "0", "1", ..."""
+    with _open(path) as f:
+        names = None
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            cols = line.split("\t")
+            if header and names is None:
+                names = cols
+                continue
+            if names is not None and len(cols) < len(names):
+                raise StiltsError(f"{path}:{n}: expected {len(names)} tab-separated columns, got {len(cols)}")
+            keys = names if names is not None else [str(i) for i in range(len(cols))]
+            row = dict(zip(keys, cols))
+            row["__extra__"] = cols[len(keys):]
+            yield f"{path}:{n}", row
+
+
+def tsv_noheader(path: Path, **kw) -> Iterator[Row]:
+    return tsv(path, header=False, **kw)
+
+
+def csv_rows(path: Path, **_) -> Iterator[Row]:
+    with _open(path) as f:
+        reader = csv.DictReader(f)
+        try:
+            for row in reader:
+                if None in row:
+                    raise StiltsError(f"{path}:{reader.line_num}: more columns than the header has")
+                yield f"{path}:{reader.line_num}", row
+        except csv.Error as e:
+            raise StiltsError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
+
+
+def senteval(path: Path, split: str = "train", **_) -> Iterator[Row]:
+    """SentEval probing: `split<TAB>label<TAB>sentence`, all splits in one file (tr/va/te)."""
+    with _open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            cols = line.split("\t")
+            if len(cols) != 3 or cols[0] not in SENTEVAL_SPLITS:
+                raise StiltsError(f"{path}:{n}: expected 'tr|va|te<TAB>label<TAB>sentence'")
+            if SENTEVAL_SPLITS[cols[0]] == split:
+                yield f"{path}:{n}", {"label": cols[1], "sentence": cols[2], "idx": f"{n}"}
+
+
+READERS = {"jsonl": jsonl, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": tsv_noheader,
+           "csv": csv_rows, "senteval": senteval}
+
+
+def read(fmt: str, path: Path, split: str) -> Iterator[Row]:
+    if fmt not in READERS:
+        raise StiltsError(f"unknown file format '{fmt}' (known: {', '.join(READERS)})")
+    return READERS[fmt](path, split=split)

@@ -1,0 +1,1 @@
+"""The task registry: every task is one declaration in a family module."""

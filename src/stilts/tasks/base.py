@@ -1,0 +1,31 @@
+"""What a task is: one short declaration. The task type owns featuriser, head and predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+ROLES = ("intermediate", "target", "probe")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    type: str  # a module in stilts.tasktypes: classification, multiple_choice, ...
+    metric: str  # a function in stilts.metrics; its value is the major score
+    format: str = "jsonl"  # a reader in stilts.readers
+    files: dict[str, str] = field(default_factory=dict)  # split -> path under raw_dir/<task>/
+    fields: dict = field(default_factory=dict)  # record field -> column/key in the source rows
+    labels: tuple[str, ...] = ()  # empty for multiple choice (label = choice index)
+    convert: Callable[[dict], dict] | None = None  # row -> record, for layouts fields can't express
+    hub: str | None = None  # "path[/config]@revision" for datasets.load_dataset when online
+    hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split
+    generator: str | None = None  # a function in stilts.generate.suite (generated tasks)
+    family: str = ""
+    roles: tuple[str, ...] = ROLES  # where the paper uses it (documentation, `stilts tasks`)
+    licence_note: str = ""  # bring-your-own data, etc.
+    description: str = ""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)

@@ -1,0 +1,29 @@
+"""GLUE tasks in their official tsv layout (train.tsv / dev.tsv)."""
+
+from stilts.tasks.base import Task
+from stilts.tasks.registry import register
+
+_SPLITS = {"train": "train.tsv", "validation": "dev.tsv"}
+_GLUE = {"family": "glue", "format": "tsv", "files": _SPLITS}
+
+register(
+    Task("sst2", "classification", "accuracy", fields={"text_a": "sentence"}, labels=("0", "1"),
+         hub="glue/sst2", roles=("intermediate",), **_GLUE),
+    Task("qqp", "classification", "acc_f1", fields={"text_a": "question1", "text_b": "question2",
+                                                    "label": "is_duplicate"},
+         labels=("0", "1"), hub="glue/qqp", roles=("intermediate",), **_GLUE),
+    Task("mnli", "classification", "accuracy", fields={"text_a": "sentence1", "text_b": "sentence2",
+                                                       "label": "gold_label"},
+         labels=("entailment", "contradiction", "neutral"), hub="glue/mnli", roles=("intermediate",),
+         family="glue", format="tsv", files={"train": "train.tsv", "validation": "dev_matched.tsv"},
+         hub_splits={"train": "train", "validation": "validation_matched"}),
+    Task("cola", "classification", "mcc", format="tsv_noheader", fields={"text_a": "3", "label": "1"},
+         labels=("0", "1"), hub="glue/cola", roles=("probe",), family="glue", files=_SPLITS),
+    Task("mrpc", "classification", "acc_f1", fields={"text_a": "#1 String", "text_b": "#2 String",
+                                                     "label": "Quality"},
+         labels=("0", "1"), hub="glue/mrpc", roles=(), **_GLUE),
+    Task("qnli", "classification", "accuracy", fields={"text_a": "question", "text_b": "sentence"},
+         labels=("entailment", "not_entailment"), hub="glue/qnli", roles=(), **_GLUE),
+    Task("wnli", "classification", "accuracy", fields={"text_a": "sentence1", "text_b": "sentence2"},
+         labels=("0", "1"), hub="glue/wnli", roles=(), **_GLUE),
+)

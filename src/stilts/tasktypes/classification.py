@@ -1,0 +1,70 @@
+"""Single-sentence and sentence-pair classification (SST-2, CoLA, RTE, CB, MNLI, QQP, SentEval ...).
+
+Record: {"idx", "text_a", "text_b"?, "label"} with label one of the task's label names.
+Head: dropout + one linear layer over the first token, as in the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stilts.errors import StiltsError
+from stilts.tasktypes.common import field, label_str, text
+
+
+def make_record(task, row: dict, where: str) -> dict:
+    f = task.fields
+    rec = {"text_a": text(row, f.get("text_a", "sentence"), where)}
+    if "text_b" in f:
+        rec["text_b"] = text(row, f["text_b"], where)
+    label = label_str(field(row, f.get("label", "label"), where))
+    if label not in task.labels and label.lstrip("-").isdigit() and 0 <= int(label) < len(task.labels):
+        label = task.labels[int(label)]  # hub datasets store class indices
+    if label not in task.labels:
+        raise StiltsError(f"{where}: label '{label}' is not one of {list(task.labels)}")
+    rec["label"] = label
+    return rec
+
+
+def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
+    pair = (batch["text_a"], batch["text_b"]) if "text_b" in batch else (batch["text_a"],)
+    enc = tokenizer(*pair, truncation=True, max_length=max_length)
+    index = {name: i for i, name in enumerate(task.labels)}
+    enc["labels"] = [index[lab] for lab in batch["label"]]
+    enc["length"] = [len(ids) for ids in enc["input_ids"]]
+    return dict(enc)
+
+
+def collator(tokenizer, pad_to_multiple_of: int | None = 8):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+
+class Head(nn.Module):
+    def __init__(self, hidden_size: int, task, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, task.num_labels)
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.out(self.dropout(hidden[:, 0]))
+
+
+def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+def majority_score(task, labels) -> float:
+    """Score of always predicting the most frequent label (the degenerate-run reference)."""
+    from collections import Counter
+
+    from stilts import metrics
+
+    top = Counter(labels).most_common(1)[0][0]
+    return metrics.compute(task.metric, [top] * len(labels), list(labels))[task.metric]

@@ -1,0 +1,89 @@
+"""Multiple choice with the choices folded into the batch (COPA, CommonsenseQA, Cosmos QA, SocialIQA, HellaSwag).
+
+Record: {"idx", "context", "question"?, "choices": [...], "label": index of the right choice}.
+Each (context [+ question], choice) pair is encoded; a linear layer scores it; softmax over choices.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stilts.errors import StiltsError
+from stilts.tasktypes.common import field, text
+
+
+def make_record(task, row: dict, where: str) -> dict:
+    if task.convert is not None:
+        row = task.convert(row)
+    f = task.fields
+    rec = {"context": text(row, f.get("context", "context"), where)}
+    if "question" in f:
+        rec["question"] = text(row, f["question"], where)
+    choices = [text(row, k, where) for k in f["choices"]] if isinstance(f["choices"], list) \
+        else list(field(row, f["choices"], where))
+    offset = int(f.get("label_offset", 0))
+    raw = field(row, f.get("label", "label"), where)
+    try:
+        label = int(raw) - offset
+    except (TypeError, ValueError):
+        raise StiltsError(f"{where}: label '{raw}' is not a choice number") from None
+    if not 0 <= label < len(choices):
+        raise StiltsError(f"{where}: label '{raw}' is outside the {len(choices)} choices")
+    rec["choices"], rec["label"] = choices, label
+    return rec
+
+
+def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
+    firsts, seconds, sizes = [], [], []
+    for i, choices in enumerate(batch["choices"]):
+        first = batch["context"][i]
+        if "question" in batch:
+            first = f"{first} {batch['question'][i]}"
+        firsts += [first] * len(choices)
+        seconds += list(choices)
+        sizes.append(len(choices))
+    enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    out, start = {k: [] for k in enc}, 0
+    for n in sizes:
+        for k in enc:
+            out[k].append(enc[k][start:start + n])
+        start += n
+    out["labels"] = list(batch["label"])
+    out["length"] = [max(len(x) for x in ids) * len(ids) for ids in out["input_ids"]]
+    return out
+
+
+def collator(tokenizer, pad_to_multiple_of: int | None = 8):
+    from transformers import DataCollatorForMultipleChoice
+
+    return DataCollatorForMultipleChoice(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+
+class Head(nn.Module):
+    def __init__(self, hidden_size: int, task, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        n_choices = batch["input_ids"].shape[1]
+        return self.out(self.dropout(hidden[:, 0])).view(-1, n_choices)
+
+
+def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+def majority_score(task, labels) -> float:
+    """Chance level: expected accuracy of a uniform guess is the right reference for choices."""
+    from collections import Counter
+
+    from stilts import metrics
+
+    top = Counter(labels).most_common(1)[0][0]
+    return metrics.compute(task.metric, [top] * len(labels), list(labels))[task.metric]

@@ -1,0 +1,178 @@
+"""The training loop (Accelerate): AdamW + linear warm-up/decay, mixed precision, gradient
+accumulation, evaluation every N steps or each epoch, best state kept.
+
+Runs unchanged on one CPU, one GPU, or several processes under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+
+@dataclass
+class TrainResult:
+    best: dict  # dev metrics of the best evaluation (full dev set)
+    best_step: int
+    steps: int
+    train_seconds: float
+    train_examples: int
+    train_tokens: int
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """'auto' → bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AMX/AVX512-BF16), else fp32."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cpu = torch.cpu
+    fast = getattr(cpu, "_is_amx_tile_supported", lambda: False)() or \
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return "bf16" if fast else "no"
+
+
+def make_accelerator(settings, cpu: bool = False):
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision),
+                       gradient_accumulation_steps=settings.grad_accum, cpu=cpu)
+
+
+def _optimizer(model, settings, device_type: str):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:  # fused AdamW: one kernel for all parameters (CPU since torch 2.4, and CUDA)
+        return torch.optim.AdamW(groups, lr=settings.lr, fused=device_type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=settings.lr)
+
+
+def _train_loader(ds, settings, collate, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    if settings.group_by_length and "length" in ds.column_names:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(settings.batch_size, lengths=list(ds["length"]), generator=g)
+    else:
+        sampler = torch.utils.data.RandomSampler(ds, generator=g)
+    return DataLoader(ds.remove_columns(["length"]) if "length" in ds.column_names else ds,
+                      batch_size=settings.batch_size, sampler=sampler, collate_fn=collate, drop_last=False)
+
+
+def eval_loader(ds, settings, collate):
+    if "length" in ds.column_names:
+        order = np.argsort(ds["length"])[::-1]  # longest first: padding waste is lowest when sorted
+        ds = ds.select(order.tolist()).remove_columns(["length"])
+    return DataLoader(ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=collate)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, task) -> dict:
+    from stilts import metrics
+
+    model.eval()
+    preds, golds = [], []
+    tt = accelerator.unwrap_model(model).tasktype
+    for batch in loader:
+        with accelerator.autocast():
+            logits = model(batch)
+        p, g = accelerator.gather_for_metrics((tt.predict(logits), batch["labels"]))
+        preds.append(p.cpu()), golds.append(g.cpu())
+    model.train()
+    pred, gold = torch.cat(preds).numpy(), torch.cat(golds).numpy()
+    out = metrics.compute(task.metric, pred, gold)
+    out["pred_classes"] = int(len(np.unique(pred)))
+    out["examples"] = int(len(gold))
+    return out
+
+
+def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
+          keep_best_state: bool = False, progress: bool = True) -> TrainResult:
+    """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    set_seed(seed)
+    log = log or (lambda metrics, step: None)
+    dev_during = dev_ds
+    if settings.max_eval_examples and len(dev_ds) > settings.max_eval_examples:
+        dev_during = dev_ds.select(range(settings.max_eval_examples))
+        keep_best_state = True  # the final full-dev evaluation must score the best state
+    train_loader = _train_loader(train_ds, settings, collate, seed)
+    dev_loader = eval_loader(dev_during, settings, collate)
+    optimizer = _optimizer(model, settings, accelerator.device.type)
+    steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
+    total = settings.max_steps or steps_per_epoch * settings.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, dev_loader, scheduler)
+    tt = accelerator.unwrap_model(model).tasktype
+    eval_every = settings.eval_every or steps_per_epoch
+
+    best, best_step, best_state, history = None, 0, None, []
+    step, examples, loss_n = 0, 0, 0
+    loss_sum = torch.zeros((), device=accelerator.device)
+    tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)  # summed on device: no host sync
+    bar = tqdm(total=total, desc=f"{task.name}", disable=not (progress and accelerator.is_local_main_process),
+               mininterval=2.0, leave=False)
+    start = time.perf_counter()
+    model.train()
+    done = False
+    while not done:
+        for batch in train_loader:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(batch)
+                loss = tt.loss(logits, batch["labels"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and settings.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            loss_n += 1
+            examples += batch["labels"].shape[0]
+            tokens += batch["attention_mask"].sum()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % settings.log_every == 0:
+                log({"train_loss": (loss_sum / loss_n).item(), "lr": scheduler.get_last_lr()[0]}, step)
+                loss_sum.zero_()
+                loss_n = 0
+            if step % eval_every == 0 or step == total:
+                m = evaluate(model, dev_loader, accelerator, task)
+                history.append({"step": step, **m})
+                log({f"dev_{k}": v for k, v in m.items()}, step)
+                if best is None or m[task.metric] > best[task.metric]:
+                    best, best_step = m, step
+                    if keep_best_state:
+                        best_state = {k: v.detach().to("cpu", copy=True)
+                                      for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            if step >= total:
+                done = True
+                break
+    bar.close()
+    seconds = time.perf_counter() - start
+    if dev_during is not dev_ds:  # the paper: capped dev set while training, full dev set at the end
+        unwrapped = accelerator.unwrap_model(model)
+        if best_state is not None:
+            unwrapped.load_state_dict(best_state)
+        best = evaluate(model, accelerator.prepare(eval_loader(dev_ds, settings, collate)), accelerator, task)
+    return TrainResult(best=best, best_step=best_step, steps=step, train_seconds=seconds,
+                       train_examples=examples, train_tokens=int(tokens.item()), best_state=best_state,
+                       history=history)

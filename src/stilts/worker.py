@@ -1,0 +1,224 @@
+"""A warm fork server for cells, so each DVC stage does not pay Python + torch + MLflow start-up.
+
+`dvc repro` starts one process per stage. Importing torch, transformers, datasets and MLflow costs
+several seconds each time, which is most of a small cell. The first `stilts` cell command starts
+this server in the background (imports done once); every cell command then connects over a unix
+socket, hands over its stdin/stdout/stderr, argv, working directory and environment, and the
+server forks a fresh child that runs the command exactly as the CLI would. The client exits with
+the child's exit code; killing the client kills the child. The server exits after
+`STILTS_WORKER_IDLE` seconds (default 300) without work, and a code change gives a new server
+(the socket name includes a hash of the package source). `STILTS_WORKER=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.tracking", "safetensors.torch",
+           "stilts.cells", "stilts.train", "stilts.modeling", "stilts.data", "stilts.tracking",
+           "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report"]
+
+
+# read once at import time by torch/transformers/huggingface_hub: a server serves one setting of them
+IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_")
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256(sys.executable.encode())
+    for p in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    for k in sorted(os.environ):
+        if k.startswith(IMPORT_TIME_ENV):
+            h.update(f"{k}={os.environ[k]}".encode())
+    return h.hexdigest()[:12]
+
+
+def socket_path() -> Path:
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"stilts-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    return base / f"worker-{_code_hash()}.sock"
+
+
+def enabled() -> bool:
+    distributed = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    return (os.environ.get("STILTS_WORKER", "1") != "0" and not distributed and hasattr(socket, "send_fds")
+            and hasattr(os, "fork"))
+
+
+# ------------------------------------------------------------------------------------------ client
+
+
+def _connect(path: Path) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def _start_server(path: Path) -> None:
+    log = path.with_suffix(".log")
+    with open(log, "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "stilts.worker", str(path)], stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=out, start_new_session=True, close_fds=True)
+
+
+def run_via_worker(argv: list[str]) -> int | None:
+    """Run `stilts argv` in the warm server; None when no server could be reached (run in-process)."""
+    path = socket_path()
+    conn = _connect(path)
+    if conn is None:
+        _start_server(path)
+        deadline = time.monotonic() + 60
+        while conn is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            conn = _connect(path)
+        if conn is None:
+            return None
+    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    with conn:
+        socket.send_fds(conn, [struct.pack("!I", len(request))], [0, 1, 2])
+        conn.sendall(request)
+        try:
+            reply = conn.recv(4)
+        except KeyboardInterrupt:
+            return 130
+        return struct.unpack("!i", reply)[0] if len(reply) == 4 else None
+
+
+# ------------------------------------------------------------------------------------------ server
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("client went away")
+        data += chunk
+    return data
+
+
+def _child(fds: list[int], request: dict) -> None:
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    for fd in fds:
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ["STILTS_WORKER"] = "0"
+    os.chdir(request["cwd"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from stilts import cli
+
+    code = 1
+    try:
+        code = cli.main(request["argv"])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve_one(conn: socket.socket) -> None:
+    msg, fds, _, _ = socket.recv_fds(conn, 4, 3)
+    (length,) = struct.unpack("!I", _recv_exact(conn, 4 - len(msg)) if len(msg) < 4 else msg)
+    request = json.loads(_recv_exact(conn, length))
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _child(fds, request)
+    for fd in fds:
+        os.close(fd)
+    conn.setblocking(False)
+    while True:  # wait for the child; kill it if the client disappears
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        try:
+            if conn.recv(1) == b"":
+                os.kill(pid, signal.SIGKILL)
+        except BlockingIOError:
+            pass
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    code = os.waitstatus_to_exitcode(status)
+    conn.setblocking(True)
+    try:
+        conn.sendall(struct.pack("!i", code if code >= 0 else 128 - code))
+    except OSError:
+        pass
+
+
+def serve(path: Path) -> None:
+    import importlib
+    import threading
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    idle = float(os.environ.get("STILTS_WORKER_IDLE", "300"))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp))
+    server.listen(16)
+    os.replace(tmp, path)  # the socket appears only when the imports are done
+    inode = os.stat(path).st_ino
+    server.settimeout(1.0)
+    active, last = [0], time.monotonic()
+    lock = threading.Lock()
+
+    def handle(conn):
+        try:
+            with conn:
+                _serve_one(conn)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    try:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                with lock:
+                    busy = active[0] > 0
+                if busy:
+                    last = time.monotonic()
+                elif time.monotonic() - last > idle:
+                    break
+                continue
+            with lock:
+                active[0] += 1
+            last = time.monotonic()
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    finally:
+        try:
+            if os.stat(path).st_ino == inode:
+                path.unlink()
+        except OSError:
+            pass
+        server.close()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))

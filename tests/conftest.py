@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny randomly initialised BERT with a tokenizer trained offline, and tiny params."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _corpus() -> list[str]:
+    from stilts.generate import suite
+
+    rng = random.Random(0)
+    lines = [r["premise"] + " " + r["hypothesis"] for r in suite.gen_syn_nli(rng, 300)]
+    lines += [r["sentence"] for r in suite.gen_syn_sentiment(rng, 300)]
+    lines += ["What was the cause? What happened as a result? yes no true false the a an of to is was"]
+    return lines
+
+
+def build_tiny_model(path: Path) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=600, special_tokens=special))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=128)
+    fast.save_pretrained(path)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def tiny_params_dict(model_path: Path, **over) -> dict:
+    raw = {
+        "model": {"name": str(model_path)},
+        "tasks": {"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": ["syn_tense"]},
+        "study": {"restarts": 1},
+        "data": {"generated_train": 64, "generated_validation": 32},
+        "mlflow": {"experiment": "test"},
+        "train": {"lr": 1e-3, "batch_size": 8, "eval_batch_size": 32, "epochs": 1, "max_seq_length": 48,
+                  "log_every": 2},
+    }
+    for key, value in over.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
+
+
+@pytest.fixture
+def make_params(tiny_model, tmp_path, monkeypatch):
+    """Write params.yaml in a fresh directory and load it; MLflow goes to that directory's sqlite db."""
+    from stilts import config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+
+    def make(**over):
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(tiny_params_dict(tiny_model, **over)))
+        return config.load(path)
+
+    return make

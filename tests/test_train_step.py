@@ -1,0 +1,72 @@
+"""One training step and an evaluation per task type on the tiny model."""
+
+import pytest
+import torch
+
+from stilts import data, modeling, tasktypes
+from stilts.tasks import registry
+from stilts.train import make_accelerator, resolve_mixed_precision, train
+
+
+@pytest.mark.parametrize("task_name", ["syn_sentiment", "syn_rte", "syn_copa", "syn_tense"])
+def test_one_step_and_eval_per_task_type(make_params, task_name):
+    params = make_params(train={"max_steps": 1, "batch_size": 4, "eval_every": 1})
+    data.prepare(params, task_name)
+    task = registry.get(task_name)
+    settings = params.train_for(task_name)
+    tok = modeling.load_tokenizer(params.model)
+    train_ds = data.features(params, task_name, "train", tok, settings.max_seq_length)
+    dev_ds = data.features(params, task_name, "validation", tok, settings.max_seq_length)
+    model = modeling.build(params, task, settings)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    acc = make_accelerator(settings, cpu=True)
+    logged = []
+    result = train(model, task, settings, train_ds, dev_ds, tasktypes.get(task.type).collator(tok), acc, seed=1,
+                   log=lambda m, s: logged.append(m), progress=False)
+    assert result.steps == 1
+    assert 0.0 <= result.best[task.metric] <= 1.0 and result.best["examples"] == len(dev_ds)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("head.") for k in changed) and any(k.startswith("encoder.") for k in changed)
+    assert any("dev_" + task.metric in m for m in logged)
+
+
+def test_features_are_cached_and_keyed_by_max_length(make_params):
+    params = make_params()
+    data.prepare(params, "syn_rte")
+    tok = modeling.load_tokenizer(params.model)
+    a = data.features(params, "syn_rte", "train", tok, 48)
+    data.features(params, "syn_rte", "train", tok, 48)
+    b = data.features(params, "syn_rte", "train", tok, 16)
+    keys = list((params.root / "data" / "features" / "syn_rte").iterdir())
+    assert len(keys) == 2
+    assert max(a["length"]) > 16 >= max(b["length"])
+
+
+def test_auto_precision_is_fp32_without_fast_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_mixed_precision("auto") == "no"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_mixed_precision("auto") == "bf16"
+    assert resolve_mixed_precision("no") == "no"
+
+
+def test_max_seq_length_above_model_limit(make_params):
+    from stilts.errors import StiltsError
+
+    params = make_params(train={"max_seq_length": 4096})
+    with pytest.raises(StiltsError, match="above the model's limit of 128"):
+        modeling.build(params, registry.get("syn_rte"), params.train_for("syn_rte"))
+
+
+def test_missing_model_path(make_params, tmp_path):
+    from stilts.errors import StiltsError
+
+    params = make_params(model={"name": str(tmp_path / "nope")})
+    with pytest.raises(StiltsError, match="does not exist"):
+        modeling.load_tokenizer(params.model)
+    (tmp_path / "empty").mkdir()
+    params = make_params(model={"name": str(tmp_path / "empty")})
+    with pytest.raises(StiltsError, match="is not a model directory"):
+        modeling.load_tokenizer(params.model)

@@ -1,0 +1,34 @@
+"""The warm fork server: same results and exit codes as running in-process, much less start-up."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import tiny_params_dict
+
+
+def run(cwd, *args, env):
+    return subprocess.run([str(Path(sys.executable).parent / "stilts"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_worker_runs_commands_and_propagates_errors(tiny_model, tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
+    env = {**os.environ, "STILTS_WORKER": "1", "STILTS_WORKER_IDLE": "15", "XDG_RUNTIME_DIR": str(tmp_path)}
+    first = run(tmp_path, "prepare", "--task", "syn_tense", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "prepared syn_tense" in first.stdout
+    assert list((tmp_path / f"stilts-{os.getuid()}").glob("worker-*.sock"))
+    sockets = sorted((tmp_path / f"stilts-{os.getuid()}").glob("worker-*.sock"))
+    second = run(tmp_path, "prepare", "--task", "syn_rte", env=env)
+    assert second.returncode == 0 and "prepared syn_rte" in second.stdout
+    assert sorted((tmp_path / f"stilts-{os.getuid()}").glob("worker-*.sock")) == sockets  # the same server
+    bad = run(tmp_path, "prepare", "--task", "syn_rtee", env=env)
+    assert bad.returncode == 2
+    assert "unknown task 'syn_rtee' (did you mean 'syn_rte'?)" in bad.stderr
+    cell = run(tmp_path, "transfer", "--source", "none", "--task", "syn_tense", "--restart", "0", env=env)
+    assert cell.returncode == 0, cell.stderr
+    assert (tmp_path / "results" / "none" / "syn_tense" / "r0.json").is_file()
