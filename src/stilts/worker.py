@@ -215,6 +215,9 @@ def serve(path: Path) -> None:
         try:
             if os.stat(path).st_ino == inode:
                 path.unlink()
+            log = path.with_suffix(".log")
+            if log.is_file() and log.stat().st_size == 0:
+                log.unlink()
         except OSError:
             pass
         server.close()

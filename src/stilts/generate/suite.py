@@ -8,8 +8,8 @@ Skills by design:
   (opposite polarity), or add to (new detail) the premise? Skill: content matching + negation.
 - syn_sentiment (intermediate, SST-2-style): is an opinion positive? Negation flips it.
   Skill: lexical sentiment + negation.
-- syn_rte (target, RTE-style 2-way): two-clause premises; the hypothesis restates one clause,
-  negates it, swaps its agent or adds detail. Needs the syn_nli skill in a new surface form.
+- syn_rte (target, RTE-style 2-way): premises of one or two events; the hypothesis restates an
+  event, negates it, swaps its agent or adds detail. The syn_nli skill, binary, in a new surface.
 - syn_copa (target, COPA-style 2-choice): an opinion and the person's reaction (cause or effect).
   Needs the syn_sentiment skill.
 - syn_tense / syn_subjnum / syn_bshift / syn_sentlen (probes, SentEval format): tense of the
@@ -83,9 +83,12 @@ def gen_syn_nli(rng, n):
 def gen_syn_rte(rng, n):
     rows = []
     for i in range(n):
-        a, b = random_clause(rng, 0.5, 0.2), random_clause(rng, 0.5, 0.2)
-        premise = f"{a.render()} Later, {b.render()[0].lower()}{b.render()[1:]}"
-        target = rng.choice([a, b])
+        a = random_clause(rng, 0.5, 0.3)
+        target, premise = a, a.render()
+        if rng.random() < 0.3:  # sometimes a second event; the hypothesis may be about either
+            b = random_clause(rng, 0.3, 0.3)
+            premise = f"{premise} Later, {b.render()[0].lower()}{b.render()[1:]}"
+            target = rng.choice([a, b])
         h = without_modifiers(target)
         kind = rng.choice(["same", "same", "negate", "agent", "detail"])
         if kind == "negate":
