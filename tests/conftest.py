@@ -27,9 +27,9 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tiny_model(path: Path) -> Path:
+def build_tiny_model(path: Path, mlm_head: bool = False) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -46,13 +46,19 @@ def build_tiny_model(path: Path) -> Path:
     import torch
 
     torch.manual_seed(0)
-    BertModel(config).save_pretrained(path, safe_serialization=True)
+    (BertForMaskedLM if mlm_head else BertModel)(config).save_pretrained(path, safe_serialization=True)
     return path
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm_model(tmp_path_factory) -> Path:
+    """The same tiny BERT with a (random) masked-LM head, as pretrained MLM checkpoints have."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert-mlm"), mlm_head=True)
 
 
 def tiny_params_dict(model_path: Path, **over) -> dict:
@@ -80,7 +86,7 @@ def make_params(tiny_model, tmp_path, monkeypatch):
 
     def make(**over):
         path = tmp_path / "params.yaml"
-        path.write_text(yaml.safe_dump(tiny_params_dict(tiny_model, **over)))
+        path.write_text(yaml.safe_dump(tiny_params_dict(tiny_model, **over), sort_keys=False))
         return config.load(path)
 
     return make

@@ -70,3 +70,19 @@ def test_missing_model_path(make_params, tmp_path):
     params = make_params(model={"name": str(tmp_path / "empty")})
     with pytest.raises(StiltsError, match="is not a model directory"):
         modeling.load_tokenizer(params.model)
+
+
+def test_early_stopping_after_patience_evaluations(make_params):
+    params = make_params(train={"max_steps": 20, "batch_size": 4, "eval_every": 1, "patience": 2, "lr": 1e-12,
+                                "warmup_ratio": 0.0})
+    data.prepare(params, "syn_tense")
+    task = registry.get("syn_tense")
+    settings = params.train_for("syn_tense")
+    tok = modeling.load_tokenizer(params.model)
+    ds = data.features(params, "syn_tense", "train", tok, 48)
+    dev = data.features(params, "syn_tense", "validation", tok, 48)
+    model = modeling.build(params, task, settings)
+    result = train(model, task, settings, ds, dev, tasktypes.get(task.type).collator(tok),
+                   make_accelerator(settings, cpu=True), seed=1, progress=False)
+    # lr ~0: the score never improves after the first evaluation, so 2 more evaluations end the run
+    assert result.steps == 3 and result.stopped_early and result.best_step == 1

@@ -38,14 +38,16 @@ def result_path(params, source: str, task: str, restart: int) -> Path:
 
 
 def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, init_from: Path | None,
-              save_to: Path | None, size: int | None = None) -> dict:
+              save_to: Path | None, size: int | None = None, settings=None, extra_tags: dict | None = None) -> dict:
     import torch
 
-    from stilts import data, modeling, tasktypes, tracking
+    from stilts import data, mlm, modeling, sweep, tasktypes, tracking
     from stilts.train import make_accelerator, resolve_mixed_precision, train
 
     task = registry.get(task_name)
-    settings = params.train_for(task_name)
+    setting_source = {}
+    if settings is None:
+        settings, setting_source = sweep.settings_for(params, task_name)
     if size is not None:
         settings = dataclasses.replace(settings, max_train_examples=size)
     seed = seed_for(role, restart, settings.seed)
@@ -56,15 +58,35 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     if settings.max_train_examples and len(train_ds) > settings.max_train_examples:
         # a fixed subset (same for every restart and source), so restarts differ only in their seeds
         train_ds = train_ds.shuffle(seed=0).select(range(settings.max_train_examples))
-    model = modeling.build(params, task, settings, init_from=init_from)
+    mlm_model, mlm_tags, mixing = None, {}, role == "intermediate" and task_name in params.mlm.tasks
+    if role == "intermediate" and (params.mlm.measure or mixing):
+        mlm_model, why = mlm.load_mlm_model(params.model.name, params.model.revision, params.model.attn_implementation)
+        if mlm_model is None:
+            if mixing:
+                raise StiltsError(f"mlm.tasks: MLM mixing for '{task_name}' needs a masked-LM head, but "
+                                  f"'{params.model.name}': {why}")
+            mlm_tags["mlm_unavailable"] = why
+    model = modeling.build(params, task, settings, init_from=init_from, mlm_model=mlm_model)
     accelerator = make_accelerator(settings)
+    mlm_metrics, mlm_batches, mlm_ratio = {}, None, 0.0
+    if mlm_model is not None:
+        lines = mlm.corpus(params, params.mlm.eval_examples + (params.mlm.corpus_examples if mixing else 0))
+        mlm_eval = mlm.features(tokenizer, lines[:params.mlm.eval_examples], settings.max_seq_length)
+        mlm_metrics["mlm_loss_before"] = mlm.loss(mlm_model, tokenizer, mlm_eval, params.mlm.probability)
+        if mixing:
+            mix = mlm.features(tokenizer, lines[params.mlm.eval_examples:], settings.max_seq_length)
+            mlm_ratio = mlm.mixing_ratio(len(train_ds), len(mix), params.mlm.cap)
+            mlm_batches = mlm.batches(tokenizer, mix, settings.batch_size, params.mlm.probability, seed)
+            mlm_tags |= {"mlm_mixing": "true", "mlm_ratio": round(mlm_ratio, 4)}
     collate = tasktypes.get(task.type).collator(tokenizer)
     tags = {"role": role, "source": source, "task": task_name, "restart": restart,
             "cell": f"{source}/{task_name}/r{restart}", "type": task.type, "metric": task.metric}
+    tags |= (extra_tags or {}) | mlm_tags
     src_task, src_size = parse_source(source)
     if source != BASELINE:
         tags |= {"source_task": src_task, "source_size": src_size if src_size is not None else "full"}
     logged = {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(settings),
+              "settings_source": setting_source,
               "task": {"name": task_name, "type": task.type, "metric": task.metric, "family": task.family},
               "cell": {"role": role, "source": source, "restart": restart, "seed": seed,
                        "init_from": str(init_from) if init_from else "pretrained"},
@@ -83,12 +105,14 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         if main:
             run.log_params(logged)
         result = train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed,
-                       log=(run.log_metrics if main else None), keep_best_state=save_to is not None)
+                       log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
+                       mlm_batches=mlm_batches, mlm_ratio=mlm_ratio)
         tt = tasktypes.get(task.type)
         majority = tt.majority_score(task, list(dev_ds["labels"]))
         summary = {"role": role, "source": source, "task": task_name, "restart": restart, "seed": seed,
                    "metric": task.metric, "score": result.best[task.metric], "majority": majority,
                    "metrics": result.best, "best_step": result.best_step, "steps": result.steps,
+                   "stopped_early": result.stopped_early,
                    "train_seconds": round(result.train_seconds, 3),
                    "examples_per_second": round(result.train_examples / max(result.train_seconds, 1e-9), 2),
                    "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
@@ -102,6 +126,10 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                 meta = {**summary, "base_model": params.model.name, "stilts_version": __version__}
                 unwrapped = accelerator.unwrap_model(model)
                 modeling.save_checkpoint(unwrapped, tokenizer, save_to, meta, result.best_state)
+                if mlm_model is not None:  # the encoder now holds the best state
+                    mlm_metrics["mlm_loss_after"] = mlm.loss(unwrapped.mlm, tokenizer, mlm_eval, params.mlm.probability)
+                    run.log_metrics(mlm_metrics, result.steps)
+                    summary |= mlm_metrics
                 run.set_tags({"checkpoint": str(save_to.relative_to(params.root)
                                                 if save_to.is_relative_to(params.root) else save_to),
                               "checkpoint_sha256": _weights_hash(save_to)})
@@ -123,6 +151,14 @@ def _weights_hash(ckpt: Path) -> str:
     from stilts.io import sha256_file
 
     return sha256_file(ckpt / "model.safetensors") if (ckpt / "model.safetensors").is_file() else ""
+
+
+def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, index: int, point: dict) -> dict:
+    """One grid point of a task's sweep: from the pretrained encoder, logged as a child of the sweep run."""
+    tags = {"mlflow.parentRunId": parent_id, "sweep_point": index,
+            "sweep_values": ", ".join(f"{k}={v}" for k, v in point.items())}
+    return _run_cell(params, role="sweep", source=BASELINE, task_name=task, restart=restart, init_from=None,
+                     save_to=None, settings=settings, extra_tags=tags)
 
 
 def intermediate(params, task: str, restart: int, size: int | None = None) -> dict:

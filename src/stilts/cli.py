@@ -52,6 +52,20 @@ def cmd_transfer(args):
     print(f"transfer {args.source}->{args.task} r{args.restart}: dev {s['metric']} = {s['score']:.4f}")
 
 
+def cmd_sweep(args):
+    from stilts import sweep
+
+    out = sweep.run(_params(args), args.task)
+    print(f"sweep {args.task}: chose {out['chosen'] or '(all fixed by task_overrides)'} "
+          f"(score {out['points'][out['best_point']]['score']:.4f})")
+
+
+def cmd_plan(args):
+    from stilts import plan
+
+    print(plan.report(_params(args), gpu=args.gpu, mfu=args.mfu, measure=not args.no_calibrate))
+
+
 def cmd_analyze(args):
     from stilts import config
     from stilts.analysis import report
@@ -129,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("tasks", cmd_tasks, "list registered tasks and whether their data is present")
     sp = add("prepare", cmd_prepare, "read official files (or generate) → data/processed/<task>/")
     sp.add_argument("--task", action="append", help="task name (repeatable; default: every task in params)")
+    sp = add("sweep", cmd_sweep, "sweep the grid in params (sweep.grid) for one task, from the pretrained encoder")
+    sp.add_argument("--task", required=True)
     sp = add("intermediate", cmd_intermediate, "train one intermediate task from the pretrained encoder")
     sp.add_argument("--task", required=True)
     sp.add_argument("--restart", type=int, default=0)
@@ -142,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("import-results", cmd_import_results, "log published results (CSV) as MLflow runs")
     sp.add_argument("file")
     sp.add_argument("--experiment", required=True)
+    sp = add("plan", cmd_plan, "print the grid, its tokens and FLOPs, and estimated time / GPU-hours")
+    sp.add_argument("--gpu", default="A100", help="GPU class for the GPU-hour estimate (A100, H100, V100, ...)")
+    sp.add_argument("--mfu", type=float, default=0.35, help="assumed fraction of the GPU's bf16 peak")
+    sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
     sp = add("generate", cmd_generate, "write one generated task in its official format")
@@ -154,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-WARM_COMMANDS = ("prepare", "intermediate", "transfer", "analyze")
+WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,9 +80,33 @@ class TrainCfg:
     head_dropout: float = 0.1
     mixed_precision: str = "auto"  # auto: bf16 where the hardware runs it fast, else fp32
     eval_every: int = 0  # optimizer steps between evaluations; 0: once per epoch
+    patience: int = 0  # stop after this many evaluations without improvement; 0: never (the paper: 20)
     log_every: int = 10  # optimizer steps between train-loss logs (each log is a host sync)
     seed: int = 0  # added to the per-restart seed
     group_by_length: bool = True
+
+
+@dataclass
+class SweepCfg:
+    """Per-task hyperparameter sweep on the task alone, from the pretrained encoder (the paper's protocol)."""
+
+    enabled: bool = False
+    grid: dict = field(default_factory=dict)  # train key -> list of values, e.g. lr: [2e-5, 1e-5]
+    overrides: dict = field(default_factory=dict)  # train keys for the sweep runs only (e.g. fewer epochs)
+    restart: int = 0  # sweep runs use this restart's seeds
+
+
+@dataclass
+class MlmCfg:
+    """RQ4 forgetting: masked-LM loss before/after intermediate training, and MLM mixing."""
+
+    tasks: list[str] = field(default_factory=list)  # intermediate tasks trained jointly with masked LM
+    corpus: str | None = None  # text file, one passage per line (the paper: Wikipedia); null: generated text
+    corpus_examples: int = 2000  # passages used for mixing
+    cap: int = 16384  # K of examples-proportional mixing (the paper: 2^14, 2^17, 2^20)
+    probability: float = 0.15
+    measure: bool = True  # log MLM loss before/after for intermediate runs (needs a trained MLM head)
+    eval_examples: int = 128
 
 
 @dataclass
@@ -101,6 +125,8 @@ class Params:
     mlflow: MlflowCfg = field(default_factory=MlflowCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     task_overrides: dict[str, dict] = field(default_factory=dict)
+    sweep: SweepCfg = field(default_factory=SweepCfg)
+    mlm: MlmCfg = field(default_factory=MlmCfg)
     analysis: AnalysisCfg = field(default_factory=AnalysisCfg)
     root: Path = field(default=Path("."), metadata={"internal": True})
     source: str = field(default="params.yaml", metadata={"internal": True})
@@ -202,13 +228,18 @@ def _check_ranges(p: Params, src: str) -> None:
     need(p.study.restarts >= 1, "study.restarts", f"must be ≥ 1, got {p.study.restarts}")
     need(p.study.probe_mode in PROBE_MODES, "study.probe_mode", f"must be one of {PROBE_MODES}")
     need(all(n >= 1 for n in p.study.size_sweep_sizes), "study.size_sweep_sizes", "must all be ≥ 1")
+    need(0 < p.mlm.probability < 1, "mlm.probability", "must be in (0, 1)")
+    need(p.mlm.cap >= 1 and p.mlm.corpus_examples >= 1 and p.mlm.eval_examples >= 1, "mlm",
+         "cap, corpus_examples and eval_examples must be ≥ 1")
+    for i, t in enumerate(p.mlm.tasks):
+        need(t in p.tasks.intermediate, f"mlm.tasks[{i}]", f"'{t}' is not in tasks.intermediate")
     for i, t in enumerate(p.study.size_sweep_tasks):
         need(t in p.tasks.intermediate, f"study.size_sweep_tasks[{i}]", f"'{t}' is not in tasks.intermediate")
     for name, t in [("train", p.train)] + [(f"task_overrides.{k}", p.train_for(k)) for k in p.task_overrides]:
         need(t.lr > 0, f"{name}.lr", f"must be > 0, got {t.lr}")
         for k in ("batch_size", "eval_batch_size", "grad_accum", "epochs", "max_seq_length", "log_every"):
             need(getattr(t, k) >= 1, f"{name}.{k}", f"must be ≥ 1, got {getattr(t, k)}")
-        for k in ("max_steps", "max_train_examples", "max_eval_examples", "eval_every"):
+        for k in ("max_steps", "max_train_examples", "max_eval_examples", "eval_every", "patience"):
             need(getattr(t, k) >= 0, f"{name}.{k}", f"must be ≥ 0, got {getattr(t, k)}")
         need(0 <= t.warmup_ratio < 1, f"{name}.warmup_ratio", "must be in [0, 1)")
         need(0 <= t.head_dropout < 1, f"{name}.head_dropout", "must be in [0, 1)")
@@ -238,6 +269,23 @@ def _check_tasks(p: Params, src: str) -> None:
         p.task_overrides[t] = over or {}
 
 
+def _check_sweep(p: Params, src: str) -> None:
+    hints = typing.get_type_hints(TrainCfg)
+    fields = {f.name for f in dataclasses.fields(TrainCfg)}
+    for k, values in p.sweep.grid.items():
+        if k not in fields:
+            raise StiltsError(f"{src}: unknown key 'sweep.grid.{k}'{did_you_mean(k, fields, 'sweep.grid.')}")
+        if not isinstance(values, list) or not values:
+            raise StiltsError(f"{src}: 'sweep.grid.{k}' must be a non-empty list")
+        p.sweep.grid[k] = [_check_type(v, hints[k], f"sweep.grid.{k}[{i}]", src) for i, v in enumerate(values)]
+    for k, v in p.sweep.overrides.items():
+        if k not in fields:
+            raise StiltsError(f"{src}: unknown key 'sweep.overrides.{k}'{did_you_mean(k, fields, 'sweep.overrides.')}")
+        p.sweep.overrides[k] = _check_type(v, hints[k], f"sweep.overrides.{k}", src)
+    if p.sweep.enabled and not p.sweep.grid:
+        raise StiltsError(f"{src}: 'sweep.grid' is empty but sweep.enabled is true")
+
+
 def apply_overrides(raw: dict, overrides: list[str], src: str = "--set") -> dict:
     """Apply `a.b.c=value` strings (value parsed as YAML) to a raw params dict."""
     for item in overrides:
@@ -260,6 +308,7 @@ def from_dict(raw: dict, src: str = "params.yaml", root: Path = Path(".")) -> Pa
     p = _build(Params, raw, "", src)
     p.root, p.source = Path(root), src
     _check_tasks(p, src)
+    _check_sweep(p, src)
     _check_ranges(p, src)
     return p
 

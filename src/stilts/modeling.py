@@ -77,6 +77,9 @@ class StiltsModel(nn.Module):
         self.head = self.tasktype.Head(encoder.config.hidden_size, task, head_dropout)
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if "mlm_labels" in batch:  # a masked-LM batch (MLM mixing): the loss of the shared encoder + MLM head
+            return self.mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["mlm_labels"]).loss
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         if inputs["input_ids"].dim() == 3:  # multiple choice: fold the choices into the batch
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
@@ -84,17 +87,24 @@ class StiltsModel(nn.Module):
         return self.head(hidden, batch)
 
 
-def build(params, task, settings, init_from: str | Path | None = None) -> StiltsModel:
-    """Encoder from the pretrained model, or from an intermediate checkpoint, plus a fresh head."""
+def build(params, task, settings, init_from: str | Path | None = None, mlm_model=None) -> StiltsModel:
+    """Encoder from the pretrained model, or from an intermediate checkpoint, plus a fresh head.
+    With `mlm_model`, its encoder is used (shared) and it is kept for masked-LM batches."""
     name = str(init_from) if init_from is not None else params.model.name
-    encoder = load_encoder(name, None if init_from else params.model.revision, params.model.attn_implementation)
+    if mlm_model is not None:
+        encoder = mlm_model.base_model
+    else:
+        encoder = load_encoder(name, None if init_from else params.model.revision, params.model.attn_implementation)
     if init_from is not None:
         check_compatible(Path(init_from), params)
     limit = max_positions(encoder.config)
     if settings.max_seq_length > limit:
         raise StiltsError(f"{params.source}: 'train.max_seq_length' is {settings.max_seq_length}, above the "
                           f"model's limit of {limit}")
-    return StiltsModel(encoder, task, settings.head_dropout)
+    model = StiltsModel(encoder, task, settings.head_dropout)
+    if mlm_model is not None:
+        model.mlm = mlm_model
+    return model
 
 
 def check_compatible(checkpoint: Path, params) -> None:

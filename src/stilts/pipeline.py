@@ -20,7 +20,7 @@ from stilts.tasks import registry
 HEADER = "# Written by `stilts pipeline` from {src}; edit params, then rerun it (`make run` does).\n"
 PREPARE_CODE = ["src/stilts/data.py", "src/stilts/readers.py", "src/stilts/tasks", "src/stilts/tasktypes"]
 TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/train.py", "src/stilts/modeling.py", "src/stilts/data.py",
-              "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py"]
+              "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py", "src/stilts/sweep.py"]
 ANALYSIS_CODE = ["src/stilts/analysis"]
 REPORT_FILES = ["report.md", "transfer_matrix.csv", "transfer_cells.csv", "correlations.csv", "degenerate.csv",
                 "runs.csv", "size_sweep.csv"]
@@ -58,6 +58,10 @@ def _params_deps(params, keys: list[str]) -> list:
     return keys if name == "params.yaml" else [{name: keys}]
 
 
+def _opt(path: str | None) -> list[str]:
+    return [path] if path else []
+
+
 def _train_keys(params, task: str) -> list[str]:
     keys = ["model", "train", "mlflow.experiment", "study.probe_mode"]
     if task in params.task_overrides:
@@ -81,20 +85,30 @@ def stages(params) -> dict:
             keys.append("data.raw_dir")
         out[f"prepare-{name}"] = {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps,
                                   "params": _params_deps(params, keys), "outs": [_rel(params, processed / name)]}
+    from stilts import sweep
+
+    swept = {}
+    for name in params.all_tasks:
+        if sweep.needs_sweep(params, name):
+            swept[name] = _rel(params, sweep.result_path(params, name))
+            out[f"sweep-{name}"] = {
+                "cmd": _cmd(params, f"sweep --task {name}"),
+                "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)],
+                "params": _params_deps(params, _train_keys(params, name) + ["sweep"]), "outs": [swept[name]]}
     restarts = range(params.study.restarts)
     for source in params.sources:
         name, size = parse_source(source)
         for k in restarts:
             out[f"intermediate-{source}-r{k}"] = {
                 "cmd": _cmd(params, f"intermediate --task {name} --restart {k}" + (f" --size {size}" if size else "")),
-                "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)],
+                "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)] + _opt(swept.get(name)),
                 "params": _params_deps(params, _train_keys(params, name)),
                 "outs": [f"models/intermediate/{source}/r{k}"]}
     results = []
     for source in [BASELINE] + params.sources:
         for name in params.transfer_tasks:
             for k in restarts:
-                deps = _code(params, TRAIN_CODE) + [_rel(params, processed / name)]
+                deps = _code(params, TRAIN_CODE) + [_rel(params, processed / name)] + _opt(swept.get(name))
                 if source != BASELINE:
                     deps.append(f"models/intermediate/{source}/r{k}")
                 result = f"results/{source}/{name}/r{k}.json"

@@ -111,7 +111,7 @@ def start_run(params, name: str, tags: dict, experiment: str | None = None) -> R
         all_tags[f"{TAG}dvc_stage"] = os.environ["DVC_STAGE"]
     # `mlflow run` exports MLFLOW_RUN_ID for its own run; starting ours with it would log into that run.
     parent = os.environ.get("MLFLOW_RUN_ID")
-    if parent:
+    if parent and "mlflow.parentRunId" not in all_tags:
         all_tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, tags=all_tags, run_name=name)
     return Run(client, run.info.run_id)

@@ -24,6 +24,7 @@ class TrainResult:
     train_examples: int
     train_tokens: int
     best_state: dict | None = None
+    stopped_early: bool = False
     history: list = field(default_factory=list)
 
 
@@ -77,6 +78,19 @@ def eval_loader(ds, settings, collate):
     return DataLoader(ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=collate)
 
 
+def _mlm_step(model, batch, accelerator, optimizer, scheduler, settings):
+    batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+    with accelerator.autocast():
+        loss = model(batch)
+    accelerator.backward(loss)
+    if settings.max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(model, loader, accelerator, task) -> dict:
     from stilts import metrics
@@ -98,7 +112,8 @@ def evaluate(model, loader, accelerator, task) -> dict:
 
 
 def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
-          keep_best_state: bool = False, progress: bool = True) -> TrainResult:
+          keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0
+          ) -> TrainResult:
     """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -115,13 +130,15 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     optimizer = _optimizer(model, settings, accelerator.device.type)
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
     total = settings.max_steps or steps_per_epoch * settings.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    sched_total = math.ceil(total * (1 + mlm_ratio)) if mlm_batches is not None else total
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * sched_total), sched_total)
     model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, dev_loader, scheduler)
     tt = accelerator.unwrap_model(model).tasktype
     eval_every = settings.eval_every or steps_per_epoch
 
-    best, best_step, best_state, history = None, 0, None, []
+    best, best_step, best_state, history, stale = None, 0, None, [], 0
+    mlm_credit, mlm_loss_sum = 0.0, torch.zeros((), device=accelerator.device)
     step, examples, loss_n = 0, 0, 0
     loss_sum = torch.zeros((), device=accelerator.device)
     tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)  # summed on device: no host sync
@@ -144,6 +161,11 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             loss_n += 1
+            if mlm_batches is not None and accelerator.sync_gradients:
+                mlm_credit += mlm_ratio
+                while mlm_credit >= 1:  # examples-proportional mixing, interleaved deterministically
+                    mlm_credit -= 1
+                    mlm_loss_sum += _mlm_step(model, next(mlm_batches), accelerator, optimizer, scheduler, settings)
             examples += batch["labels"].shape[0]
             tokens += batch["attention_mask"].sum()
             if not accelerator.sync_gradients:
@@ -151,20 +173,22 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
             step += 1
             bar.update(1)
             if step % settings.log_every == 0:
-                log({"train_loss": (loss_sum / loss_n).item(), "lr": scheduler.get_last_lr()[0]}, step)
+                extra = {"train_mlm_loss_sum": mlm_loss_sum.item()} if mlm_batches is not None else {}
+                log({"train_loss": (loss_sum / loss_n).item(), "lr": scheduler.get_last_lr()[0], **extra}, step)
                 loss_sum.zero_()
                 loss_n = 0
             if step % eval_every == 0 or step == total:
                 m = evaluate(model, dev_loader, accelerator, task)
                 history.append({"step": step, **m})
                 log({f"dev_{k}": v for k, v in m.items()}, step)
+                stale += 1
                 if best is None or m[task.metric] > best[task.metric]:
-                    best, best_step = m, step
+                    best, best_step, stale = m, step, 0
                     if keep_best_state:
                         best_state = {k: v.detach().to("cpu", copy=True)
                                       for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            if step >= total:
-                done = True
+            if step >= total or (settings.patience and stale >= settings.patience):
+                done = True  # early stopping: `patience` evaluations without improvement
                 break
     bar.close()
     seconds = time.perf_counter() - start
@@ -173,6 +197,6 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
         if best_state is not None:
             unwrapped.load_state_dict(best_state)
         best = evaluate(model, accelerator.prepare(eval_loader(dev_ds, settings, collate)), accelerator, task)
-    return TrainResult(best=best, best_step=best_step, steps=step, train_seconds=seconds,
+    return TrainResult(best=best, best_step=best_step, steps=step, train_seconds=seconds, stopped_early=step < total,
                        train_examples=examples, train_tokens=int(tokens.item()), best_state=best_state,
                        history=history)

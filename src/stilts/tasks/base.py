@@ -24,6 +24,8 @@ class Task:
     family: str = ""
     roles: tuple[str, ...] = ROLES  # where the paper uses it (documentation, `stilts tasks`)
     licence_note: str = ""  # bring-your-own data, etc.
+    train_size: int = 0  # official split sizes, for `stilts plan` before the data is prepared
+    dev_size: int = 0
     description: str = ""
 
     @property

@@ -1,0 +1,144 @@
+"""`stilts plan`: the grid of a params profile, its size in examples, tokens and FLOPs, and its cost.
+
+FLOPs: 6 × non-embedding parameters × tokens for training, 2 × for evaluation. Time here comes
+from a short measured calibration (a few training steps of the embedded encoder on this machine);
+GPU-hours assume a fraction (MFU) of the named GPU's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from stilts.cells import parse_source
+from stilts.tasks import registry
+
+# dense bf16 (fp16 for V100) tensor-core peaks, TFLOP/s
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+                   "V100": 125.0, "RTX4090": 165.0, "RTX3090": 71.0}
+
+
+@dataclass
+class Run:
+    kind: str  # sweep | intermediate | transfer
+    task: str
+    train_examples: int
+    eval_examples: int
+    tokens_per_example: float
+
+
+def _sizes(params, task: str) -> tuple[int, int, float, bool]:
+    """(train size, dev size, mean tokens per example, measured?) from prepared data, else the declaration."""
+    from stilts.io import read_json
+
+    meta = params.path(params.data.processed_dir) / task / "meta.json"
+    t = registry.get(task)
+    if meta.is_file():
+        m = read_json(meta)
+        return m["counts"]["train"], m["counts"]["validation"], m.get("mean_tokens") or 0.0, True
+    if t.generator:
+        return params.data.generated_train, params.data.generated_validation, 0.0, False
+    return t.train_size or 10_000, t.dev_size or 1_000, 0.0, False
+
+
+def _size(settings, n_train: int, n_dev: int, limit: int | None = None) -> tuple[int, int]:
+    """(train examples seen, dev examples evaluated) of one run."""
+    n = min(n_train, settings.max_train_examples or n_train, limit or n_train)
+    per_step = settings.batch_size * settings.grad_accum
+    total = settings.max_steps * per_step if settings.max_steps else n * settings.epochs
+    steps = math.ceil(total / per_step)
+    evals = math.ceil(steps / settings.eval_every) if settings.eval_every else settings.epochs
+    return total, evals * min(n_dev, settings.max_eval_examples or n_dev) + n_dev
+
+
+def runs(params) -> list[Run]:
+    import dataclasses
+
+    from stilts import sweep
+
+    out = []
+    for name in params.all_tasks:
+        n_train, n_dev, mean_tokens, _ = _sizes(params, name)
+        s = params.train_for(name)
+        if mean_tokens <= 0:
+            mean_tokens = 0.6 * s.max_seq_length  # no data yet: assume 60% of the maximum length
+        if registry.get(name).type == "multiple_choice":
+            mean_tokens *= 4  # choices are folded into the batch
+        if sweep.needs_sweep(params, name):
+            for point in sweep.points(params):
+                st = dataclasses.replace(s, **{**point, **params.sweep.overrides})
+                out.append(Run("sweep", name, *_size(st, n_train, n_dev), mean_tokens))
+        for source in params.sources:
+            src, n = parse_source(source)
+            if src == name:
+                out += [Run("intermediate", source, *_size(s, n_train, n_dev, n), mean_tokens)] * params.study.restarts
+        if name in params.transfer_tasks:
+            cells = params.study.restarts * (1 + len(params.sources))
+            out += [Run("transfer", name, *_size(s, n_train, n_dev), mean_tokens)] * cells
+    return out
+
+
+def non_embedding_params(model_name: str) -> tuple[int, str]:
+    from transformers import AutoConfig
+
+    from stilts.modeling import resolve_model_name
+
+    try:
+        c = AutoConfig.from_pretrained(resolve_model_name(model_name), trust_remote_code=False)
+        h, layers, ff = c.hidden_size, c.num_hidden_layers, getattr(c, "intermediate_size", 4 * c.hidden_size)
+        return layers * (4 * h * h + 2 * h * ff + 9 * h + ff), c.model_type
+    except OSError:
+        known = {"roberta-large": (24, 1024, 4096), "roberta-base": (12, 768, 3072),
+                 "bert-base-uncased": (12, 768, 3072)}
+        layers, h, ff = known.get(model_name.split("/")[-1], (24, 1024, 4096))
+        return layers * (4 * h * h + 2 * h * ff + 9 * h + ff), "assumed"
+
+
+def calibrate(steps: int = 6, batch: int = 16, length: int = 64) -> float:
+    """Achieved training FLOP/s of the embedded encoder on this machine (fp32 or the auto precision)."""
+    import torch
+    from transformers import AutoModel
+
+    from stilts.config import EMBEDDED_MODEL, TrainCfg
+    from stilts.modeling import resolve_model_name
+    from stilts.train import resolve_mixed_precision
+
+    model = AutoModel.from_pretrained(resolve_model_name(EMBEDDED_MODEL), attn_implementation="eager")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    x = torch.randint(1000, 5000, (batch, length))
+    bf16 = resolve_mixed_precision(TrainCfg().mixed_precision) == "bf16"
+    n, _ = non_embedding_params(EMBEDDED_MODEL)
+    for i in range(steps + 2):
+        if i == 2:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x).last_hidden_state.float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return 6 * n * batch * length * steps / (time.perf_counter() - start)
+
+
+def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -> str:
+    rs = runs(params)
+    n, kind = non_embedding_params(params.model.name)
+    train_tokens = sum(r.train_examples * r.tokens_per_example for r in rs)
+    eval_tokens = sum(r.eval_examples * r.tokens_per_example for r in rs)
+    flops = 6 * n * train_tokens + 2 * n * eval_tokens
+    lines = [f"plan for {params.source}: model {params.model.name} ({n / 1e6:.1f}M non-embedding parameters, {kind})"]
+    for k in ("sweep", "intermediate", "transfer"):
+        sel = [r for r in rs if r.kind == k]
+        if sel:
+            lines.append(f"  {k:<13} {len(sel):>6} runs  {sum(r.train_examples for r in sel):>14,} train examples")
+    lines.append(f"  {'total':<13} {len(rs):>6} runs  {train_tokens:>14,.0f} train tokens  "
+                 f"{eval_tokens:,.0f} eval tokens")
+    lines.append(f"  compute: {flops:.3e} FLOPs (6·N·tokens train + 2·N·tokens eval)")
+    peak = GPU_PEAK_TFLOPS[gpu] * 1e12
+    lines.append(f"  on {gpu} at {mfu:.0%} of {GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s bf16: "
+                 f"{flops / (peak * mfu) / 3600:,.1f} GPU-hours")
+    if measure:
+        rate = calibrate()
+        lines.append(f"  on this machine (calibrated: {rate / 1e9:.1f} GFLOP/s training): "
+                     f"{flops / rate / 3600:,.1f} hours of training compute")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Per-task hyperparameter sweep, and where each training setting comes from.
+
+Precedence for every training key of a task: an explicit `task_overrides.<task>` value, then the
+sweep's winner for that task (results/sweep/<task>.json), then the global `train` value. A task
+whose overrides fix every grid key is not swept. The winner is the best dev score; ties go to the
+grid point that comes first (grid keys in the order written, values in the order listed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+from stilts.errors import StiltsError
+from stilts.io import atomic_write_json, read_json
+
+
+def points(params) -> list[dict]:
+    grid = params.sweep.grid
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def result_path(params, task: str) -> Path:
+    return params.path("results/sweep") / f"{task}.json"
+
+
+def needs_sweep(params, task: str) -> bool:
+    fixed = params.task_overrides.get(task, {})
+    return params.sweep.enabled and not all(k in fixed for k in params.sweep.grid)
+
+
+def settings_for(params, task: str):
+    """(TrainCfg, {key: 'override' | 'sweep' | 'default'}) for one task."""
+    explicit = params.task_overrides.get(task, {})
+    chosen = {}
+    if needs_sweep(params, task):
+        path = result_path(params, task)
+        if not path.is_file():
+            raise StiltsError(f"{path}: no sweep result for '{task}'; run `stilts sweep --task {task}` "
+                              "(or `dvc repro`), or fix its settings in task_overrides")
+        chosen = read_json(path)["chosen"]
+    merged = {**chosen, **explicit}
+    source = {f.name: "default" for f in dataclasses.fields(params.train)}
+    source |= {k: "sweep" for k in chosen} | {k: "override" for k in explicit}
+    return dataclasses.replace(params.train, **merged), source
+
+
+def choose(results: list[dict], metric_key: str = "score") -> int:
+    """Index of the best result; the first one wins ties."""
+    best = max(r[metric_key] for r in results)
+    return next(i for i, r in enumerate(results) if r[metric_key] == best)
+
+
+def run(params, task: str) -> dict:
+    from stilts import cells, tracking
+
+    if not params.sweep.grid:
+        raise StiltsError(f"{params.source}: 'sweep.grid' is empty")
+    grid = points(params)
+    restart = params.sweep.restart
+    with tracking.tracked(params, f"sweep:{task}", {"role": "sweep", "source": "none", "task": task,
+                                                      "restart": restart, "cell": f"sweep/{task}"}) as parent:
+        parent.log_params({"sweep": {"grid": params.sweep.grid, "overrides": params.sweep.overrides,
+                                     "points": len(grid)}})
+        results = []
+        for i, point in enumerate(grid):
+            explicit = params.task_overrides.get(task, {})
+            settings = dataclasses.replace(params.train, **{**point, **params.sweep.overrides, **explicit})
+            s = cells.run_sweep_point(params, task, restart, settings, parent.id, i, point)
+            results.append({"point": point, "score": s["score"], "metrics": s["metrics"],
+                            "mlflow_run_id": s["mlflow_run_id"]})
+        best = choose(results)
+        chosen = {k: v for k, v in results[best]["point"].items() if k not in params.task_overrides.get(task, {})}
+        parent.log_metrics({"best_score": results[best]["score"], "best_point": best})
+        parent.set_tags({"chosen": ", ".join(f"{k}={v}" for k, v in results[best]["point"].items())})
+    out = {"task": task, "chosen": chosen, "best_point": best, "points": results,
+           "grid": params.sweep.grid, "overrides": params.sweep.overrides}
+    atomic_write_json(result_path(params, task), out)
+    return out
