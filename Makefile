@@ -8,8 +8,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 $(BIN)/stilts: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch is pinned in the lock and installed in the same pip call, so nothing pulls a CUDA build
-	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.lock -e '.[test]'
+	# torch is pinned in the lock and installed in the same pip call, so nothing pulls a CUDA build;
+	# --no-compile: Python compiles what it imports, on first import (halves the install time)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -r requirements.lock -e '.[test]'
 	touch $@
 
 install: $(BIN)/stilts

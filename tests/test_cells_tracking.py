@@ -74,3 +74,13 @@ def test_transfer_needs_its_checkpoint(make_params):
     data.prepare(params, "syn_rte")
     with pytest.raises(StiltsError, match="no intermediate checkpoint"):
         cells.transfer(params, "syn_nli", "syn_rte", 0)
+
+
+def test_queries_leave_no_global_tracking_uri(make_params, monkeypatch):
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = make_params()
+    tracking.start_run(params, "x", {"role": "target"}).finish()
+    assert len(tracking.search_runs(params)) == 1
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # mlflow.set_tracking_uri would have set it

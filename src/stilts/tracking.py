@@ -134,15 +134,29 @@ def tracked(params, name: str, tags: dict, experiment: str | None = None):
 
 
 def search_runs(params, experiment: str | None = None, filter_string: str = ""):
-    """All runs of the experiment as a pandas DataFrame (params and tags come back as strings)."""
-    import mlflow
+    """All runs of the experiment as a pandas DataFrame, in mlflow.search_runs' layout
+    (run_id, status, start_time, end_time, params.*, metrics.*, tags.*; params and tags are strings).
+
+    Uses the client, not the fluent API: mlflow.set_tracking_uri would change process-global state
+    (and the MLFLOW_TRACKING_URI seen by later code and child processes)."""
     import pandas as pd
 
     client = _client(tracking_uri(params))
-    name = experiment or params.mlflow.experiment
-    exp = client.get_experiment_by_name(name)
+    exp = client.get_experiment_by_name(experiment or params.mlflow.experiment)
     if exp is None:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(tracking_uri(params))
-    return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string,
-                              max_results=100_000, output_format="pandas")
+    rows, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string, max_results=5000, page_token=token)
+        for r in page:
+            row = {"run_id": r.info.run_id, "status": r.info.status,
+                   "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+                   "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT}
+            row |= {f"params.{k}": v for k, v in r.data.params.items()}
+            row |= {f"metrics.{k}": v for k, v in r.data.metrics.items()}
+            row |= {f"tags.{k}": v for k, v in r.data.tags.items()}
+            rows.append(row)
+        token = page.token
+        if not token:
+            break
+    return pd.DataFrame(rows)
