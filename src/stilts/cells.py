@@ -7,11 +7,12 @@ transfer(source, task, restart)  → results/<source>/<task>/r<k>.json     (sour
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 from pathlib import Path
 
-from stilts import __version__
+from stilts import __version__, resume
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_json, read_json
 from stilts.seeds import seed_for
@@ -38,7 +39,8 @@ def result_path(params, source: str, task: str, restart: int) -> Path:
 
 
 def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, init_from: Path | None,
-              save_to: Path | None, size: int | None = None, settings=None, extra_tags: dict | None = None) -> dict:
+              save_to: Path | None, size: int | None = None, settings=None, extra_tags: dict | None = None,
+              output: Path | None = None) -> dict:
     import torch
 
     from stilts import data, mlm, modeling, sweep, tasktypes, tracking
@@ -96,23 +98,34 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
               "runtime": {"mixed_precision": resolve_mixed_precision(settings.mixed_precision),
                           "device": str(accelerator.device), "num_processes": accelerator.num_processes,
                           "torch": torch.__version__, "stilts": __version__, "python": platform.python_version()}}
+    fingerprint = _fingerprint(params, settings, logged, init_from)
+    state_dir = params.path(".stilts/state") / f"{source}__{task_name}__r{restart}__{role}-{fingerprint[:12]}"
+    if output is not None and output.is_file() and read_json(output).get("fingerprint") == fingerprint:
+        print(f"{source}/{task_name}/r{restart}: already finished with these settings ({output}); skipped")
+        return read_json(output) | {"state_dir": state_dir}
+    resume.remove_partial(state_dir)
+    previous = resume.read_loop(state_dir)
+    resume_id = previous.get("run_id") if previous else None
     name = f"{role}:{source}->{task_name}:r{restart}"
     if role == "intermediate":
         name = f"intermediate:{task_name}:r{restart}"
     main = accelerator.is_main_process
-    run_ctx = tracking.tracked(params, name, tags) if main else _nullrun()
+    run_ctx = tracking.tracked(params, name, tags, resume_id=resume_id) if main else _nullrun()
     with run_ctx as run:
         if main:
-            run.log_params(logged)
+            tracking.end_stale_runs(params, tags["cell"], keep=run.id)
+            if run.id != resume_id:
+                run.log_params(logged | {"fingerprint": fingerprint})
         result = train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed,
                        log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
-                       mlm_batches=mlm_batches, mlm_ratio=mlm_ratio)
+                       mlm_batches=mlm_batches, mlm_ratio=mlm_ratio, state_dir=state_dir,
+                       state_extra={"run_id": run.id}, save_every=settings.save_every)
         tt = tasktypes.get(task.type)
         majority = tt.majority_score(task, list(dev_ds["labels"]))
         summary = {"role": role, "source": source, "task": task_name, "restart": restart, "seed": seed,
                    "metric": task.metric, "score": result.best[task.metric], "majority": majority,
                    "metrics": result.best, "best_step": result.best_step, "steps": result.steps,
-                   "stopped_early": result.stopped_early,
+                   "stopped_early": result.stopped_early, "fingerprint": fingerprint,
                    "train_seconds": round(result.train_seconds, 3),
                    "examples_per_second": round(result.train_examples / max(result.train_seconds, 1e-9), 2),
                    "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
@@ -134,7 +147,19 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                                                 if save_to.is_relative_to(params.root) else save_to),
                               "checkpoint_sha256": _weights_hash(save_to)})
     accelerator.wait_for_everyone()
+    summary["state_dir"] = state_dir
     return summary
+
+
+def _fingerprint(params, settings, logged: dict, init_from: Path | None) -> str:
+    """What makes two runs of a cell the same run: settings, data, starting weights, seed, model."""
+    from stilts.io import sha256_file, sha256_text
+
+    start = sha256_file(init_from / "model.safetensors") if init_from is not None else params.model.name
+    keys = {k: logged[k] for k in ("model", "task", "cell")} | {"data": logged["data"]["data_hash"]}
+    return sha256_text(json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str),
+                       json.dumps(keys, sort_keys=True, default=str), start,
+                       json.dumps(dataclasses.asdict(params.mlm), sort_keys=True, default=str))
 
 
 class _nullrun:
@@ -157,8 +182,10 @@ def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, i
     """One grid point of a task's sweep: from the pretrained encoder, logged as a child of the sweep run."""
     tags = {"mlflow.parentRunId": parent_id, "sweep_point": index,
             "sweep_values": ", ".join(f"{k}={v}" for k, v in point.items())}
-    return _run_cell(params, role="sweep", source=BASELINE, task_name=task, restart=restart, init_from=None,
-                     save_to=None, settings=settings, extra_tags=tags)
+    summary = _run_cell(params, role="sweep", source=BASELINE, task_name=task, restart=restart, init_from=None,
+                        save_to=None, settings=settings, extra_tags=tags)
+    resume.clear(summary.pop("state_dir"))
+    return summary
 
 
 def intermediate(params, task: str, restart: int, size: int | None = None) -> dict:
@@ -167,8 +194,11 @@ def intermediate(params, task: str, restart: int, size: int | None = None) -> di
     if size is not None and size < 1:
         raise StiltsError(f"--size must be ≥ 1, got {size}")
     source = task if size is None else f"{task}{SIZE_SEP}{size}"
-    return _run_cell(params, role="intermediate", source=source, task_name=task, restart=restart,
-                     init_from=None, save_to=checkpoint_dir(params, source, restart), size=size)
+    out = checkpoint_dir(params, source, restart)
+    summary = _run_cell(params, role="intermediate", source=source, task_name=task, restart=restart,
+                        init_from=None, save_to=out, size=size, output=out / "stilts.json")
+    resume.clear(summary.pop("state_dir"))
+    return summary
 
 
 def transfer(params, source: str, task: str, restart: int) -> dict:
@@ -183,8 +213,11 @@ def transfer(params, source: str, task: str, restart: int) -> dict:
             raise StiltsError(f"{init_from}: no intermediate checkpoint; run `stilts intermediate --task {src_task}"
                               f"{how} --restart {restart}` first (or `dvc repro`)")
     role = params.role_of(task)
+    out = result_path(params, source, task, restart)
     summary = _run_cell(params, role=role, source=source, task_name=task, restart=restart,
-                        init_from=init_from, save_to=None)
+                        init_from=init_from, save_to=None, output=out)
+    state_dir = summary.pop("state_dir")
     if int(os.environ.get("RANK", "0")) == 0:
-        atomic_write_json(result_path(params, source, task, restart), summary)
+        atomic_write_json(out, summary)  # written only now: a failed run never leaves a result
+        resume.clear(state_dir)
     return summary

@@ -115,6 +115,21 @@ def cmd_generate(args):
     print(f"wrote {args.task} to {args.out}")
 
 
+def cmd_server(args):
+    import subprocess
+
+    from stilts import config
+
+    params = config.load(args.params, args.set) if os.path.exists(args.params) else config.Params()
+    db = (params.root / "mlflow.db").resolve()
+    url = f"http://{args.host}:{args.port}"
+    print(f"MLflow tracking server for {db} at {url}\n"
+          f"workers: export MLFLOW_TRACKING_URI={url}", flush=True)
+    return subprocess.call(["mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", args.host,
+                            "--port", str(args.port), "--artifacts-destination",
+                            str((params.root / "mlartifacts").resolve())])
+
+
 def cmd_study(args):
     import subprocess
 
@@ -170,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--train", type=int)
     sp.add_argument("--validation", type=int)
     sp.add_argument("--seed", type=int)
+    sp = add("server", cmd_server, "serve the repo's MLflow store to concurrent workers (loopback by default)")
+    sp.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    sp.add_argument("--port", type=int, default=5000)
     add("study", cmd_study, "write dvc.yaml and run the whole study with `dvc repro`")
     return p
 

@@ -82,6 +82,7 @@ class TrainCfg:
     eval_every: int = 0  # optimizer steps between evaluations; 0: once per epoch
     patience: int = 0  # stop after this many evaluations without improvement; 0: never (the paper: 20)
     log_every: int = 10  # optimizer steps between train-loss logs (each log is a host sync)
+    save_every: int = 0  # optimizer steps between saved training states (resume after a kill); 0: at evaluations
     seed: int = 0  # added to the per-restart seed
     group_by_length: bool = True
 
@@ -239,7 +240,8 @@ def _check_ranges(p: Params, src: str) -> None:
         need(t.lr > 0, f"{name}.lr", f"must be > 0, got {t.lr}")
         for k in ("batch_size", "eval_batch_size", "grad_accum", "epochs", "max_seq_length", "log_every"):
             need(getattr(t, k) >= 1, f"{name}.{k}", f"must be ≥ 1, got {getattr(t, k)}")
-        for k in ("max_steps", "max_train_examples", "max_eval_examples", "eval_every", "patience"):
+        for k in ("max_steps", "max_train_examples", "max_eval_examples", "eval_every", "patience",
+                  "save_every"):
             need(getattr(t, k) >= 0, f"{name}.{k}", f"must be ≥ 0, got {getattr(t, k)}")
         need(0 <= t.warmup_ratio < 1, f"{name}.warmup_ratio", "must be in [0, 1)")
         need(0 <= t.head_dropout < 1, f"{name}.head_dropout", "must be in [0, 1)")

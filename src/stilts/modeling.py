@@ -125,6 +125,9 @@ def save_checkpoint(model: StiltsModel, tokenizer, out: Path, meta: dict, state:
         if state is not None:
             model.load_state_dict(state)
         model.encoder.save_pretrained(tmp, safe_serialization=True)
+        from stilts.resume import fault
+
+        fault("checkpoint_write")
         tokenizer.save_pretrained(tmp)
         head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
         save_file(head, str(tmp / "head.safetensors"))

@@ -24,10 +24,48 @@ def tracking_uri(params) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(params.root) / 'mlflow.db').resolve()}"
 
 
+_CLIENTS: dict = {}
+
+
 def _client(uri: str):
+    """One client per store and process. A new sqlite store is created (schema migrations) under a
+    file lock, so concurrent first writers do not race, and is switched to WAL so readers never block."""
+    if uri in _CLIENTS:
+        return _CLIENTS[uri]
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+        return _CLIENTS[uri]
+    import fcntl
+    import sqlite3
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
+            with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _CLIENTS[uri] = client
+    return client
+
+
+def _retry(fn, *args, **kwargs):
+    """Retry a tracking call while sqlite reports the database busy/locked (other writers)."""
+    delay = 0.05
+    for attempt in range(12):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
+            if attempt == 11 or not any(w in str(e).lower() for w in ("locked", "busy")):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _experiment_id(client, name: str) -> str:
@@ -77,7 +115,7 @@ class Run:
 
         items = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.id, params=items[i:i + 100])
+            _retry(self.client.log_batch, self.id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         from mlflow.entities import Metric
@@ -85,18 +123,18 @@ class Run:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
-            self.client.log_batch(self.id, metrics=items[i:i + 500])
+            _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.id, tags=[RunTag(_tag(k), str(v)) for k, v in tags.items()])
+        _retry(self.client.log_batch, self.id, tags=[RunTag(_tag(k), str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.id, str(path), artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.id, status)
+        _retry(self.client.set_terminated, self.id, status)
 
 
 def start_run(params, name: str, tags: dict, experiment: str | None = None) -> Run:
@@ -113,14 +151,40 @@ def start_run(params, name: str, tags: dict, experiment: str | None = None) -> R
     parent = os.environ.get("MLFLOW_RUN_ID")
     if parent and "mlflow.parentRunId" not in all_tags:
         all_tags["mlflow.parentRunId"] = parent
-    run = client.create_run(exp_id, tags=all_tags, run_name=name)
+    run = _retry(client.create_run, exp_id, tags=all_tags, run_name=name)
     return Run(client, run.info.run_id)
 
 
+def end_stale_runs(params, cell: str, keep: str | None = None, experiment: str | None = None) -> int:
+    """Mark RUNNING runs of `cell` left by killed processes as KILLED (except `keep`, being resumed)."""
+    runs = search_runs(params, experiment, f"tags.`stilts.cell` = '{cell}' and attributes.status = 'RUNNING'")
+    if runs.empty:
+        return 0
+    client = _client(tracking_uri(params))
+    stale = [r for r in runs["run_id"] if r != keep]
+    for run_id in stale:
+        client.set_tag(run_id, f"{TAG}error", "the process running this cell was killed; superseded by a rerun")
+        client.set_terminated(run_id, "KILLED")
+    return len(stale)
+
+
+def resume_run(params, run_id: str) -> Run | None:
+    """Reopen the run of a cell whose training resumes from saved state (None if it is gone)."""
+    client = _client(tracking_uri(params))
+    try:
+        client.get_run(run_id)
+    except Exception:  # deleted, or another tracking store
+        return None
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, f"{TAG}resumed", "true")
+    return Run(client, run_id)
+
+
 @contextlib.contextmanager
-def tracked(params, name: str, tags: dict, experiment: str | None = None):
-    """A run that ends FINISHED on success and FAILED (with the error recorded) on any exception."""
-    run = start_run(params, name, tags, experiment)
+def tracked(params, name: str, tags: dict, experiment: str | None = None, resume_id: str | None = None):
+    """A run that ends FINISHED on success and FAILED (with the error recorded) on any exception.
+    With `resume_id`, that run is reopened instead of starting a new one."""
+    run = (resume_run(params, resume_id) if resume_id else None) or start_run(params, name, tags, experiment)
     try:
         yield run
     except BaseException as e:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from stilts import resume
+
 
 @dataclass
 class TrainResult:
@@ -60,6 +62,7 @@ def _optimizer(model, settings, device_type: str):
 
 
 def _train_loader(ds, settings, collate, seed: int):
+    """A loader whose order comes from its own generator (re-seeded per epoch), never the global RNG."""
     g = torch.Generator().manual_seed(seed)
     if settings.group_by_length and "length" in ds.column_names:
         from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -67,15 +70,18 @@ def _train_loader(ds, settings, collate, seed: int):
         sampler = LengthGroupedSampler(settings.batch_size, lengths=list(ds["length"]), generator=g)
     else:
         sampler = torch.utils.data.RandomSampler(ds, generator=g)
-    return DataLoader(ds.remove_columns(["length"]) if "length" in ds.column_names else ds,
-                      batch_size=settings.batch_size, sampler=sampler, collate_fn=collate, drop_last=False)
+    loader = DataLoader(ds.remove_columns(["length"]) if "length" in ds.column_names else ds,
+                        batch_size=settings.batch_size, sampler=sampler, collate_fn=collate, drop_last=False,
+                        generator=torch.Generator().manual_seed(seed))
+    return loader, g
 
 
 def eval_loader(ds, settings, collate):
     if "length" in ds.column_names:
         order = np.argsort(ds["length"])[::-1]  # longest first: padding waste is lowest when sorted
         ds = ds.select(order.tolist()).remove_columns(["length"])
-    return DataLoader(ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=collate)
+    return DataLoader(ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def _mlm_step(model, batch, accelerator, optimizer, scheduler, settings):
@@ -112,9 +118,12 @@ def evaluate(model, loader, accelerator, task) -> dict:
 
 
 def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
-          keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0
-          ) -> TrainResult:
-    """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation."""
+          keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0,
+          state_dir=None, state_extra: dict | None = None, save_every: int = 0) -> TrainResult:
+    """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation.
+
+    With `state_dir`, the full training state is saved at every evaluation (and every `save_every`
+    steps), and a run that finds a state there resumes from it."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -125,7 +134,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     if settings.max_eval_examples and len(dev_ds) > settings.max_eval_examples:
         dev_during = dev_ds.select(range(settings.max_eval_examples))
         keep_best_state = True  # the final full-dev evaluation must score the best state
-    train_loader = _train_loader(train_ds, settings, collate, seed)
+    train_loader, sampler_generator = _train_loader(train_ds, settings, collate, seed)
     dev_loader = eval_loader(dev_during, settings, collate)
     optimizer = _optimizer(model, settings, accelerator.device.type)
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
@@ -137,18 +146,37 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     tt = accelerator.unwrap_model(model).tasktype
     eval_every = settings.eval_every or steps_per_epoch
 
-    best, best_step, best_state, history, stale = None, 0, None, [], 0
-    mlm_credit, mlm_loss_sum = 0.0, torch.zeros((), device=accelerator.device)
-    step, examples, loss_n = 0, 0, 0
-    loss_sum = torch.zeros((), device=accelerator.device)
-    tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)  # summed on device: no host sync
-    bar = tqdm(total=total, desc=f"{task.name}", disable=not (progress and accelerator.is_local_main_process),
-               mininterval=2.0, leave=False)
-    start = time.perf_counter()
+    # the loop's position and running totals: everything a resumed run needs besides tensors
+    L = {"epoch": 0, "batch": 0, "step": 0, "examples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0,
+         "best": None, "best_step": 0, "stale": 0, "history": [], "mlm_credit": 0.0, "mlm_batches": 0,
+         "mlm_loss_sum": 0.0, "seconds": 0.0}
+    best_state = None
+    unwrapped = accelerator.unwrap_model(model)
+    saving = state_dir is not None and accelerator.num_processes == 1
+    if saving:
+        restored = resume.load(state_dir, unwrapped, optimizer, scheduler)
+        if restored is not None:
+            L, best_state = restored
+            if mlm_batches is not None:
+                for _ in range(L["mlm_batches"]):
+                    next(mlm_batches)
+
+    def save_state():
+        if saving:
+            resume.save(state_dir, unwrapped, optimizer, scheduler, {**L, **(state_extra or {})}, best_state)
+
+    loss_sum = torch.tensor(L["loss_sum"], device=accelerator.device)
+    mlm_loss_sum = torch.tensor(L["mlm_loss_sum"], device=accelerator.device)
+    tokens = torch.tensor(L["tokens"], dtype=torch.long, device=accelerator.device)  # on device: no host sync
+    bar = tqdm(total=total, initial=L["step"], desc=f"{task.name}",
+               disable=not (progress and accelerator.is_local_main_process), mininterval=2.0, leave=False)
+    start = time.perf_counter() - L["seconds"]
     model.train()
-    done = False
+    done = L["step"] >= total
     while not done:
-        for batch in train_loader:
+        sampler_generator.manual_seed(seed + L["epoch"])  # each epoch's order depends on (seed, epoch) only
+        loader = accelerator.skip_first_batches(train_loader, L["batch"]) if L["batch"] else train_loader
+        for batch in loader:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     logits = model(batch)
@@ -159,44 +187,58 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+            L["batch"] += 1
             loss_sum += loss.detach()
-            loss_n += 1
+            L["loss_n"] += 1
             if mlm_batches is not None and accelerator.sync_gradients:
-                mlm_credit += mlm_ratio
-                while mlm_credit >= 1:  # examples-proportional mixing, interleaved deterministically
-                    mlm_credit -= 1
+                L["mlm_credit"] += mlm_ratio
+                while L["mlm_credit"] >= 1:  # examples-proportional mixing, interleaved deterministically
+                    L["mlm_credit"] -= 1
+                    L["mlm_batches"] += 1
                     mlm_loss_sum += _mlm_step(model, next(mlm_batches), accelerator, optimizer, scheduler, settings)
-            examples += batch["labels"].shape[0]
+            L["examples"] += batch["labels"].shape[0]
             tokens += batch["attention_mask"].sum()
             if not accelerator.sync_gradients:
                 continue
-            step += 1
+            L["step"] += 1
+            step = L["step"]
             bar.update(1)
+            resume.fault("train_step")
             if step % settings.log_every == 0:
                 extra = {"train_mlm_loss_sum": mlm_loss_sum.item()} if mlm_batches is not None else {}
-                log({"train_loss": (loss_sum / loss_n).item(), "lr": scheduler.get_last_lr()[0], **extra}, step)
+                log({"train_loss": (loss_sum / L["loss_n"]).item(), "lr": scheduler.get_last_lr()[0], **extra}, step)
                 loss_sum.zero_()
-                loss_n = 0
+                L["loss_n"] = 0
+            evaluated = False
             if step % eval_every == 0 or step == total:
+                resume.fault("eval")
                 m = evaluate(model, dev_loader, accelerator, task)
-                history.append({"step": step, **m})
+                L["history"].append({"step": step, **m})
                 log({f"dev_{k}": v for k, v in m.items()}, step)
-                stale += 1
-                if best is None or m[task.metric] > best[task.metric]:
-                    best, best_step, stale = m, step, 0
+                L["stale"] += 1
+                if L["best"] is None or m[task.metric] > L["best"][task.metric]:
+                    L["best"], L["best_step"], L["stale"] = m, step, 0
                     if keep_best_state:
-                        best_state = {k: v.detach().to("cpu", copy=True)
-                                      for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            if step >= total or (settings.patience and stale >= settings.patience):
-                done = True  # early stopping: `patience` evaluations without improvement
+                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+                evaluated = True
+            finished = step >= total or (settings.patience and L["stale"] >= settings.patience)
+            if finished or evaluated or (save_every and step % save_every == 0):
+                L.update(loss_sum=float(loss_sum), mlm_loss_sum=float(mlm_loss_sum), tokens=int(tokens),
+                         seconds=time.perf_counter() - start)
+                save_state()
+            if finished:
+                done = True  # the last step, or early stopping: `patience` evaluations without improvement
                 break
+        else:
+            L["epoch"] += 1
+            L["batch"] = 0
     bar.close()
     seconds = time.perf_counter() - start
+    best = L["best"]
     if dev_during is not dev_ds:  # the paper: capped dev set while training, full dev set at the end
-        unwrapped = accelerator.unwrap_model(model)
         if best_state is not None:
             unwrapped.load_state_dict(best_state)
         best = evaluate(model, accelerator.prepare(eval_loader(dev_ds, settings, collate)), accelerator, task)
-    return TrainResult(best=best, best_step=best_step, steps=step, train_seconds=seconds, stopped_early=step < total,
-                       train_examples=examples, train_tokens=int(tokens.item()), best_state=best_state,
-                       history=history)
+    return TrainResult(best=best, best_step=L["best_step"], steps=L["step"], train_seconds=seconds,
+                       stopped_early=L["step"] < total, train_examples=L["examples"], train_tokens=int(tokens.item()),
+                       best_state=best_state, history=L["history"])
