@@ -28,15 +28,20 @@ class Run:
     tokens_per_example: float
 
 
-def _sizes(params, task: str) -> tuple[int, int, float, bool]:
+def _sizes(params, task: str, tokenizer=None) -> tuple[int, int, float, bool]:
     """(train size, dev size, mean tokens per example, measured?) from prepared data, else the declaration."""
+    from stilts import data
     from stilts.io import read_json
 
     meta = params.path(params.data.processed_dir) / task / "meta.json"
     t = registry.get(task)
     if meta.is_file():
         m = read_json(meta)
-        return m["counts"]["train"], m["counts"]["validation"], m.get("mean_tokens") or 0.0, True
+        mean = 0.0
+        if tokenizer is not None:  # the cached features hold each example's length (all choices for MC)
+            ds = data.features(params, task, "train", tokenizer, params.train_for(task).max_seq_length)
+            mean = float(sum(ds["length"]) / max(len(ds), 1))
+        return m["counts"]["train"], m["counts"]["validation"], mean, True
     if t.generator:
         return params.data.generated_train, params.data.generated_validation, 0.0, False
     return t.train_size or 10_000, t.dev_size or 1_000, 0.0, False
@@ -52,19 +57,17 @@ def _size(settings, n_train: int, n_dev: int, limit: int | None = None) -> tuple
     return total, evals * min(n_dev, settings.max_eval_examples or n_dev) + n_dev
 
 
-def runs(params) -> list[Run]:
+def runs(params, tokenizer=None) -> list[Run]:
     import dataclasses
 
     from stilts import sweep
 
     out = []
     for name in params.all_tasks:
-        n_train, n_dev, mean_tokens, _ = _sizes(params, name)
+        n_train, n_dev, mean_tokens, _ = _sizes(params, name, tokenizer)
         s = params.train_for(name)
-        if mean_tokens <= 0:
-            mean_tokens = 0.6 * s.max_seq_length  # no data yet: assume 60% of the maximum length
-        if registry.get(name).type == "multiple_choice":
-            mean_tokens *= 4  # choices are folded into the batch
+        if mean_tokens <= 0:  # no data yet: assume 60% of the maximum length (× choices folded into the batch)
+            mean_tokens = 0.6 * s.max_seq_length * (4 if registry.get(name).type == "multiple_choice" else 1)
         if sweep.needs_sweep(params, name):
             for point in sweep.points(params):
                 st = dataclasses.replace(s, **{**point, **params.sweep.overrides})
@@ -121,7 +124,19 @@ def calibrate(steps: int = 6, batch: int = 16, length: int = 64) -> float:
 
 
 def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -> str:
-    rs = runs(params)
+    if gpu not in GPU_PEAK_TFLOPS:
+        from stilts.errors import unknown
+
+        raise unknown("GPU class", gpu, GPU_PEAK_TFLOPS)
+    tokenizer = None
+    if measure:
+        try:
+            from stilts.modeling import load_tokenizer
+
+            tokenizer = load_tokenizer(params.model)
+        except Exception:  # offline and not cached: fall back to the length assumption
+            tokenizer = None
+    rs = runs(params, tokenizer)
     n, kind = non_embedding_params(params.model.name)
     train_tokens = sum(r.train_examples * r.tokens_per_example for r in rs)
     eval_tokens = sum(r.eval_examples * r.tokens_per_example for r in rs)
@@ -136,9 +151,9 @@ def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -
     lines.append(f"  compute: {flops:.3e} FLOPs (6·N·tokens train + 2·N·tokens eval)")
     peak = GPU_PEAK_TFLOPS[gpu] * 1e12
     lines.append(f"  on {gpu} at {mfu:.0%} of {GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s bf16: "
-                 f"{flops / (peak * mfu) / 3600:,.1f} GPU-hours")
+                 f"{flops / (peak * mfu) / 3600:,.2f} GPU-hours")
     if measure:
         rate = calibrate()
         lines.append(f"  on this machine (calibrated: {rate / 1e9:.1f} GFLOP/s training): "
-                     f"{flops / rate / 3600:,.1f} hours of training compute")
+                     f"{flops / rate / 60:,.1f} minutes of training compute")
     return "\n".join(lines)

@@ -137,12 +137,13 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     train_loader, sampler_generator = _train_loader(train_ds, settings, collate, seed)
     dev_loader = eval_loader(dev_during, settings, collate)
     optimizer = _optimizer(model, settings, accelerator.device.type)
+    model, optimizer, train_loader, dev_loader = accelerator.prepare(model, optimizer, train_loader, dev_loader)
+    # counted on the prepared loader: under several processes each one sees its shard of every epoch
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
     total = settings.max_steps or steps_per_epoch * settings.epochs
     sched_total = math.ceil(total * (1 + mlm_ratio)) if mlm_batches is not None else total
+    # not passed to prepare(): it is stepped once per optimizer step, on every process
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * sched_total), sched_total)
-    model, optimizer, train_loader, dev_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, dev_loader, scheduler)
     tt = accelerator.unwrap_model(model).tasktype
     eval_every = settings.eval_every or steps_per_epoch
 
@@ -185,7 +186,8 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
                 if accelerator.sync_gradients and settings.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             L["batch"] += 1
             loss_sum += loss.detach()

@@ -36,17 +36,25 @@ def _ordered(df: pd.DataFrame, role: str, preferred: list[str]) -> list[str]:
     return [t for t in preferred if t in present] + sorted(t for t in present if t not in preferred)
 
 
-def _fmt(df: pd.DataFrame, digits: int = 1) -> str:
+def _fmt(df: pd.DataFrame, digits: int = 1, signed: bool = True) -> str:
     """A markdown table without extra dependencies."""
     if df.empty:
         return "_(no rows)_\n"
     cols = [df.index.name or ""] + [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in df.iterrows():
-        cells = [f"{v:+.{digits}f}" if isinstance(v, float) and np.isfinite(v) else
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) and np.isfinite(v) and not signed else
+                 f"{v:+.{digits}f}" if isinstance(v, float) and np.isfinite(v) else
                  ("" if isinstance(v, float) else str(v)) for v in row]
         lines.append("| " + " | ".join([str(idx), *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_counts(df: pd.DataFrame) -> str:
+    out = df.copy()
+    out["rate"] = [f"{100 * v:.0f}%" for v in out["rate"]]
+    out["runs"], out["degenerate"] = out["runs"].astype(int).astype(str), out["degenerate"].astype(int).astype(str)
+    return _fmt(out)
 
 
 def build(params, experiment: str | None = None) -> dict:
@@ -101,7 +109,10 @@ def _report_md(r: dict, params, experiment: str) -> str:
         lines.append(f"\nBest average transfer: **{best}** ({ps.loc[best, 'avg_delta']:+.1f} points over "
                      f"{len(r['targets'])} targets; {ps.loc[best, 'wins']} wins, {ps.loc[best, 'losses']} losses). "
                      f"Worst: **{ps.index[-1]}** ({ps['avg_delta'].iloc[-1]:+.1f}).\n")
-        lines.append(_fmt(ps.astype(float), 1))
+        ps = ps.copy()
+        for c in ("wins", "losses", "significant_wins", "significant_losses"):
+            ps[c] = ps[c].astype(int).astype(str)
+        lines.append(_fmt(ps, 1))
     lines.append("\n![transfer](transfer_heatmap.png)\n")
     lines.append("\n## RQ2 — Which skills does intermediate training change (probing)?\n")
     pm = sig[[c for c in r["probes"] if c in sig.columns]]
@@ -111,14 +122,18 @@ def _report_md(r: dict, params, experiment: str) -> str:
     lines.append(_rq4(r))
     base = df[df["source"] == "none"].groupby("task")["score"].agg(["mean", "std", "count"]) * [100, 100, 1]
     lines.append("\n## Baseline (no intermediate task)\n")
-    lines.append(_fmt(base.rename(columns={"mean": "mean", "std": "std", "count": "n"}).astype(float)))
+    base = base.rename(columns={"count": "n"})
+    base["n"] = base["n"].astype(int).astype(str)
+    lines.append(_fmt(base, signed=False))
     lines.append("\n## Degenerate runs\n")
     deg = df[df["degenerate"]]
     lines.append(f"{len(deg)} of {len(df)} runs ({100 * len(deg) / len(df):.1f}%) are degenerate (dev score ≤ "
                  f"majority/chance + {params.analysis.degenerate_margin:.2f}, or a single predicted class); "
                  f"they are {'included in' if params.analysis.include_degenerate else 'excluded from'} the "
                  f"numbers above (`analysis.include_degenerate`). Per source:\n")
-    lines.append(_fmt(r["degenerate_by_source"].astype(float), 2))
+    lines.append(_fmt_counts(r["degenerate_by_source"]))
+    lines.append("\nPer task:\n")
+    lines.append(_fmt_counts(r["degenerate_by_task"]))
     lines.append("\n## Caveats\n")
     lines.append(f"- n per cell = number of restarts ({params.study.restarts} configured); with so few restarts the "
                  "t-test has little power, and no multiple-comparison correction is applied to the RQ1/RQ2 flags.\n"

@@ -1,0 +1,44 @@
+"""RQ4 data-size sources (<task>__n<N>) through cells, pipeline and analysis; and `stilts plan`."""
+
+import pandas as pd
+import pytest
+
+from stilts import cells, data, pipeline, plan
+from stilts.analysis import rq4
+
+
+def test_size_table_by_hand():
+    cells_df = pd.DataFrame({"source": ["a__n100", "a__n100", "a__n200", "a", "b"],
+                             "task": ["t1", "t2", "t1", "t1", "t1"], "role": ["target"] * 5,
+                             "delta": [1.0, 3.0, 4.0, 6.0, 9.0]})
+    t = rq4.size_table(cells_df, {"a": 800})
+    assert list(t["size"]) == [100, 200, 800] and list(t["avg_target_delta"]) == [2.0, 4.0, 6.0]
+    assert set(t["source_task"]) == {"a"}  # b has no sized variants
+
+
+def test_sized_sources_in_cells_and_pipeline(make_params):
+    params = make_params(study={"restarts": 1, "size_sweep_tasks": ["syn_nli"], "size_sweep_sizes": [16]})
+    assert params.sources == ["syn_nli", "syn_nli__n16"]
+    st = pipeline.stages(params)
+    assert st["intermediate-syn_nli__n16-r0"]["cmd"] == "stilts intermediate --task syn_nli --restart 0 --size 16"
+    assert "models/intermediate/syn_nli__n16/r0" in st["transfer-syn_nli__n16-syn_rte-r0"]["deps"]
+    data.prepare(params, "syn_nli"), data.prepare(params, "syn_rte")
+    s = cells.intermediate(params, "syn_nli", 0, size=16)
+    assert s["source"] == "syn_nli__n16"
+    assert (params.root / "models/intermediate/syn_nli__n16/r0/model.safetensors").is_file()
+    assert cells.transfer(params, "syn_nli__n16", "syn_rte", 0)["source"] == "syn_nli__n16"
+    assert cells.parse_source("syn_nli__n16") == ("syn_nli", 16) and cells.parse_source("syn_nli") == ("syn_nli", None)
+
+
+def test_plan_counts_the_grid(make_params):
+    params = make_params(study={"restarts": 2}, sweep={"enabled": True, "grid": {"lr": [1e-3, 1e-4]}})
+    runs = plan.runs(params)
+    kinds = pd.Series([r.kind for r in runs]).value_counts().to_dict()
+    # 3 tasks × 2 points; 1 intermediate × 2 restarts; 2 tasks × 2 restarts × (baseline + 1 source)
+    assert kinds == {"sweep": 6, "intermediate": 2, "transfer": 8}
+    text = plan.report(params, gpu="H100", measure=False)
+    assert "16 runs" in text and "GPU-hours" in text
+    from stilts.errors import StiltsError
+
+    with pytest.raises(StiltsError, match="unknown GPU class 'H10'"):
+        plan.report(params, gpu="H10", measure=False)
