@@ -31,14 +31,16 @@ def test_two_processes_match_one(tiny_model, tmp_path):
     bin_ = Path(sys.executable).parent
     env = {**os.environ, "STILTS_WORKER": "0", "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None), env.pop("MLFLOW_RUN_ID", None)
-    assert subprocess.run([str(bin_ / "stilts"), "prepare", "--task", "syn_tense"], cwd=tmp_path, env=env).returncode == 0
+    prep = subprocess.run([str(bin_ / "stilts"), "prepare", "--task", "syn_tense"], cwd=tmp_path, env=env)
+    assert prep.returncode == 0
     one = subprocess.run([str(bin_ / "stilts"), "--set", "mlflow.experiment=one", "transfer", "--source", "none",
                           "--task", "syn_tense"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     single = json.loads((tmp_path / "results/none/syn_tense/r0.json").read_text())
     shutil.rmtree(tmp_path / "results")
-    two = subprocess.run([str(bin_ / "torchrun"), "--nproc_per_node", "2", "-m", "stilts", "--set", "train.batch_size=4",
-                          "--set", "mlflow.experiment=two", "transfer", "--source", "none", "--task", "syn_tense"],
+    two = subprocess.run([str(bin_ / "torchrun"), "--nproc_per_node", "2", "-m", "stilts",
+                          "--set", "train.batch_size=4", "--set", "mlflow.experiment=two",
+                          "transfer", "--source", "none", "--task", "syn_tense"],
                          cwd=tmp_path, env={**env, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-2000:]
     double = json.loads((tmp_path / "results/none/syn_tense/r0.json").read_text())
