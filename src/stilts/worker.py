@@ -23,8 +23,16 @@ import sys
 import time
 from pathlib import Path
 
+# transformers and MLflow import most of their machinery lazily, at first use: name it here
 PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.tracking", "safetensors.torch",
-           "stilts.cells", "stilts.train", "stilts.modeling", "stilts.data", "stilts.tracking",
+           "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
+           "transformers.models.auto.tokenization_auto", "transformers.models.bert.modeling_bert",
+           "transformers.models.roberta.modeling_roberta", "transformers.models.bert.tokenization_bert",
+           "transformers.models.roberta.tokenization_roberta", "transformers.trainer_pt_utils",
+           "transformers.data.data_collator", "transformers.optimization", "accelerate.accelerator",
+           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils", "sqlalchemy", "alembic",
+           "datasets.arrow_dataset", "tqdm.auto", "scipy.stats", "pandas", "matplotlib.pyplot",
+           "stilts.cells", "stilts.train", "stilts.modeling", "stilts.data", "stilts.tracking", "stilts.mlm",
            "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report"]
 
 
@@ -175,7 +183,10 @@ def serve(path: Path) -> None:
     import threading
 
     for name in PRELOAD:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001  (a module moved in another library version: import it later)
+            pass
     idle = float(os.environ.get("STILTS_WORKER_IDLE", "300"))
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
