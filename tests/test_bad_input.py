@@ -92,3 +92,20 @@ def test_unprepared_task(make_params):
     with pytest.raises(StiltsError, match="not prepared yet; run `stilts prepare --task syn_rte`"):
         data.features(params, "syn_rte", "train", tok, 32)
     assert registry.get("syn_rte")
+
+
+def test_out_of_memory_suggests_the_fix(capsys, monkeypatch):
+    import torch
+
+    from stilts import cells
+
+    monkeypatch.setenv("STILTS_WORKER", "0")
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cells, "transfer", oom)
+    monkeypatch.setattr("stilts.cli._params", lambda args: None)
+    code = cli.main(["transfer", "--source", "none", "--task", "syn_rte"])
+    err = capsys.readouterr().err
+    assert code == 3 and "lower train.batch_size and raise train.grad_accum" in err

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from stilts.errors import StiltsError
-from stilts.tasktypes.common import field, label_str, text
+from stilts.tasktypes.common import field, label_str, loss, majority_score, predict, text  # noqa: F401
 
 
 def make_record(task, row: dict, where: str) -> dict:
@@ -50,21 +50,3 @@ class Head(nn.Module):
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.out(self.dropout(hidden[:, 0]))
-
-
-def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits.float(), labels)
-
-
-def predict(logits: torch.Tensor) -> torch.Tensor:
-    return logits.argmax(-1)
-
-
-def majority_score(task, labels) -> float:
-    """Score of always predicting the most frequent label (the degenerate-run reference)."""
-    from collections import Counter
-
-    from stilts import metrics
-
-    top = Counter(labels).most_common(1)[0][0]
-    return metrics.compute(task.metric, [top] * len(labels), list(labels))[task.metric]

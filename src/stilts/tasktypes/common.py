@@ -24,5 +24,22 @@ def label_str(value) -> str:
     return str(value).strip()
 
 
-def first_token_pool(hidden):
-    return hidden[:, 0]
+def loss(logits, labels):
+    """Cross-entropy over classes (or over choices, for multiple choice), in fp32."""
+    import torch
+
+    return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+
+def predict(logits):
+    return logits.argmax(-1)
+
+
+def majority_score(task, labels) -> float:
+    """Score of always predicting the most frequent gold label: the degenerate-run reference."""
+    from collections import Counter
+
+    from stilts import metrics
+
+    top = Counter(labels).most_common(1)[0][0]
+    return metrics.compute(task.metric, [top] * len(labels), list(labels))[task.metric]
