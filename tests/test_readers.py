@@ -86,3 +86,26 @@ def test_missing_files_say_where_to_put_them(make_params):
     params = make_params()
     with pytest.raises(StiltsError, match=r"put the official files \(train.jsonl, val.jsonl\) in .*data/raw/cb"):
         data.prepare(params, "cb")
+
+
+def test_senteval_probe_with_an_open_label_set(make_params):
+    params = make_params()
+    text = "tr\tcat\tThe cat sat .\ntr\tdog\tA dog ran .\nva\tcat\tCats sleep .\nte\tdog\tDogs bark .\n"
+    write(params.root, "se_wc", {"data/probing/word_content.txt": text})
+    data.prepare(params, "se_wc")
+    assert [r["label"] for r in data.load_records(params, "se_wc", "train")] == ["cat", "dog"]
+    assert json.loads((params.root / "data/processed/se_wc/meta.json").read_text())["labels"] == ["cat", "dog"]
+    from stilts.tasks import registry
+
+    assert data.task_with_labels(params, registry.get("se_wc")).labels == ("cat", "dog")
+    write(params.root, "se_wc", {"data/probing/word_content.txt": text.replace("va\tcat", "va\tbird")})
+    with pytest.raises(StiltsError, match=r"validation labels \['bird'\] never occur in train"):
+        data.prepare(params, "se_wc")
+
+
+def test_scitail_tsv_format(make_params):
+    params = make_params()
+    rows = "A plant needs light.\tPlants need light.\tentails\nRocks melt.\tIce is cold.\tneutral\n"
+    write(params.root, "scitail", {"tsv_format/scitail_1.0_train.tsv": rows, "tsv_format/scitail_1.0_dev.tsv": rows})
+    data.prepare(params, "scitail")
+    assert [r["label"] for r in data.load_records(params, "scitail", "validation")] == ["entails", "neutral"]

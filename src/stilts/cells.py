@@ -12,7 +12,7 @@ import os
 import platform
 from pathlib import Path
 
-from stilts import __version__, resume
+from stilts import __version__
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_json, read_json
 from stilts.seeds import seed_for
@@ -43,10 +43,10 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
               output: Path | None = None) -> dict:
     import torch
 
-    from stilts import data, mlm, modeling, sweep, tasktypes, tracking
+    from stilts import data, mlm, modeling, resume, sweep, tasktypes, tracking
     from stilts.train import make_accelerator, resolve_mixed_precision, train
 
-    task = registry.get(task_name)
+    task = data.task_with_labels(params, registry.get(task_name))
     setting_source = {}
     if settings is None:
         settings, setting_source = sweep.settings_for(params, task_name)
@@ -162,6 +162,12 @@ def _fingerprint(params, settings, logged: dict, init_from: Path | None) -> str:
                        json.dumps(dataclasses.asdict(params.mlm), sort_keys=True, default=str))
 
 
+def _clear_state(state_dir: Path) -> None:
+    from stilts import resume  # torch: imported only where training happens
+
+    resume.clear(state_dir)
+
+
 class _nullrun:
     id = None
 
@@ -182,9 +188,10 @@ def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, i
     """One grid point of a task's sweep: from the pretrained encoder, logged as a child of the sweep run."""
     tags = {"mlflow.parentRunId": parent_id, "sweep_point": index,
             "sweep_values": ", ".join(f"{k}={v}" for k, v in point.items())}
+
     summary = _run_cell(params, role="sweep", source=BASELINE, task_name=task, restart=restart, init_from=None,
                         save_to=None, settings=settings, extra_tags=tags)
-    resume.clear(summary.pop("state_dir"))
+    _clear_state(summary.pop("state_dir"))
     return summary
 
 
@@ -194,10 +201,11 @@ def intermediate(params, task: str, restart: int, size: int | None = None) -> di
     if size is not None and size < 1:
         raise StiltsError(f"--size must be ≥ 1, got {size}")
     source = task if size is None else f"{task}{SIZE_SEP}{size}"
+
     out = checkpoint_dir(params, source, restart)
     summary = _run_cell(params, role="intermediate", source=source, task_name=task, restart=restart,
                         init_from=None, save_to=out, size=size, output=out / "stilts.json")
-    resume.clear(summary.pop("state_dir"))
+    _clear_state(summary.pop("state_dir"))
     return summary
 
 
@@ -213,11 +221,12 @@ def transfer(params, source: str, task: str, restart: int) -> dict:
             raise StiltsError(f"{init_from}: no intermediate checkpoint; run `stilts intermediate --task {src_task}"
                               f"{how} --restart {restart}` first (or `dvc repro`)")
     role = params.role_of(task)
+
     out = result_path(params, source, task, restart)
     summary = _run_cell(params, role=role, source=source, task_name=task, restart=restart,
                         init_from=init_from, save_to=None, output=out)
     state_dir = summary.pop("state_dir")
     if int(os.environ.get("RANK", "0")) == 0:
         atomic_write_json(out, summary)  # written only now: a failed run never leaves a result
-        resume.clear(state_dir)
+        _clear_state(state_dir)
     return summary

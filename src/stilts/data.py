@@ -51,8 +51,9 @@ def _hub_rows(task: Task, split: str):
     import datasets
 
     path, _, rev = task.hub.partition("@")
-    name = None
-    if path.count("/") >= 1 and path.split("/")[0] in ("glue", "super_glue"):
+    path, _, name = path.partition("#")  # "allenai/scitail#tsv_format": dataset path and config
+    name = name or None
+    if path.split("/")[0] in ("glue", "super_glue") and "/" in path:
         path, name = path.split("/", 1)
     try:
         ds = datasets.load_dataset(path, name, split=task.hub_splits.get(split, split), revision=rev or None)
@@ -67,6 +68,10 @@ def read_records(task: Task, source: str, files: dict[str, Path], split: str) ->
     from stilts import tasktypes
 
     tt = tasktypes.get(task.type)
+    if source == "hub" and task.hub_fields:
+        import dataclasses
+
+        task = dataclasses.replace(task, fields={**task.fields, **task.hub_fields})
     rows = _hub_rows(task, split) if source == "hub" else read(task.format, files[split], split)
     records, seen = [], {}
     for n, (where, row) in enumerate(rows):
@@ -89,13 +94,19 @@ def prepare(params, task_name: str) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"stilts-{task.name}-") as work:
         source, files = _source_files(params, task, Path(work))
         splits = {s: read_records(task, source, files, s) for s in SPLITS}
+        labels = list(task.labels)
+        if task.type == "classification" and not labels:  # open label set: the train split defines it
+            labels = sorted({r["label"] for r in splits["train"]})
+            unseen = sorted({r["label"] for r in splits["validation"]} - set(labels))
+            if unseen:
+                raise StiltsError(f"task '{task.name}': validation labels {unseen[:5]} never occur in train")
         hashes = {p.name: sha256_file(p) for p in dict.fromkeys(files.values())} if files else {}
         with atomic_dir(out) as tmp:
             for split, recs in splits.items():
                 (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs),
                                                     encoding="utf-8")
             data_hash = sha256_text(*(sha256_file(tmp / f"{s}.jsonl") for s in SPLITS))
-            meta = {"task": task.name, "type": task.type, "metric": task.metric, "labels": list(task.labels),
+            meta = {"task": task.name, "type": task.type, "metric": task.metric, "labels": labels,
                     "source": source, "hub": task.hub if source == "hub" else None, "source_files": hashes,
                     "counts": {s: len(r) for s, r in splits.items()}, "data_hash": data_hash,
                     "stilts_version": __version__}
@@ -105,6 +116,18 @@ def prepare(params, task_name: str) -> Path:
                                      "validation": d.generated_validation, "seed": d.generated_seed}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
+
+
+def task_with_labels(params, task: Task) -> Task:
+    """The task with its label set filled in from the prepared data when it is declared open."""
+    if task.labels or task.type != "classification":
+        return task
+    import dataclasses
+
+    meta = params.path(params.data.processed_dir) / task.name / "meta.json"
+    if not meta.is_file():
+        raise StiltsError(f"{meta}: not prepared yet; run `stilts prepare --task {task.name}`")
+    return dataclasses.replace(task, labels=tuple(read_json(meta)["labels"]))
 
 
 def load_records(params, task_name: str, split: str) -> list[dict]:
@@ -132,7 +155,7 @@ def features(params, task_name: str, split: str, tokenizer, max_length: int):
 
     from stilts import tasktypes
 
-    task = registry.get(task_name)
+    task = task_with_labels(params, registry.get(task_name))
     meta_path = params.path(params.data.processed_dir) / task_name / "meta.json"
     if not meta_path.is_file():
         raise StiltsError(f"{meta_path}: not prepared yet; run `stilts prepare --task {task_name}`")

@@ -20,6 +20,7 @@ class Task:
     convert: Callable[[dict], dict] | None = None  # row -> record, for layouts fields can't express
     hub: str | None = None  # "path[/config]@revision" for datasets.load_dataset when online
     hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split
+    hub_fields: dict = field(default_factory=dict)  # `fields` entries that differ in the hub's rows
     generator: str | None = None  # a function in stilts.generate.suite (generated tasks)
     family: str = ""
     roles: tuple[str, ...] = ROLES  # where the paper uses it (documentation, `stilts tasks`)

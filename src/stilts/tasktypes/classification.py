@@ -21,7 +21,10 @@ def make_record(task, row: dict, where: str) -> dict:
     label = label_str(field(row, f.get("label", "label"), where))
     if label not in task.labels and label.lstrip("-").isdigit() and 0 <= int(label) < len(task.labels):
         label = task.labels[int(label)]  # hub datasets store class indices
-    if label not in task.labels:
+    if not task.labels:  # an open label set (e.g. SentEval word content): taken from the train split
+        if not label:
+            raise StiltsError(f"{where}: empty label")
+    elif label not in task.labels:
         raise StiltsError(f"{where}: label '{label}' is not one of {list(task.labels)}")
     rec["label"] = label
     return rec
