@@ -22,6 +22,7 @@ def test_sized_sources_in_cells_and_pipeline(make_params):
     st = pipeline.stages(params)
     assert st["intermediate-syn_nli__n16-r0"]["cmd"] == "stilts intermediate --task syn_nli --restart 0 --size 16"
     assert "models/intermediate/syn_nli__n16/r0" in st["transfer-syn_nli__n16-syn_rte-r0"]["deps"]
+    assert "transfer-syn_nli__n16-syn_tense-r0" not in st  # size variants are measured on targets only
     data.prepare(params, "syn_nli"), data.prepare(params, "syn_rte")
     s = cells.intermediate(params, "syn_nli", 0, size=16)
     assert s["source"] == "syn_nli__n16"

@@ -106,7 +106,9 @@ def stages(params) -> dict:
                 "outs": [f"models/intermediate/{source}/r{k}"]}
     results = []
     for source in [BASELINE] + params.sources:
-        for name in params.transfer_tasks:
+        # data-size variants answer RQ4 about targets (as in the paper): no probing cells for them
+        tasks = params.tasks.target if parse_source(source)[1] is not None else params.transfer_tasks
+        for name in tasks:
             for k in restarts:
                 deps = _code(params, TRAIN_CODE) + [_rel(params, processed / name)] + _opt(swept.get(name))
                 if source != BASELINE:

@@ -77,7 +77,8 @@ def runs(params, tokenizer=None) -> list[Run]:
             if src == name:
                 out += [Run("intermediate", source, *_size(s, n_train, n_dev, n), mean_tokens)] * params.study.restarts
         if name in params.transfer_tasks:
-            cells = params.study.restarts * (1 + len(params.sources))
+            sources = [src for src in params.sources if parse_source(src)[1] is None or name in params.tasks.target]
+            cells = params.study.restarts * (1 + len(sources))
             out += [Run("transfer", name, *_size(s, n_train, n_dev), mean_tokens)] * cells
     return out
 

@@ -29,8 +29,9 @@ def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rows: (source, restart) of intermediate-trained models; columns: tasks; values: scores."""
-    df = runs[runs["source"] != BASELINE]
+    """Rows: (source, restart) of intermediate-trained models; columns: tasks; values: scores.
+    Data-size variants (<task>__n<N>) are left out: the paper correlates the full intermediate tasks."""
+    df = runs[(runs["source"] != BASELINE) & ~runs["source"].str.contains("__n", regex=False)]
     return df.pivot_table(index=["source", "restart"], columns="task", values="score", aggfunc="mean")
 
 
