@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-all lock pipeline clean-study ui
+.PHONY: install run test test-fast lock pipeline clean-study ui
 
 $(BIN)/stilts: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,11 @@ run: install  ## the default study: write dvc.yaml from params.yaml, then dvc re
 	stilts pipeline
 	dvc repro
 
-test: install  ## the test suite (fast unit tests and a tiny end-to-end dvc repro)
-	$(BIN)/python -m pytest -q -m "not integration" tests
-
-test-all: install  ## also the integration tests on ../shared/data
+test: install  ## the test suite: unit tests, a tiny end-to-end dvc repro, real-data tests if ../shared/data exists
 	$(BIN)/python -m pytest -q tests
+
+test-fast: install  ## without the end-to-end, resume, multi-process and real-data tests
+	$(BIN)/python -m pytest -q -m "not slow and not integration" tests
 
 lock:  ## refresh requirements.lock from the current venv
 	{ echo "# Exact versions of every dependency, tested together (Python 3.11, CPU torch)."; \
