@@ -116,6 +116,7 @@ def _report_md(r: dict, params, experiment: str) -> str:
     lines.append("\n![transfer](transfer_heatmap.png)\n")
     lines.append("\n## RQ2 — Which skills does intermediate training change (probing)?\n")
     pm = sig[[c for c in r["probes"] if c in sig.columns]]
+    pm = pm[(pm != "").any(axis=1)]  # sources without probing cells (data-size variants)
     lines.append(_fmt(pm) if not pm.empty else "_(no probing runs)_\n")
     lines.append("\n![probing](probing_heatmap.png)\n")
     lines.append(_rq3(r, params))
