@@ -64,3 +64,11 @@ def test_roles_of_unlisted_tasks(tmp_path):
     assert p.role_of("syn_rte") == "target"
     assert p.role_of("syn_bshift") == "probe"  # declared as a probe
     assert p.role_of("syn_copa") == "target"
+
+
+def test_profiles_validate():
+    from pathlib import Path
+
+    for profile in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        p = config.load(profile)
+        assert p.tasks.target and p.study.restarts >= 1
