@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def sh(cwd, *cmd, check=True):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "STILTS_WORKER_IDLE": "30"}
     env.pop("MLFLOW_TRACKING_URI", None), env.pop("MLFLOW_RUN_ID", None)
     out = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
     if check and out.returncode:
