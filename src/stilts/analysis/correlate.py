@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from stilts.config import parse_source
+
 BASELINE = "none"
 
 
@@ -31,7 +33,8 @@ def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
 def score_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows: (source, restart) of intermediate-trained models; columns: tasks; values: scores.
     Data-size variants (<task>__n<N>) are left out: the paper correlates the full intermediate tasks."""
-    df = runs[(runs["source"] != BASELINE) & ~runs["source"].str.contains("__n", regex=False)]
+    full = runs["source"].map(lambda s: parse_source(s)[1] is None)
+    df = runs[(runs["source"] != BASELINE) & full]
     return df.pivot_table(index=["source", "restart"], columns="task", values="score", aggfunc="mean")
 
 

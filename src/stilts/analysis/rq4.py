@@ -7,12 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SIZE_SEP = "__n"
-
-
-def _split(source: str) -> tuple[str, int | None]:
-    task, sep, size = source.rpartition(SIZE_SEP)
-    return (task, int(size)) if sep and size.isdigit() else (source, None)
+from stilts.config import parse_source
 
 
 def size_table(cells: pd.DataFrame, full_sizes: dict[str, int]) -> pd.DataFrame:
@@ -20,7 +15,7 @@ def size_table(cells: pd.DataFrame, full_sizes: dict[str, int]) -> pd.DataFrame:
     t = cells[cells["role"] == "target"]
     if t.empty:
         return pd.DataFrame(columns=["source_task", "size", "avg_target_delta", "targets"])
-    parsed = t["source"].map(_split)
+    parsed = t["source"].map(parse_source)
     t = t.assign(source_task=[p[0] for p in parsed], size=[p[1] for p in parsed])
     swept = set(t.loc[t["size"].notna(), "source_task"])
     t = t[t["source_task"].isin(swept)].copy()
