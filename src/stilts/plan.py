@@ -19,13 +19,6 @@ GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "
                    "V100": 125.0, "RTX4090": 165.0, "RTX3090": 71.0}
 
 
-# official (train, dev) sizes, used before a task's data is prepared (declarations may set their own)
-OFFICIAL_SIZES = {"rte": (2490, 277), "cb": (250, 56), "copa": (400, 100), "boolq": (9427, 3270),
-                  "sst2": (67349, 872), "qqp": (363846, 40430), "mnli": (392702, 9815), "cola": (8551, 1043),
-                  "mrpc": (3668, 408), "qnli": (104743, 5463), "wnli": (635, 71), "commonsenseqa": (9741, 1221),
-                  "cosmosqa": (25262, 2985), "socialiqa": (33410, 1954), "hellaswag": (39905, 10042)}
-
-
 @dataclass
 class Run:
     kind: str  # sweep | intermediate | transfer
@@ -51,8 +44,7 @@ def _sizes(params, task: str, tokenizer=None) -> tuple[int, int, float, bool]:
         return m["counts"]["train"], m["counts"]["validation"], mean, True
     if t.generator:
         return params.data.generated_train, params.data.generated_validation, 0.0, False
-    train, dev = OFFICIAL_SIZES.get(task, (t.train_size or 10_000, t.dev_size or 1_000))
-    return train, dev, 0.0, False
+    return t.train_size or 10_000, t.dev_size or 1_000, 0.0, False
 
 
 def _size(settings, n_train: int, n_dev: int, limit: int | None = None) -> tuple[int, int]:

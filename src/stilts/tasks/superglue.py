@@ -17,11 +17,15 @@ COPA_FIELDS = {"context": "premise", "question": "question_text", "choices": ["c
 
 register(
     Task("rte", "classification", "accuracy", fields={"text_a": "premise", "text_b": "hypothesis"},
-         labels=("entailment", "not_entailment"), hub="super_glue/rte", roles=("target",), **_SG),
+         labels=("entailment", "not_entailment"), hub="super_glue/rte", roles=("target",),
+         train_size=2_490, dev_size=277, **_SG),
     Task("cb", "classification", "macro_f1", fields={"text_a": "premise", "text_b": "hypothesis"},
-         labels=("entailment", "contradiction", "neutral"), hub="super_glue/cb", roles=("target",), **_SG),
+         labels=("entailment", "contradiction", "neutral"), hub="super_glue/cb", roles=("target",),
+         train_size=250, dev_size=56, **_SG),
     Task("boolq", "classification", "acc_f1", fields={"text_a": "passage", "text_b": "question"},
-         labels=("false", "true"), hub="super_glue/boolq", roles=("target",), **_SG),
+         labels=("false", "true"), hub="super_glue/boolq", roles=("target",),
+         train_size=9_427, dev_size=3_270, **_SG),
     Task("copa", "multiple_choice", "accuracy", fields=COPA_FIELDS, convert=copa_question,
-         hub="super_glue/copa", roles=("target",), **_SG),
+         hub="super_glue/copa", roles=("target",),
+         train_size=400, dev_size=100, **_SG),
 )
