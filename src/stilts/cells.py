@@ -146,8 +146,11 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
 def _fingerprint(params, settings, logged: dict, init_from: Path | None) -> str:
     """What makes two runs of a cell the same run: settings, data, starting weights, seed, model."""
     from stilts.io import sha256_file, sha256_text
+    from stilts.modeling import CHECKPOINT_META
 
-    start = sha256_file(init_from / "model.safetensors") if init_from is not None else params.model.name
+    # the checkpoint's stilts.json is rewritten with its weights (one atomic folder) and names the run that
+    # made them: hashing it identifies the starting weights without reading them again (GBs for large models)
+    start = sha256_file(init_from / CHECKPOINT_META) if init_from is not None else params.model.name
     keys = {k: logged[k] for k in ("model", "task", "cell")} | {"data": logged["data"]["data_hash"]}
     return sha256_text(json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str),
                        json.dumps(keys, sort_keys=True, default=str), start,
