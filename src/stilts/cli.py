@@ -15,11 +15,17 @@ def _params(args):
     return config.load(args.params, args.set)
 
 
-def cmd_tasks(args):
+def _params_or_defaults(args):
+    """For commands that also work outside a study (no params.yaml): the defaults, rooted here."""
     from stilts import config
+
+    return _params(args) if os.path.exists(args.params) else config.Params()
+
+
+def cmd_tasks(args):
     from stilts.tasks import registry
 
-    params = config.load(args.params, args.set) if os.path.exists(args.params) else config.Params()
+    params = _params_or_defaults(args)
     raw = params.path(params.data.raw_dir)
     print(f"{'task':<15} {'type':<16} {'metric':<9} {'family':<10} {'roles':<22} {'data'}")
     for t in registry.all_tasks():
@@ -67,11 +73,9 @@ def cmd_plan(args):
 
 
 def cmd_analyze(args):
-    from stilts import config
     from stilts.analysis import report
 
-    params = config.load(args.params, args.set) if os.path.exists(args.params) or not args.experiment \
-        else config.Params()
+    params = _params(args) if not args.experiment else _params_or_defaults(args)
     out = report.run(params, experiment=args.experiment)
     print(f"analysis written to {out}")
 
@@ -79,10 +83,9 @@ def cmd_analyze(args):
 def cmd_import_results(args):
     from pathlib import Path
 
-    from stilts import config
     from stilts.analysis.imports import import_results
 
-    params = config.load(args.params, args.set) if os.path.exists(args.params) else config.Params()
+    params = _params_or_defaults(args)
     n = import_results(params, Path(args.file), args.experiment)
     print(f"imported {n} runs into experiment '{args.experiment}'; now: stilts analyze --experiment {args.experiment}")
 
@@ -118,9 +121,7 @@ def cmd_generate(args):
 def cmd_server(args):
     import subprocess
 
-    from stilts import config
-
-    params = config.load(args.params, args.set) if os.path.exists(args.params) else config.Params()
+    params = _params_or_defaults(args)
     db = (params.root / "mlflow.db").resolve()
     url = f"http://{args.host}:{args.port}"
     print(f"MLflow tracking server for {db} at {url}\n"

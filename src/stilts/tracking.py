@@ -163,8 +163,9 @@ def end_stale_runs(params, cell: str, keep: str | None = None, experiment: str |
     client = _client(tracking_uri(params))
     stale = [r for r in runs["run_id"] if r != keep]
     for run_id in stale:
-        client.set_tag(run_id, f"{TAG}error", "the process running this cell was killed; superseded by a rerun")
-        client.set_terminated(run_id, "KILLED")
+        run = Run(client, run_id)
+        run.set_tags({"error": "the process running this cell was killed; superseded by a rerun"})
+        run.finish("KILLED")
     return len(stale)
 
 
@@ -175,9 +176,10 @@ def resume_run(params, run_id: str) -> Run | None:
         client.get_run(run_id)
     except Exception:  # deleted, or another tracking store
         return None
-    client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, f"{TAG}resumed", "true")
-    return Run(client, run_id)
+    _retry(client.update_run, run_id, status="RUNNING")
+    run = Run(client, run_id)
+    run.set_tags({"resumed": "true"})
+    return run
 
 
 @contextlib.contextmanager

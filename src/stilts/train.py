@@ -84,16 +84,23 @@ def eval_loader(ds, settings, collate):
                       generator=torch.Generator().manual_seed(0))
 
 
+def _optimizer_step(model, accelerator, optimizer, scheduler, settings) -> None:
+    """Clip, step and zero; with gradient accumulation the prepared optimizer only steps on sync."""
+    if accelerator.sync_gradients and settings.max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    optimizer.step()
+    if accelerator.sync_gradients:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _mlm_step(model, batch, accelerator, optimizer, scheduler, settings):
+    """One masked-LM batch: a full optimizer step of its own (called after a synced task step)."""
     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
     with accelerator.autocast():
         loss = model(batch)
     accelerator.backward(loss)
-    if settings.max_grad_norm:
-        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    _optimizer_step(model, accelerator, optimizer, scheduler, settings)
     return loss.detach()
 
 
@@ -183,12 +190,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
                     logits = model(batch)
                 loss = tt.loss(logits, batch["labels"])
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                _optimizer_step(model, accelerator, optimizer, scheduler, settings)
             L["batch"] += 1
             loss_sum += loss.detach()
             L["loss_n"] += 1

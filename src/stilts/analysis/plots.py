@@ -30,8 +30,5 @@ def heatmap(m: pd.DataFrame, path: Path, title: str, marks: pd.DataFrame | None 
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(path, dpi=110)  # into the report's staging folder, moved into place when all succeeded
     plt.close(fig)
-    tmp.replace(path)

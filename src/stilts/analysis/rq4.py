@@ -43,7 +43,5 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("intermediate training examples")
     ax.set_ylabel("avg. target Δ (points)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(path, dpi=110)  # into the report's staging folder, moved into place when all succeeded
     plt.close(fig)
-    tmp.replace(path)
