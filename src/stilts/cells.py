@@ -44,6 +44,10 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         settings, setting_source = sweep.settings_for(params, task_name)
     if size is not None:
         settings = dataclasses.replace(settings, max_train_examples=size)
+    frozen = role == "probe" and params.study.probe_mode == "frozen"
+    if frozen and setting_source.get("lr") != "override":
+        settings = dataclasses.replace(settings, lr=params.study.frozen_probe_lr)
+        setting_source = {**setting_source, "lr": "study.frozen_probe_lr"}
     seed = seed_for(role, restart, settings.seed)
     torch.manual_seed(seed)
     tokenizer = modeling.load_tokenizer(params.model)
@@ -60,7 +64,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                 raise StiltsError(f"mlm.tasks: MLM mixing for '{task_name}' needs a masked-LM head, but "
                                   f"'{params.model.name}': {why}")
             mlm_tags["mlm_unavailable"] = why
-    model = modeling.build(params, task, settings, init_from=init_from, mlm_model=mlm_model)
+    model = modeling.build(params, task, settings, init_from=init_from, mlm_model=mlm_model, frozen=frozen)
     accelerator = make_accelerator(settings)
     mlm_metrics, mlm_batches, mlm_ratio = {}, None, 0.0
     if mlm_model is not None:
@@ -75,6 +79,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     collate = tasktypes.get(task.type).collator(tokenizer)
     tags = {"role": role, "source": source, "task": task_name, "restart": restart,
             "cell": f"{source}/{task_name}/r{restart}", "type": task.type, "metric": task.metric}
+    if role == "probe":
+        tags["probe_mode"] = params.study.probe_mode
     tags |= (extra_tags or {}) | mlm_tags
     src_task, src_size = parse_source(source)
     if source != BASELINE:
@@ -82,7 +88,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     logged = {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(settings),
               "settings_source": setting_source,
               "task": {"name": task_name, "type": task.type, "metric": task.metric, "family": task.family},
-              "cell": {"role": role, "source": source, "restart": restart, "seed": seed,
+              "cell": {"role": role, "source": source, "restart": restart, "seed": seed, "frozen_encoder": frozen,
                        "init_from": str(init_from) if init_from else "pretrained"},
               "data": {"train_examples": len(train_ds), "dev_examples": len(dev_ds),
                        "data_hash": read_json(params.path(params.data.processed_dir) / task_name / "meta.json")
@@ -113,7 +119,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                        mlm_batches=mlm_batches, mlm_ratio=mlm_ratio, state_dir=state_dir,
                        state_extra={"run_id": run.id}, save_every=settings.save_every)
         tt = tasktypes.get(task.type)
-        majority = tt.majority_score(task, list(dev_ds["labels"]))
+        majority = tt.majority_score(task, dev_ds)
         summary = {"role": role, "source": source, "task": task_name, "restart": restart, "seed": seed,
                    "metric": task.metric, "score": result.best[task.metric], "majority": majority,
                    "metrics": result.best, "best_step": result.best_step, "steps": result.steps,

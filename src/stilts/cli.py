@@ -23,16 +23,23 @@ def _params_or_defaults(args):
 
 
 def cmd_tasks(args):
+    from stilts import data
     from stilts.tasks import registry
 
     params = _params_or_defaults(args)
-    raw = params.path(params.data.raw_dir)
-    print(f"{'task':<15} {'type':<16} {'metric':<9} {'family':<10} {'roles':<22} {'data'}")
-    for t in registry.all_tasks():
-        files = {t.files.get(s, t.files.get("all", "")) for s in ("train", "validation")}
-        present = "generated" if t.generator else (
-            "present" if all((raw / t.name / f).is_file() for f in files) else f"missing ({raw / t.name}/)")
-        print(f"{t.name:<15} {t.type:<16} {t.metric:<9} {t.family:<10} {','.join(t.roles) or '-':<22} {present}")
+    tasks = [t for t in registry.all_tasks() if not args.role or args.role in t.roles]
+    print(f"{'task':<14} {'type':<15} {'metric':<17} {'roles':<21} {'source':<46} data")
+    for t in tasks:
+        files = data.task_files(params, t)
+        if t.generator:
+            source, present = f"generator {t.generator}", "generated"
+        else:
+            source = ", ".join(dict.fromkeys(p.name for p in files.values())) + (f" | hub {t.hub}" if t.hub else "")
+            present = "present" if all(p.is_file() for p in files.values()) else \
+                f"missing in {files['train'].parent}/" + (" (bring your own)" if t.licence_note else "")
+        print(f"{t.name:<14} {t.type:<15} {t.metric:<17} {','.join(t.roles) or '-':<21} {source:<46} {present}")
+    print(f"{len(tasks)} tasks; {sum(all(p.is_file() for p in data.task_files(params, t).values()) for t in tasks)}"
+          f" with data present under {params.path(params.data.raw_dir)}/")
 
 
 def cmd_prepare(args):
@@ -156,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("tasks", cmd_tasks, "list registered tasks and whether their data is present")
+    sp = add("tasks", cmd_tasks, "list registered tasks: type, metric, roles, source files, whether data is present")
+    sp.add_argument("--role", choices=("intermediate", "target", "probe"), help="only tasks the paper uses so")
     sp = add("prepare", cmd_prepare, "read official files (or generate) → data/processed/<task>/")
     sp.add_argument("--task", action="append", help="task name (repeatable; default: every task in params)")
     sp = add("sweep", cmd_sweep, "sweep the grid in params (sweep.grid) for one task, from the pretrained encoder")

@@ -54,7 +54,8 @@ class TasksCfg:
 @dataclass
 class StudyCfg:
     restarts: int = 3
-    probe_mode: str = "finetune"
+    probe_mode: str = "finetune"  # or "frozen": encoder frozen, scalar mix over all layers + head
+    frozen_probe_lr: float = 1e-3  # the lr of frozen probes, unless task_overrides sets one
     # RQ4 data size: these intermediate tasks are also trained on the first N examples for each N
     # (the paper: 1,250 · 2^k), as extra sources named <task>__n<N>
     size_sweep_tasks: list[str] = field(default_factory=list)
@@ -69,6 +70,9 @@ class DataCfg:
     generated_train: int = 1000  # examples per generated task's train split
     generated_validation: int = 300
     generated_seed: int = 20200501
+    # per task, official files under other names (split → path under raw_dir/<task>/), e.g. a FewGLUE
+    # subset: {multirc: {train: fewglue32/train.jsonl}}
+    files: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -241,6 +245,7 @@ def _check_ranges(p: Params, src: str) -> None:
 
     need(p.study.restarts >= 1, "study.restarts", f"must be ≥ 1, got {p.study.restarts}")
     need(p.study.probe_mode in PROBE_MODES, "study.probe_mode", f"must be one of {PROBE_MODES}")
+    need(p.study.frozen_probe_lr > 0, "study.frozen_probe_lr", "must be > 0")
     need(all(n >= 1 for n in p.study.size_sweep_sizes), "study.size_sweep_sizes", "must all be ≥ 1")
     need(0 < p.mlm.probability < 1, "mlm.probability", "must be in (0, 1)")
     need(p.mlm.cap >= 1 and p.mlm.corpus_examples >= 1 and p.mlm.eval_examples >= 1, "mlm",
@@ -284,6 +289,23 @@ def _check_tasks(p: Params, src: str) -> None:
         p.task_overrides[t] = over or {}
 
 
+def _check_data_files(p: Params, src: str) -> None:
+    from stilts.tasks import registry
+
+    names = registry.names()
+    for t, files in p.data.files.items():
+        if t not in names:
+            raise StiltsError(f"{src}: 'data.files.{t}': unknown task '{t}'{did_you_mean(t, names)}")
+        if not isinstance(files, dict):
+            raise StiltsError(f"{src}: 'data.files.{t}' must map train/validation to file paths")
+        for split, path in files.items():
+            if split not in ("train", "validation", "all"):
+                raise StiltsError(f"{src}: unknown key 'data.files.{t}.{split}'"
+                                  f"{did_you_mean(str(split), ('train', 'validation', 'all'), f'data.files.{t}.')}")
+            if not isinstance(path, str) or not path:
+                raise StiltsError(f"{src}: 'data.files.{t}.{split}' must be a file path")
+
+
 def _check_sweep(p: Params, src: str) -> None:
     hints = typing.get_type_hints(TrainCfg)
     fields = {f.name for f in dataclasses.fields(TrainCfg)}
@@ -323,6 +345,7 @@ def from_dict(raw: dict, src: str = "params.yaml", root: Path = Path(".")) -> Pa
     p = _build(Params, raw, "", src)
     p.root, p.source = Path(root), src
     _check_tasks(p, src)
+    _check_data_files(p, src)
     _check_sweep(p, src)
     _check_ranges(p, src)
     return p

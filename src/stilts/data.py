@@ -21,11 +21,18 @@ from stilts.tasks import registry
 from stilts.tasks.base import Task
 
 SPLITS = ("train", "validation")
-FEATURIZER_VERSION = "1"
+FEATURIZER_VERSION = "2"
 
 
 def _expected_files(task: Task) -> str:
     return ", ".join(sorted(set(task.files.values())))
+
+
+def task_files(params, task: Task) -> dict[str, Path]:
+    """split → the official file under raw_dir/<task>/ (`data.files` can point a split elsewhere)."""
+    names = {**task.files, **params.data.files.get(task.name, {})}
+    root = params.path(params.data.raw_dir) / task.name
+    return {s: root / names.get(s, names.get("all", "")) for s in SPLITS}
 
 
 def _source_files(params, task: Task, workdir: Path) -> tuple[str, dict[str, Path]]:
@@ -37,7 +44,7 @@ def _source_files(params, task: Task, workdir: Path) -> tuple[str, dict[str, Pat
         write_task(task.generator, workdir, d.generated_train, d.generated_validation, d.generated_seed)
         return "generated", {s: workdir / task.files.get(s, task.files.get("all", "")) for s in SPLITS}
     root = params.path(params.data.raw_dir) / task.name
-    files = {s: root / task.files.get(s, task.files.get("all", "")) for s in SPLITS}
+    files = task_files(params, task)
     if all(p.is_file() for p in files.values()):
         return "local", files
     if task.hub and not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
@@ -73,14 +80,19 @@ def read_records(task: Task, source: str, files: dict[str, Path], split: str) ->
 
         task = dataclasses.replace(task, fields={**task.fields, **task.hub_fields})
     rows = _hub_rows(task, split) if source == "hub" else read(task.format, files[split], split)
-    records, seen = [], {}
-    for n, (where, row) in enumerate(rows):
-        rec = tt.make_record(task, row, where)
-        idx = str(row.get("idx", row.get("id", n)))
-        if idx in seen:
-            raise StiltsError(f"{where}: duplicate example id '{idx}' (first at {seen[idx]})")
-        seen[idx] = where
-        records.append({"idx": idx, **rec})
+    records, seen, n = [], {}, 0
+    for where, source_row in rows:
+        # a task's `convert` maps one source row to a record row, several (one per answer option or
+        # question), or None (a row the official scripts skip, e.g. SNLI's '-' gold label)
+        converted = task.convert(source_row) if task.convert is not None else source_row
+        for row in [] if converted is None else converted if isinstance(converted, list) else [converted]:
+            rec = tt.make_record(task, row, where)
+            idx = str(row.get("idx", row.get("id", n)))
+            n += 1
+            if idx in seen:
+                raise StiltsError(f"{where}: duplicate example id '{idx}' (first at {seen[idx]})")
+            seen[idx] = where
+            records.append({"idx": idx, **rec})
     if not records:
         where = files[split] if files else task.hub
         raise StiltsError(f"{where}: the {split} split of '{task.name}' is empty")
@@ -89,15 +101,19 @@ def read_records(task: Task, source: str, files: dict[str, Path], split: str) ->
 
 def prepare(params, task_name: str) -> Path:
     """Read one task's official data and write its normalised splits atomically."""
+    from stilts import tasktypes
+
     task = registry.get(task_name)
     out = params.path(params.data.processed_dir) / task.name
     with tempfile.TemporaryDirectory(prefix=f"stilts-{task.name}-") as work:
         source, files = _source_files(params, task, Path(work))
         splits = {s: read_records(task, source, files, s) for s in SPLITS}
         labels = list(task.labels)
-        if task.type == "classification" and not labels:  # open label set: the train split defines it
-            labels = sorted({r["label"] for r in splits["train"]})
-            unseen = sorted({r["label"] for r in splits["validation"]} - set(labels))
+        tt = tasktypes.get(task.type)
+        if not labels and hasattr(tt, "labels_of"):  # an open label set, defined by the data
+            sources = getattr(tt, "LABELS_FROM", ("train",))
+            labels = sorted({x for s in sources for r in splits[s] for x in tt.labels_of(r)})
+            unseen = sorted({x for r in splits["validation"] for x in tt.labels_of(r)} - set(labels))
             if unseen:
                 raise StiltsError(f"task '{task.name}': validation labels {unseen[:5]} never occur in train")
         hashes = {p.name: sha256_file(p) for p in dict.fromkeys(files.values())} if files else {}
@@ -120,7 +136,9 @@ def prepare(params, task_name: str) -> Path:
 
 def task_with_labels(params, task: Task) -> Task:
     """The task with its label set filled in from the prepared data when it is declared open."""
-    if task.labels or task.type != "classification":
+    from stilts import tasktypes
+
+    if task.labels or not hasattr(tasktypes.get(task.type), "labels_of"):
         return task
     import dataclasses
 

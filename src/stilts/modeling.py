@@ -68,13 +68,16 @@ def max_positions(config) -> int:
 class StiltsModel(nn.Module):
     """A pretrained encoder and one task head. The head sees the top layer's hidden states."""
 
-    def __init__(self, encoder, task, head_dropout: float):
+    def __init__(self, encoder, task, head_dropout: float, frozen: bool = False):
         super().__init__()
         from stilts import tasktypes
 
         self.encoder = encoder
         self.tasktype = tasktypes.get(task.type)
         self.head = self.tasktype.Head(encoder.config.hidden_size, task, head_dropout)
+        self.mix = ScalarMix(encoder.config.num_hidden_layers + 1) if frozen else None
+        if frozen:
+            encoder.requires_grad_(False)
 
     def forward(self, batch: dict) -> torch.Tensor:
         if "mlm_labels" in batch:  # a masked-LM batch (MLM mixing): the loss of the shared encoder + MLM head
@@ -83,11 +86,30 @@ class StiltsModel(nn.Module):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         if inputs["input_ids"].dim() == 3:  # multiple choice: fold the choices into the batch
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
-        hidden = self.encoder(**inputs).last_hidden_state
+        if self.mix is None:
+            hidden = self.encoder(**inputs).last_hidden_state
+        else:  # frozen probing: no gradients through the encoder; the head sees a learned mix of all layers
+            with torch.no_grad():
+                layers = self.encoder(**inputs, output_hidden_states=True).hidden_states
+            hidden = self.mix(layers)
         return self.head(hidden, batch)
 
 
-def build(params, task, settings, init_from: str | Path | None = None, mlm_model=None) -> StiltsModel:
+class ScalarMix(nn.Module):
+    """γ · Σ softmax(w)_l · h_l over the embedding layer and every encoder layer (Peters et al., 2018)."""
+
+    def __init__(self, n_layers: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, layers) -> torch.Tensor:
+        w = self.weights.softmax(0).to(layers[0].dtype)
+        return self.gamma.to(layers[0].dtype) * sum(wi * h for wi, h in zip(w, layers))
+
+
+def build(params, task, settings, init_from: str | Path | None = None, mlm_model=None,
+          frozen: bool = False) -> StiltsModel:
     """Encoder from the pretrained model, or from an intermediate checkpoint, plus a fresh head.
     With `mlm_model`, its encoder is used (shared) and it is kept for masked-LM batches."""
     name = str(init_from) if init_from is not None else params.model.name
@@ -101,7 +123,7 @@ def build(params, task, settings, init_from: str | Path | None = None, mlm_model
     if settings.max_seq_length > limit:
         raise StiltsError(f"{params.source}: 'train.max_seq_length' is {settings.max_seq_length}, above the "
                           f"model's limit of {limit}")
-    model = StiltsModel(encoder, task, settings.head_dropout)
+    model = StiltsModel(encoder, task, settings.head_dropout, frozen=frozen)
     if mlm_model is not None:
         model.mlm = mlm_model
     return model

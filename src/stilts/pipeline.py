@@ -64,7 +64,7 @@ def _opt(path: str | None) -> list[str]:
 
 
 def _train_keys(params, task: str) -> list[str]:
-    keys = ["model", "train", "mlflow.experiment", "study.probe_mode"]
+    keys = ["model", "train", "mlflow.experiment", "study.probe_mode", "study.frozen_probe_lr"]
     if task in params.task_overrides:
         keys.append(f"task_overrides.{task}")
     return keys
@@ -83,7 +83,7 @@ def stages(params) -> dict:
         else:
             raw = params.path(params.data.raw_dir) / name
             deps.append(_rel(params, raw))
-            keys.append("data.raw_dir")
+            keys += ["data.raw_dir", f"data.files.{name}"]
         out[f"prepare-{name}"] = {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps,
                                   "params": _params_deps(params, keys), "outs": [_rel(params, processed / name)]}
     from stilts import sweep

@@ -103,8 +103,84 @@ def senteval(path: Path, split: str = "train", **_) -> Iterator[Row]:
                 yield f"{path}:{n}", {"label": cols[1], "sentence": cols[2], "idx": f"{n}"}
 
 
+def dnc_acceptability(path: Path, split: str = "train", fold: str = "fold1", **_) -> Iterator[Row]:
+    """DNC function-word acceptability: `acceptability-<name>_data.json` (a JSON list of
+    {pair-id, context, label}) and `..._metadata.json` beside it, whose misc.<fold> says
+    train/dev/test for each row (10 cross-validation folds; the paper used fold 1)."""
+    meta_path = path.with_name(path.name.replace("_data.json", "_metadata.json"))
+    if not meta_path.is_file():
+        raise StiltsError(f"{meta_path}: metadata file missing (expected beside {path.name})")
+    data, meta = _json_list(path), _json_list(meta_path)
+    if len(data) != len(meta):
+        raise StiltsError(f"{meta_path}: {len(meta)} metadata rows for {len(data)} rows in {path.name}")
+    want = {"train": "train", "validation": "dev", "test": "test"}[split]
+    for n, (row, m) in enumerate(zip(data, meta), 1):
+        phase = ((m or {}).get("misc") or {}).get(fold)
+        if phase is None:
+            raise StiltsError(f"{meta_path}: row {n} has no misc.{fold}")
+        if phase == want:
+            yield f"{path}:row {n}", row
+
+
+def _json_list(path: Path) -> list:
+    try:
+        with _open(path) as f:
+            obj = json.load(f)
+    except json.JSONDecodeError as e:
+        raise StiltsError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from None
+    if not isinstance(obj, list):
+        raise StiltsError(f"{path}: expected a JSON list, got {type(obj).__name__}")
+    return obj
+
+
+def qamr(path: Path, **_) -> Iterator[Row]:
+    """QAMR `data/filtered/<split>.tsv` (one QA pair per row, no header) with the sentences from
+    `data/wiki-sentences.tsv` (id<TAB>space-tokenised sentence)."""
+    sent_path = path.parent.parent / "wiki-sentences.tsv"
+    if not sent_path.is_file():
+        raise StiltsError(f"{sent_path}: sentence file missing (QAMR keeps sentences apart from the QA rows)")
+    sentences = {}
+    for _, row in tsv(sent_path, header=False):
+        sentences[row["0"]] = row.get("1", "")
+    names = ["sentence_id", "target_words", "worker", "qa_index", "target_word", "question", "answer",
+             "validator1", "validator2"]
+    for where, row in tsv(path, header=False):
+        row = {name: row.get(str(i), "") for i, name in enumerate(names)}
+        if row["sentence_id"] not in sentences:
+            raise StiltsError(f"{where}: sentence '{row['sentence_id']}' is not in {sent_path.name} "
+                              "(PTB sentences need the Penn Treebank; bring your own)")
+        row["sentence"] = sentences[row["sentence_id"]]
+        yield where, row
+
+
+def blimp_zip(path: Path, split: str = "train", validation_every: int = 5, **_) -> Iterator[Row]:
+    """BLiMP.zip (data/<paradigm>.jsonl, 1,000 minimal pairs each). BLiMP has no splits: a pair goes to
+    validation when a hash of (paradigm, pairID) falls in 1 of `validation_every` buckets, else train."""
+    import hashlib
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise StiltsError(f"{path}: not a zip archive") from None
+    with archive:
+        for name in sorted(n for n in archive.namelist() if n.endswith(".jsonl") and "__MACOSX" not in n):
+            for n, line in enumerate(archive.read(name).decode("utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise StiltsError(f"{path}!{name}:{n}: malformed JSON line: {e.msg}") from None
+                key = f"{row.get('UID', name)}:{row.get('pairID', n)}"
+                bucket = int(hashlib.sha256(key.encode()).hexdigest(), 16) % validation_every
+                if (bucket == 0) == (split == "validation"):
+                    yield f"{path}!{name}:{n}", {**row, "idx": key, "hash": bucket}
+
+
 READERS = {"jsonl": jsonl, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": tsv_noheader,
-           "csv": csv_rows, "senteval": senteval}
+           "csv": csv_rows, "senteval": senteval, "dnc_acceptability": dnc_acceptability, "qamr": qamr,
+           "blimp_zip": blimp_zip}
 
 
 def read(fmt: str, path: Path, split: str) -> Iterator[Row]:

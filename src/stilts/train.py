@@ -70,18 +70,33 @@ def _train_loader(ds, settings, collate, seed: int):
         sampler = LengthGroupedSampler(settings.batch_size, lengths=list(ds["length"]), generator=g)
     else:
         sampler = torch.utils.data.RandomSampler(ds, generator=g)
-    loader = DataLoader(ds.remove_columns(["length"]) if "length" in ds.column_names else ds,
+    loader = DataLoader(ds.remove_columns(_side_columns(ds)),
                         batch_size=settings.batch_size, sampler=sampler, collate_fn=collate, drop_last=False,
                         generator=torch.Generator().manual_seed(seed))
     return loader, g
 
 
-def eval_loader(ds, settings, collate):
+def _side_columns(ds) -> list[str]:
+    """Columns the model never sees: lengths (for batching) and references kept for scoring."""
+    return [c for c in ds.column_names if c == "length" or c.startswith("ref_")]
+
+
+@dataclass
+class EvalSet:
+    loader: DataLoader
+    order: np.ndarray | None  # loader position → dataset row
+    refs: dict  # ref_* columns, in dataset order
+
+
+def eval_loader(ds, settings, collate) -> EvalSet:
+    refs = {c: ds[c] for c in ds.column_names if c.startswith("ref_")}
+    order = None
     if "length" in ds.column_names:
-        order = np.argsort(ds["length"])[::-1]  # longest first: padding waste is lowest when sorted
-        ds = ds.select(order.tolist()).remove_columns(["length"])
-    return DataLoader(ds, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(0))
+        order = np.argsort(ds["length"], kind="stable")[::-1]  # longest first: least padding when sorted
+        ds = ds.select(order.tolist())
+    loader = DataLoader(ds.remove_columns(_side_columns(ds)), batch_size=settings.eval_batch_size, shuffle=False,
+                        collate_fn=collate, generator=torch.Generator().manual_seed(0))
+    return EvalSet(loader, order, refs)
 
 
 def _optimizer_step(model, accelerator, optimizer, scheduler, settings) -> None:
@@ -105,21 +120,30 @@ def _mlm_step(model, batch, accelerator, optimizer, scheduler, settings):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, task) -> dict:
+def evaluate(model, dev: EvalSet, accelerator, task) -> dict:
     from stilts import metrics
+    from stilts.tasktypes.common import stack
 
     model.eval()
     preds, golds = [], []
     tt = accelerator.unwrap_model(model).tasktype
-    for batch in loader:
+    for batch in dev.loader:
         with accelerator.autocast():
             logits = model(batch)
-        p, g = accelerator.gather_for_metrics((tt.predict(logits), batch["labels"]))
-        preds.append(p.cpu()), golds.append(g.cpu())
+        p, g = tt.predict(logits, batch), batch["labels"]
+        if p.dim() > 1:  # per-token / per-target outputs: equal widths across processes before gathering
+            p = accelerator.pad_across_processes(p, dim=1, pad_index=-1)
+            g = accelerator.pad_across_processes(g, dim=1, pad_index=-1)
+        p, g = accelerator.gather_for_metrics((p, g))
+        preds.append((p.float() if p.is_floating_point() else p).cpu().numpy())
+        golds.append(g.cpu().numpy())
     model.train()
-    pred, gold = torch.cat(preds).numpy(), torch.cat(golds).numpy()
-    out = metrics.compute(task.metric, pred, gold)
-    out["pred_classes"] = int(len(np.unique(pred)))
+    pred, gold = stack(preds), stack(golds)
+    if dev.order is not None:  # back to dataset order, where the refs are
+        pred[dev.order], gold[dev.order] = pred.copy(), gold.copy()
+    out = metrics.compute(task.metric, pred, gold, dev.refs)
+    if pred.ndim == 1 and not np.issubdtype(pred.dtype, np.floating):
+        out["pred_classes"] = int(len(np.unique(pred)))
     out["examples"] = int(len(gold))
     return out
 
@@ -142,9 +166,9 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
         dev_during = dev_ds.select(range(settings.max_eval_examples))
         keep_best_state = True  # the final full-dev evaluation must score the best state
     train_loader, sampler_generator = _train_loader(train_ds, settings, collate, seed)
-    dev_loader = eval_loader(dev_during, settings, collate)
+    dev = eval_loader(dev_during, settings, collate)
     optimizer = _optimizer(model, settings, accelerator.device.type)
-    model, optimizer, train_loader, dev_loader = accelerator.prepare(model, optimizer, train_loader, dev_loader)
+    model, optimizer, train_loader, dev.loader = accelerator.prepare(model, optimizer, train_loader, dev.loader)
     # counted on the prepared loader: under several processes each one sees its shard of every epoch
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
     total = settings.max_steps or steps_per_epoch * settings.epochs
@@ -188,7 +212,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     logits = model(batch)
-                loss = tt.loss(logits, batch["labels"])
+                loss = tt.loss(logits, batch)
                 accelerator.backward(loss)
                 _optimizer_step(model, accelerator, optimizer, scheduler, settings)
             L["batch"] += 1
@@ -216,7 +240,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
             evaluated = False
             if step % eval_every == 0 or step == total:
                 resume.fault("eval")
-                m = evaluate(model, dev_loader, accelerator, task)
+                m = evaluate(model, dev, accelerator, task)
                 L["history"].append({"step": step, **m})
                 log({f"dev_{k}": v for k, v in m.items()}, step)
                 L["stale"] += 1
@@ -242,7 +266,9 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     if dev_during is not dev_ds:  # the paper: capped dev set while training, full dev set at the end
         if best_state is not None:
             unwrapped.load_state_dict(best_state)
-        best = evaluate(model, accelerator.prepare(eval_loader(dev_ds, settings, collate)), accelerator, task)
+        full = eval_loader(dev_ds, settings, collate)
+        full.loader = accelerator.prepare(full.loader)
+        best = evaluate(model, full, accelerator, task)
     return TrainResult(best=best, best_step=L["best_step"], steps=L["step"], train_seconds=seconds,
                        stopped_early=L["step"] < total, train_examples=L["examples"], train_tokens=int(tokens.item()),
                        best_state=best_state, history=L["history"])

@@ -17,7 +17,7 @@ class Task:
     files: dict[str, str] = field(default_factory=dict)  # split -> path under raw_dir/<task>/
     fields: dict = field(default_factory=dict)  # record field -> column/key in the source rows
     labels: tuple[str, ...] = ()  # empty for multiple choice (label = choice index)
-    convert: Callable[[dict], dict] | None = None  # row -> record, for layouts fields can't express
+    convert: Callable[[dict], dict | list[dict] | None] | None = None  # source row -> record row(s); None skips
     hub: str | None = None  # "path[/config]@revision" for datasets.load_dataset when online
     hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split
     hub_fields: dict = field(default_factory=dict)  # `fields` entries that differ in the hub's rows

@@ -20,7 +20,7 @@ def _load() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from stilts.tasks import generated, glue, nli, probing, qa, superglue  # noqa: F401  (each registers its tasks)
+        from stilts.tasks import acceptability, edge_probing, generated, glue, nli, probing, qa, spans, superglue  # noqa: F401  (each module registers its tasks)
 
 
 def get(name: str) -> Task:

@@ -10,7 +10,8 @@ from types import ModuleType
 
 from stilts.errors import unknown
 
-TYPES = ("classification", "multiple_choice")
+TYPES = ("classification", "multiple_choice", "regression", "span_pair", "edge_probing", "tagging", "span_qa",
+         "grouped_binary")
 
 
 def get(name: str) -> ModuleType:

@@ -30,6 +30,10 @@ def make_record(task, row: dict, where: str) -> dict:
     return rec
 
 
+def labels_of(record: dict) -> list[str]:
+    return [record["label"]]
+
+
 def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
     pair = (batch["text_a"], batch["text_b"]) if "text_b" in batch else (batch["text_a"],)
     enc = tokenizer(*pair, truncation=True, max_length=max_length)

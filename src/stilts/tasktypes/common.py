@@ -24,18 +24,23 @@ def label_str(value) -> str:
     return str(value).strip()
 
 
-def loss(logits, labels):
+def loss(logits, batch):
     """Cross-entropy over classes (or over choices, for multiple choice), in fp32."""
     import torch
 
-    return torch.nn.functional.cross_entropy(logits.float(), labels)
+    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
 
 
-def predict(logits):
+def predict(logits, batch=None):
     return logits.argmax(-1)
 
 
-def majority_score(task, labels) -> float:
+def majority_score(task, ds) -> float:
+    """The degenerate-run reference on the dev set (each task type knows what 'trivial' means)."""
+    return majority_of_labels(task, list(ds["labels"]))
+
+
+def majority_of_labels(task, labels) -> float:
     """Score of always predicting the most frequent gold label: the degenerate-run reference."""
     from collections import Counter
 
@@ -43,3 +48,84 @@ def majority_score(task, labels) -> float:
 
     top = Counter(labels).most_common(1)[0][0]
     return metrics.compute(task.metric, [top] * len(labels), list(labels))[task.metric]
+
+
+def char_span_to_tokens(offsets, sequence_ids, seq: int, start: int, end: int) -> tuple[int, int] | None:
+    """Token span [first, last + 1) covering characters [start, end) of sequence `seq`, from a fast
+    tokenizer's offset mapping; None if the span was truncated away or covers no token.
+
+    BERT-style offsets are per word piece; RoBERTa-style (byte-level BPE, trim_offsets) exclude the
+    leading space, so a token belongs to the span when their character ranges overlap."""
+    first = last = None
+    for i, ((a, b), s) in enumerate(zip(offsets, sequence_ids)):
+        if s != seq or b <= a:  # special tokens and zero-width pieces
+            continue
+        if a < end and b > start:
+            first = i if first is None else first
+            last = i
+    return None if first is None else (first, last + 1)
+
+
+def encode_words(tokenizer, words_batch: list[list[str]], max_length: int):
+    """Encode pre-split sentences as their words joined by single spaces, and return the encoding with,
+    per sentence, the word index of every token (None for special tokens).
+
+    Joining and mapping back through offsets works the same for every fast tokenizer; the
+    `is_split_into_words` route would need RoBERTa-style tokenizers built with add_prefix_space=True."""
+    from bisect import bisect_right
+
+    enc = tokenizer([" ".join(w) for w in words_batch], truncation=True, max_length=max_length,
+                    return_offsets_mapping=True)
+    word_ids = []
+    for i, (words, offsets) in enumerate(zip(words_batch, enc.pop("offset_mapping"))):
+        starts, pos = [], 0
+        for w in words:
+            starts.append(pos)
+            pos += len(w) + 1
+        ids = []
+        for (a, b), s in zip(offsets, enc.sequence_ids(i)):
+            w = bisect_right(starts, a) - 1 if s == 0 and b > a else -1
+            ids.append(w if w >= 0 and a < starts[w] + len(words[w]) else None)
+        word_ids.append(ids)
+    return enc, word_ids
+
+
+def word_span_to_tokens(word_ids, start: int, end: int) -> tuple[int, int] | None:
+    """Token span [first, last + 1) covering words [start, end) (pre-split input), or None if truncated."""
+    toks = [i for i, w in enumerate(word_ids) if w is not None and start <= w < end]
+    return (toks[0], toks[-1] + 1) if toks else None
+
+
+def pad_collator(tokenizer, pad_to_multiple_of: int | None = 8, pad: dict | None = None):
+    """tokenizer.pad for the encoder inputs, plus the keys in `pad`: name → (pad value, per_token).
+    Per-token keys (tag labels, answer masks) are padded to the padded sequence length; the others
+    (span targets) to the most items in the batch."""
+    import torch
+
+    pad = pad or {}
+
+    def collate(features: list[dict]) -> dict:
+        extra = {k: [torch.as_tensor(f.pop(k)) for f in features] for k in pad if k in features[0]}
+        batch = tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+        for k, tensors in extra.items():
+            value, per_token = pad[k]
+            n = batch["input_ids"].shape[1] if per_token else max(len(t) for t in tensors)
+            out = torch.full((len(tensors), n, *tensors[0].shape[1:]), value, dtype=tensors[0].dtype)
+            for i, t in enumerate(tensors):
+                out[i, :len(t)] = t
+            batch[k] = out
+        return batch
+
+    return collate
+
+
+def stack(chunks: list):
+    """Concatenate per-batch prediction arrays whose second axis may differ, padding it with -1."""
+    import numpy as np
+
+    if chunks[0].ndim == 1:
+        return np.concatenate(chunks)
+    width = max(c.shape[1] for c in chunks)
+    padded = [np.pad(c, [(0, 0), (0, width - c.shape[1])] + [(0, 0)] * (c.ndim - 2), constant_values=-1)
+              for c in chunks]
+    return np.concatenate(padded)

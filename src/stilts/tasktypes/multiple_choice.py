@@ -14,10 +14,8 @@ from stilts.tasktypes.common import field, loss, majority_score, predict, text  
 
 
 def make_record(task, row: dict, where: str) -> dict:
-    if task.convert is not None:
-        row = task.convert(row)
     f = task.fields
-    rec = {"context": text(row, f.get("context", "context"), where)}
+    rec = {"context": text(row, f["context"], where) if "context" in f else ""}
     if "question" in f:
         rec["question"] = text(row, f["question"], where)
     choices = [text(row, k, where) for k in f["choices"]] if isinstance(f["choices"], list) \
@@ -43,7 +41,10 @@ def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
         firsts += [first] * len(choices)
         seconds += list(choices)
         sizes.append(len(choices))
-    enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    if any(firsts):
+        enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    else:  # choices without a shared context (BLiMP minimal pairs): each choice alone
+        enc = tokenizer(seconds, truncation=True, max_length=max_length)
     out, start = {k: [] for k in enc}, 0
     for n in sizes:
         for k in enc:
