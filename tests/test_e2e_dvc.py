@@ -82,3 +82,40 @@ def test_dvc_remote_round_trip(project, tmp_path):
     assert {p: p.read_bytes() for p in (root / "results").rglob("*.json")} == before
     assert (root / "models" / "intermediate" / "syn_nli" / "r0" / "model.safetensors").is_file()
     assert ran(sh(root, "dvc", "repro")) == set()
+
+
+def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
+    from stilts import config, tracking
+
+    root, _ = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["task_overrides"] = {"syn_rte": {"lr": 5e-4}, "syn_nli": {"lr": 1e-3, "head_dropout": 0.1},
+                                "syn_tense": {"lr": 1e-3, "head_dropout": 0.1}}  # fixed: not swept
+    params["sweep"] = {"enabled": True, "grid": {"head_dropout": [0.1, 0.3]}, "overrides": {"epochs": 1}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    sh(root, "stilts", "pipeline")
+    first = ran(sh(root, "dvc", "repro"))
+    assert first == {"sweep-syn_rte", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"}
+    chosen = json.loads((root / "results" / "sweep" / "syn_rte.json").read_text())["chosen"]
+    runs = tracking.search_runs(config.load(root / "params.yaml"))
+    cells = runs[(runs["tags.stilts.task"] == "syn_rte") & (runs["tags.stilts.role"] == "target")]
+    latest = cells.sort_values("start_time").groupby("tags.stilts.cell").tail(1)
+    assert set(latest["params.settings_source.head_dropout"]) == {"sweep"}
+    assert set(latest["params.train.head_dropout"].astype(float)) == {chosen["head_dropout"]}
+    assert set(latest["params.settings_source.lr"]) == {"override"}
+    params["sweep"]["grid"] = {"head_dropout": [0.2, 0.3]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    sh(root, "stilts", "pipeline")
+    assert ran(sh(root, "dvc", "repro")) == first
+
+
+def test_study_jobs_runs_cells_side_by_side_and_records_them(tiny_model, tmp_path):
+    root = tmp_path / "parallel"
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    out = sh(root, "stilts", "study", "--jobs", "2")
+    assert "9 of 9 stages to run, 2 at a time" in out.stdout and "9 stages ran" in out.stdout
+    assert ran(sh(root, "dvc", "repro")) == set()  # everything was recorded in dvc.lock
+    assert (root / "results" / "syn_nli" / "syn_rte" / "r0.json").is_file()

@@ -15,7 +15,7 @@ from stilts.io import sha256_file
 from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
-TRAIN = {"epochs": 2, "eval_every": 2, "log_every": 1, "batch_size": 8}
+TRAIN = {"epochs": 2, "eval_every": 2, "log_every": 1, "batch_size": 8, "save_interval_s": 0}
 
 
 def stilts(root, *args, fault=None):

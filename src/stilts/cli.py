@@ -147,6 +147,10 @@ def cmd_study(args):
         raise StiltsError("study: --set is not applied to DVC stages; edit params.yaml "
                           "(or use `dvc exp run --set-param KEY=VALUE`)")
     params = _params(args)
+    if args.jobs > 1 or args.devices:
+        from stilts import parallel
+
+        return parallel.run(params, args.jobs, args.devices.split(",") if args.devices else None)
     pipeline.write(params)
     return subprocess.call(["dvc", "repro"], cwd=params.root)
 
@@ -197,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("server", cmd_server, "serve the repo's MLflow store to concurrent workers (loopback by default)")
     sp.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     sp.add_argument("--port", type=int, default=5000)
-    add("study", cmd_study, "write dvc.yaml and run the whole study with `dvc repro`")
+    sp = add("study", cmd_study, "write dvc.yaml and run the whole study with `dvc repro` (or N cells at a time)")
+    sp.add_argument("--jobs", type=int, default=1, help="cells at once (CPU: the cores are shared out)")
+    sp.add_argument("--devices", help="comma-separated GPU ids, one cell per device at a time (e.g. 0,1,2,3)")
     return p
 
 

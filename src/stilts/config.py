@@ -100,6 +100,7 @@ class TrainCfg:
     patience: int = 0  # stop after this many evaluations without improvement; 0: never (the paper: 20)
     log_every: int = 10  # optimizer steps between train-loss logs (each log is a host sync)
     save_every: int = 0  # optimizer steps between saved training states (resume after a kill); 0: at evaluations
+    save_interval_s: float = 60.0  # at evaluations, save the state only this long after the last save
     seed: int = 0  # added to the per-restart seed
     group_by_length: bool = True
 
@@ -262,6 +263,7 @@ def _check_ranges(p: Params, src: str) -> None:
                   "save_every"):
             need(getattr(t, k) >= 0, f"{name}.{k}", f"must be ≥ 0, got {getattr(t, k)}")
         need(0 <= t.warmup_ratio < 1, f"{name}.warmup_ratio", "must be in [0, 1)")
+        need(t.save_interval_s >= 0, f"{name}.save_interval_s", "must be ≥ 0")
         need(0 <= t.head_dropout < 1, f"{name}.head_dropout", "must be in [0, 1)")
         need(t.mixed_precision in MIXED_PRECISION, f"{name}.mixed_precision", f"must be one of {MIXED_PRECISION}")
     need(p.data.generated_train >= 10, "data.generated_train", "must be ≥ 10")

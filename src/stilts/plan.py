@@ -156,5 +156,13 @@ def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -
     if measure:
         rate = calibrate()
         lines.append(f"  on this machine (calibrated: {rate / 1e9:.1f} GFLOP/s training): "
-                     f"{flops / rate / 60:,.1f} minutes of training compute")
+                     f"{_duration(flops / rate)} of training compute")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:,.1f} minutes"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:,.1f} hours"
+    return f"{seconds / 86400:,.0f} days"

@@ -203,6 +203,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     bar = tqdm(total=total, initial=L["step"], desc=f"{task.name}",
                disable=not (progress and accelerator.is_local_main_process), mininterval=2.0, leave=False)
     start = time.perf_counter() - L["seconds"]
+    last_save = [time.perf_counter()]
     model.train()
     done = L["step"] >= total
     while not done:
@@ -250,10 +251,16 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
                         best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
                 evaluated = True
             finished = step >= total or (settings.patience and L["stale"] >= settings.patience)
-            if finished or evaluated or (save_every and step % save_every == 0):
+            # the resumable state: every `save_every` steps, and at evaluations at most every `save_interval_s`
+            # seconds (short runs are cheaper to redo than to save); never at the end, whose result follows
+            now = time.perf_counter()
+            due = (save_every and step % save_every == 0) or \
+                (evaluated and now - last_save[0] >= settings.save_interval_s)
+            if due and not finished:
                 L.update(loss_sum=float(loss_sum), mlm_loss_sum=float(mlm_loss_sum), tokens=int(tokens),
-                         seconds=time.perf_counter() - start)
+                         seconds=now - start)
                 save_state()
+                last_save[0] = time.perf_counter()
             if finished:
                 done = True  # the last step, or early stopping: `patience` evaluations without improvement
                 break

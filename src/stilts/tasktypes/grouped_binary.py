@@ -27,7 +27,7 @@ def make_record(task, row: dict, where: str) -> dict:
 
 
 def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
-    enc = tokenizer(batch["text_a"], batch["text_b"], truncation="only_first", max_length=max_length)
+    enc = tokenizer(batch["text_a"], batch["text_b"], truncation="longest_first", max_length=max_length)
     out = dict(enc)
     out |= {"labels": list(batch["label"]), "length": [len(x) for x in out["input_ids"]],
             "ref_group": list(batch["group"])}

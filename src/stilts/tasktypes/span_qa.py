@@ -28,7 +28,7 @@ def make_record(task, row: dict, where: str) -> dict:
 
 
 def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
-    enc = tokenizer(batch["question"], batch["context"], truncation="only_second", max_length=max_length,
+    enc = tokenizer(batch["question"], batch["context"], truncation="longest_first", max_length=max_length,
                     return_offsets_mapping=True)
     labels, context_mask, ref_offsets = [], [], []
     for i, offsets in enumerate(enc.pop("offset_mapping")):
