@@ -62,3 +62,12 @@ def test_sweep_run_writes_choice_logs_children_and_cells_use_it(make_params):
     runs = tracking.search_runs(params, filter_string="tags.`stilts.role` = 'target'")
     assert float(runs["params.train.lr"].iloc[0]) == out["chosen"]["lr"]
     assert runs["params.settings_source.lr"].iloc[0] == "sweep" and runs["params.train.epochs"].iloc[0] == "2"
+
+
+def test_frozen_probes_also_sweep_the_frozen_lr(make_params):
+    from stilts import sweep
+
+    params = make_params(study={"restarts": 1, "probe_mode": "frozen"},
+                         sweep={"enabled": True, "grid": {"lr": [2e-5, 1e-5]}})
+    assert [p["lr"] for p in sweep.points(params, "syn_tense")] == [2e-5, 1e-5, 1e-3]  # syn_tense is a probe
+    assert [p["lr"] for p in sweep.points(params, "syn_rte")] == [2e-5, 1e-5]

@@ -44,8 +44,9 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         settings, setting_source = sweep.settings_for(params, task_name)
     if size is not None:
         settings = dataclasses.replace(settings, max_train_examples=size)
-    frozen = role == "probe" and params.study.probe_mode == "frozen"
-    if frozen and setting_source.get("lr") != "override":
+    # frozen probing: probe runs and the sweeps of probe tasks; the lr is the frozen one unless set or swept
+    frozen = params.study.probe_mode == "frozen" and role in ("probe", "sweep") and params.role_of(task_name) == "probe"
+    if frozen and role == "probe" and setting_source.get("lr") not in ("override", "sweep"):
         settings = dataclasses.replace(settings, lr=params.study.frozen_probe_lr)
         setting_source = {**setting_source, "lr": "study.frozen_probe_lr"}
     seed = seed_for(role, restart, settings.seed)

@@ -69,7 +69,7 @@ def runs(params, tokenizer=None) -> list[Run]:
         if mean_tokens <= 0:  # no data yet: assume 60% of the maximum length (× choices folded into the batch)
             mean_tokens = 0.6 * s.max_seq_length * (4 if registry.get(name).type == "multiple_choice" else 1)
         if sweep.needs_sweep(params, name):
-            for point in sweep.points(params):
+            for point in sweep.points(params, name):
                 st = dataclasses.replace(s, **{**point, **params.sweep.overrides})
                 out.append(Run("sweep", name, *_size(st, n_train, n_dev), mean_tokens))
         for source in params.sources:

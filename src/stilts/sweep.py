@@ -16,8 +16,12 @@ from stilts.errors import StiltsError
 from stilts.io import atomic_write_json, read_json
 
 
-def points(params) -> list[dict]:
-    grid = params.sweep.grid
+def points(params, task: str | None = None) -> list[dict]:
+    """The grid's points; a frozen-encoder probe also tries `study.frozen_probe_lr` (the paper: 1e-3)."""
+    grid = dict(params.sweep.grid)
+    frozen = task is not None and params.study.probe_mode == "frozen" and params.role_of(task) == "probe"
+    if frozen and "lr" in grid and params.study.frozen_probe_lr not in grid["lr"]:
+        grid["lr"] = [*grid["lr"], params.study.frozen_probe_lr]
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
@@ -57,7 +61,7 @@ def run(params, task: str) -> dict:
 
     if not params.sweep.grid:
         raise StiltsError(f"{params.source}: 'sweep.grid' is empty")
-    grid = points(params)
+    grid = points(params, task)
     restart = params.sweep.restart
     with tracking.tracked(params, f"sweep:{task}", {"role": "sweep", "source": "none", "task": task,
                                                       "restart": restart, "cell": f"sweep/{task}"}) as parent:
