@@ -170,7 +170,6 @@ def main(argv=None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    from stilts.modeling import resolve_model_name
     from stilts.plan import non_embedding_params
     from stilts.train import resolve_mixed_precision
 
@@ -198,7 +197,8 @@ def main(argv=None) -> int:
             runs[name].append(fn())
             r = runs[name][-1]
             print(f"#   repeat {rep + 1} {name:<14} {r['examples'] / r['seconds']:7.1f} examples/s", flush=True)
-    print(f"{'arm':<15} {'precision':<9} {'examples/s':>10} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'vs run_glue':>11}")
+    print(f"{'arm':<15} {'precision':<9} {'examples/s':>10} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} "
+          f"{'vs run_glue':>11}")
     med = {}
     for name, rs in runs.items():
         eps = statistics.median(r["examples"] / r["seconds"] for r in rs)

@@ -132,7 +132,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         if main:
             run.log_metrics({f"final_dev_{k}": v for k, v in result.best.items()} |
                             {"final_dev_score": summary["score"], "majority_score": majority,
-                             "train_seconds": result.train_seconds,
+                             "train_seconds": result.train_seconds, "final_eval_seconds": result.final_eval_seconds,
                              "train_examples_per_second": summary["examples_per_second"]}, result.steps)
             if save_to is not None:
                 meta = {**summary, "base_model": params.model.name, "stilts_version": __version__}

@@ -28,6 +28,7 @@ class TrainResult:
     best_state: dict | None = None
     stopped_early: bool = False
     history: list = field(default_factory=list)
+    final_eval_seconds: float = 0.0  # the full-dev evaluation after a capped-dev run
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -270,12 +271,15 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     bar.close()
     seconds = time.perf_counter() - start
     best = L["best"]
+    final_eval = time.perf_counter()
     if dev_during is not dev_ds:  # the paper: capped dev set while training, full dev set at the end
         if best_state is not None:
             unwrapped.load_state_dict(best_state)
         full = eval_loader(dev_ds, settings, collate)
         full.loader = accelerator.prepare(full.loader)
         best = evaluate(model, full, accelerator, task)
+    final_eval = time.perf_counter() - final_eval
     return TrainResult(best=best, best_step=L["best_step"], steps=L["step"], train_seconds=seconds,
+                       final_eval_seconds=final_eval,
                        stopped_early=L["step"] < total, train_examples=L["examples"], train_tokens=int(tokens.item()),
                        best_state=best_state, history=L["history"])
