@@ -4,9 +4,9 @@
     python benchmarks/orchestration.py --no-run   # only analyse the runs already in mlflow.db
 
 Splits the wall time into (a) training loops (the `train_seconds` of every sweep, intermediate and
-transfer run: forward, backward, optimizer, evaluations; plus the final full-dev evaluation), (b) inside runs but outside the loop
-(model and data loading, MLflow logging, checkpoint writing: run wall time minus (a)), and (c)
-outside runs (DVC, process start, prepare and analyze stages). Last line: orchestration_fraction=<x>
+transfer run: forward, backward, optimizer, evaluations; plus the final full-dev evaluation),
+(b) inside runs but outside the loop (MLflow logging, checkpoint writing: run wall time minus (a)),
+and (c) outside runs (DVC, process start, model and data loading, prepare and analyze stages). Last line: orchestration_fraction=<x>
 = ((b) + (c)) / wall time.
 """
 
