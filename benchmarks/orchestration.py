@@ -6,8 +6,8 @@
 Splits the wall time into (a) training loops (the `train_seconds` of every sweep, intermediate and
 transfer run: forward, backward, optimizer, evaluations; plus the final full-dev evaluation),
 (b) inside runs but outside the loop (MLflow logging, checkpoint writing: run wall time minus (a)),
-and (c) outside runs (DVC, process start, model and data loading, prepare and analyze stages). Last line: orchestration_fraction=<x>
-= ((b) + (c)) / wall time.
+and (c) outside runs (DVC, process start, model and data loading, prepare and analyze stages).
+Last line: orchestration_fraction=<x> = ((b) + (c)) / wall time.
 """
 
 from __future__ import annotations
