@@ -86,13 +86,10 @@ def run_stilts(params, tok, task, args, attention_dropout: float | None = None) 
     dev = ds.select(range(8))  # train() scores once at the end: keep that out of the measurement
     torch.manual_seed(0)
     model = modeling.build(params, task, settings)
-    if attention_dropout is not None:
+    if attention_dropout is not None:  # BERT/RoBERTa self-attention reads its dropout's p at each call
         for m in model.encoder.modules():
-            if hasattr(m, "dropout") and "attention" in type(m).__name__.lower() and "Self" in type(m).__name__:
+            if type(m).__name__.endswith("SelfAttention"):
                 m.dropout.p = attention_dropout
-            if hasattr(m, "attention_dropout"):
-                m.attention_dropout = attention_dropout
-        model.encoder.config.attention_probs_dropout_prob = attention_dropout
     acc = make_accelerator(settings)
     r = train(model, task, settings, ds, dev, tasktypes.get(task.type).collator(tok), acc, seed=1, progress=False)
     return {"seconds": r.train_seconds, "examples": r.train_examples, "tokens": r.train_tokens,

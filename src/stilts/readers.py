@@ -26,18 +26,23 @@ def _open(path: Path):
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def _json_lines(lines, where: str) -> Iterator[Row]:
+    """One JSON object per non-empty line; `where` names the file (or archive member) in errors."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise StiltsError(f"{where}:{n}: malformed JSON line: {e.msg}") from None
+        if not isinstance(obj, dict):
+            raise StiltsError(f"{where}:{n}: expected a JSON object, got {type(obj).__name__}")
+        yield f"{where}:{n}", obj
+
+
 def jsonl(path: Path, **_) -> Iterator[Row]:
     with _open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StiltsError(f"{path}:{n}: malformed JSON line: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise StiltsError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield f"{path}:{n}", obj
+        yield from _json_lines(f, str(path))
 
 
 def jsonl_lst(path: Path, **_) -> Iterator[Row]:
@@ -165,17 +170,11 @@ def blimp_zip(path: Path, split: str = "train", validation_every: int = 5, **_) 
         raise StiltsError(f"{path}: not a zip archive") from None
     with archive:
         for name in sorted(n for n in archive.namelist() if n.endswith(".jsonl") and "__MACOSX" not in n):
-            for n, line in enumerate(archive.read(name).decode("utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise StiltsError(f"{path}!{name}:{n}: malformed JSON line: {e.msg}") from None
-                key = f"{row.get('UID', name)}:{row.get('pairID', n)}"
+            for where, row in _json_lines(archive.read(name).decode("utf-8").splitlines(), f"{path}!{name}"):
+                key = f"{row.get('UID', name)}:{row.get('pairID', where.rsplit(':', 1)[1])}"
                 bucket = int(hashlib.sha256(key.encode()).hexdigest(), 16) % validation_every
                 if (bucket == 0) == (split == "validation"):
-                    yield f"{path}!{name}:{n}", {**row, "idx": key, "hash": bucket}
+                    yield where, {**row, "idx": key}
 
 
 READERS = {"jsonl": jsonl, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": tsv_noheader,

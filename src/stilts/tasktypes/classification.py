@@ -6,11 +6,9 @@ Head: dropout + one linear layer over the first token, as in the paper.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from stilts.errors import StiltsError
 from stilts.tasktypes.common import field, label_str, loss, majority_score, predict, text  # noqa: F401
+from stilts.tasktypes.heads import LinearHead
 
 
 def make_record(task, row: dict, where: str) -> dict:
@@ -49,11 +47,4 @@ def collator(tokenizer, pad_to_multiple_of: int | None = 8):
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
 
-class Head(nn.Module):
-    def __init__(self, hidden_size: int, task, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, task.num_labels)
-
-    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.out(self.dropout(hidden[:, 0]))
+Head = LinearHead  # over the first token, one score per label

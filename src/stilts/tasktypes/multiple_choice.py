@@ -7,10 +7,10 @@ Each (context [+ question], choice) pair is encoded; a linear layer scores it; s
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from stilts.errors import StiltsError
 from stilts.tasktypes.common import field, loss, majority_score, predict, text  # noqa: F401
+from stilts.tasktypes.heads import LinearHead
 
 
 def make_record(task, row: dict, where: str) -> dict:
@@ -61,12 +61,8 @@ def collator(tokenizer, pad_to_multiple_of: int | None = 8):
     return DataCollatorForMultipleChoice(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
 
-class Head(nn.Module):
-    def __init__(self, hidden_size: int, task, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, 1)
+class Head(LinearHead):
+    outputs = 1  # a score per (context, choice) sequence
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        n_choices = batch["input_ids"].shape[1]
-        return self.out(self.dropout(hidden[:, 0])).view(-1, n_choices)
+        return super().forward(hidden, batch).view(-1, batch["input_ids"].shape[1])

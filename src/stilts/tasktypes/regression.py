@@ -11,6 +11,7 @@ from torch import nn
 from stilts.errors import StiltsError
 from stilts.tasktypes.classification import collator  # noqa: F401  (same padding as classification)
 from stilts.tasktypes.common import field, text
+from stilts.tasktypes.heads import LinearHead
 
 
 def make_record(task, row: dict, where: str) -> dict:
@@ -34,14 +35,11 @@ def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
     return dict(enc)
 
 
-class Head(nn.Module):
-    def __init__(self, hidden_size: int, task, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, 1)
+class Head(LinearHead):
+    outputs = 1
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.out(self.dropout(hidden[:, 0])).squeeze(-1)
+        return super().forward(hidden, batch).squeeze(-1)
 
 
 def loss(logits, batch):

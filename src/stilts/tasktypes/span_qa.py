@@ -13,6 +13,7 @@ from torch import nn
 
 from stilts.errors import StiltsError
 from stilts.tasktypes.common import char_span_to_tokens, field, pad_collator, text
+from stilts.tasktypes.heads import LinearHead
 
 MAX_ANSWER_TOKENS = 30
 
@@ -48,14 +49,8 @@ def collator(tokenizer, pad_to_multiple_of: int | None = 8):
     return pad_collator(tokenizer, pad_to_multiple_of, pad={"context_mask": (0, True)})
 
 
-class Head(nn.Module):
-    def __init__(self, hidden_size: int, task, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, 2)
-
-    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.out(self.dropout(hidden))  # [B, S, 2]: start and end scores
+class Head(LinearHead):
+    per_token, outputs = True, 2  # [B, S, 2]: start and end scores
 
 
 def loss(logits, batch):

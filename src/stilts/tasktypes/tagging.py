@@ -6,11 +6,11 @@ Other sub-tokens, special tokens and padding carry label -100 and are ignored by
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from stilts.errors import StiltsError
 from stilts.tasktypes.common import encode_words, field, pad_collator
+from stilts.tasktypes.heads import LinearHead
 
 LABELS_FROM = ("train", "validation")  # the tag vocabulary (CCGbank: ~1,300 supertags; rare ones only in dev)
 IGNORE = -100
@@ -47,14 +47,8 @@ def collator(tokenizer, pad_to_multiple_of: int | None = 8):
     return pad_collator(tokenizer, pad_to_multiple_of, pad={"labels": (IGNORE, True)})
 
 
-class Head(nn.Module):
-    def __init__(self, hidden_size: int, task, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, task.num_labels)
-
-    def forward(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.out(self.dropout(hidden))  # [B, S, tags]
+class Head(LinearHead):
+    per_token = True  # [B, S, tags]
 
 
 def loss(logits, batch):
