@@ -15,7 +15,7 @@ $(BIN)/stilts: pyproject.toml requirements.lock
 
 install: $(BIN)/stilts
 
-run: install  ## the default study: write dvc.yaml from params.yaml, then dvc repro
+run: install  ## the default study: write the DVC pipeline from params.yaml, then dvc repro
 	stilts pipeline
 	dvc repro
 

@@ -32,6 +32,33 @@ def test_write_and_check(make_params):
         pipeline.check(params)
 
 
+def test_each_source_has_its_own_dvc_yaml_and_stale_ones_go(make_params):
+    import pytest
+
+    from stilts.errors import StiltsError
+
+    params = make_params(tasks={"intermediate": ["syn_nli", "syn_sentiment"], "target": ["syn_rte"], "probe": []})
+    pipeline.write(params)
+    top = yaml.safe_load((params.root / "dvc.yaml").read_text())["stages"]
+    assert all(n.startswith(("prepare-", "sweep-")) or n == "analyze" for n in top)
+    nli = yaml.safe_load((params.root / "pipelines" / "syn_nli" / "dvc.yaml").read_text())["stages"]
+    assert set(nli) == {"intermediate-syn_nli-r0", "transfer-syn_nli-syn_rte-r0"}
+    assert nli["transfer-syn_nli-syn_rte-r0"]["wdir"] == "../.."  # paths stay relative to the project root
+    assert nli["transfer-syn_nli-syn_rte-r0"]["outs"] == ["results/syn_nli/syn_rte/r0.json"]
+    none = yaml.safe_load((params.root / "pipelines" / "none" / "dvc.yaml").read_text())["stages"]
+    assert set(none) == {"transfer-none-syn_rte-r0"}
+    assert pipeline.addresses(params)["transfer-none-syn_rte-r0"] == "pipelines/none/dvc.yaml:transfer-none-syn_rte-r0"
+    assert pipeline.addresses(params)["analyze"] == "analyze"
+
+    (params.root / "pipelines" / "syn_sentiment" / "dvc.lock").write_text("schema: '2.0'\n")
+    dropped = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
+    with pytest.raises(StiltsError, match="syn_sentiment/dvc.yaml: a source no longer in"):
+        pipeline.check(dropped)
+    pipeline.write(dropped)
+    assert not (params.root / "pipelines" / "syn_sentiment").exists()
+    pipeline.check(dropped)
+
+
 def test_repo_dvc_yaml_matches_params():
     from pathlib import Path
 

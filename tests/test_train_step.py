@@ -86,3 +86,47 @@ def test_early_stopping_after_patience_evaluations(make_params):
                    make_accelerator(settings, cpu=True), seed=1, progress=False)
     # lr ~0: the score never improves after the first evaluation, so 2 more evaluations end the run
     assert result.steps == 3 and result.stopped_early and result.best_step == 1
+
+
+def test_speed_options_that_keep_the_maths(make_params):
+    """Dynamic padding and fused AdamW are speed options only: padding to the longest in the batch (a
+    multiple of 8) gives the same loss and gradients as padding to max_seq_length, and a fused AdamW step
+    the same weights as the per-parameter one. (Length grouping changes the batches, so it is compared on
+    real data with restarts instead: README, "Speed options and results".)"""
+    from stilts.train import _optimizer
+
+    params = make_params()
+    data.prepare(params, "syn_rte")
+    task = registry.get("syn_rte")
+    settings = params.train_for("syn_rte")
+    tok = modeling.load_tokenizer(params.model)
+    ds = data.features(params, "syn_rte", "train", tok, 64).select(range(8))
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in ds.column_names]
+    feats = [{k: ds[i][k] for k in keys} for i in range(8)]
+    dynamic = tasktypes.get(task.type).collator(tok)([dict(f) for f in feats])
+    static = tok.pad([dict(f) for f in feats], padding="max_length", max_length=64, return_tensors="pt")
+    assert dynamic["input_ids"].shape[1] < 64 and dynamic["input_ids"].shape[1] % 8 == 0
+
+    torch.manual_seed(0)
+    model = modeling.build(params, task, settings)
+    model.eval()  # dropout off: the comparison is of the maths, not of random masks
+    grads = []
+    for batch in (dynamic, static):
+        model.zero_grad()
+        loss = tasktypes.get(task.type).loss(model(batch), batch)
+        loss.backward()
+        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        m = modeling.build(params, task, settings)
+        for p in m.parameters():
+            p.grad = torch.full_like(p, 0.01)
+        opt = _optimizer(m, settings, "cpu" if fused else "meta")  # any other device type: not fused
+        assert bool(opt.defaults.get("fused")) == fused
+        opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)

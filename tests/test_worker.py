@@ -32,3 +32,27 @@ def test_worker_runs_commands_and_propagates_errors(tiny_model, tmp_path):
     cell = run(tmp_path, "transfer", "--source", "none", "--task", "syn_tense", "--restart", "0", env=env)
     assert cell.returncode == 0, cell.stderr
     assert (tmp_path / "results" / "none" / "syn_tense" / "r0.json").is_file()
+
+
+def _servers(base: Path) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"stilts.worker" in args and any(a.startswith(str(base).encode()) for a in args):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_clients_starting_together_start_one_server(tiny_model, tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
+    env = {**os.environ, "STILTS_WORKER": "1", "STILTS_WORKER_IDLE": "10", "XDG_RUNTIME_DIR": str(tmp_path)}
+    exe = str(Path(sys.executable).parent / "stilts")
+    procs = [subprocess.Popen([exe, "prepare", "--task", t], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for t in ("syn_tense", "syn_rte", "syn_nli")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    base = tmp_path / f"stilts-{os.getuid()}"
+    assert len(_servers(base)) == 1  # one imported the libraries; the others waited for its socket
+    assert not list(base.glob("*.starting"))

@@ -106,7 +106,10 @@ def cmd_pipeline(args):
         print("dvc.yaml is up to date")
     else:
         path = pipeline.write(params)
-        print(f"wrote {path}")
+        print(f"wrote {path} and the pipelines/ of its sources")
+        from stilts import worker
+
+        worker.prestart()  # `dvc repro` usually follows: warm the cell server meanwhile
 
 
 def cmd_generate(args):
@@ -152,6 +155,9 @@ def cmd_study(args):
 
         return parallel.run(params, args.jobs, args.devices.split(",") if args.devices else None)
     pipeline.write(params)
+    from stilts import worker
+
+    worker.prestart()
     return subprocess.call(["dvc", "repro"], cwd=params.root)
 
 

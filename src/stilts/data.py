@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from stilts import __version__
@@ -156,7 +157,24 @@ def load_records(params, task_name: str, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
+    """What the tokenizer is (vocabulary, normaliser, model limit); ~0.1 s to compute, so once per object."""
+    try:
+        return _FINGERPRINTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    fp = _tokenizer_fingerprint(tokenizer)
+    try:
+        _FINGERPRINTS[tokenizer] = fp
+    except TypeError:  # not weak-referenceable: computed each time
+        pass
+    return fp
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # truncation/padding are call-time state, not part of what the tokenizer is
         state = json.loads(backend.to_str())

@@ -1,4 +1,4 @@
-"""`stilts study --jobs N`: run the out-of-date cells of dvc.yaml N at a time, then record them in DVC.
+"""`stilts study --jobs N`: run the out-of-date cells of the pipeline N at a time, then record them in DVC.
 
 DVC runs one stage at a time and two `dvc repro` processes in one repository fight over its lock.
 Here the stage commands run as a small scheduler's subprocesses (a stage starts when the stages
@@ -73,7 +73,9 @@ def run(params, jobs: int, devices: list[str] | None = None) -> int:
         if proc.wait() == 0:
             done.append(name)
     if done:
-        subprocess.run(["dvc", "commit", "--force", "--quiet", *done], cwd=params.root, check=False)
+        where = pipeline.addresses(params)
+        targets = [where[name] for name in done]
+        subprocess.run(["dvc", "commit", "--force", "--quiet", *targets], cwd=params.root, check=False)
     if failed:
         print(f"stage '{failed[0]}' failed with exit code {failed[1]}; {len(done)} stages recorded", flush=True)
         return failed[1]

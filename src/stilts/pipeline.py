@@ -1,13 +1,20 @@
-"""dvc.yaml for the study in params: one stage per task (prepare), per intermediate task × restart,
-per (source × task × restart) transfer cell, and one analysis stage.
+"""The study's DVC pipeline, written from params: one stage per task (prepare, sweep), per intermediate
+task × restart, per (source × task × restart) transfer cell, and one analysis stage.
 
 Each stage depends only on its own code, data and params keys, so changing one task's override
 reruns that task's cells (and the analysis) and nothing else. DVC's templating cannot take the
-union of lists or per-cell optional keys, so the file is written from params by `stilts pipeline`.
+union of lists or per-cell optional keys, so the files are written from params by `stilts pipeline`.
+
+Layout: `dvc.yaml` holds the prepare, sweep and analyze stages; `pipelines/<source>/dvc.yaml` holds
+one source's cells (its intermediate runs and every transfer run from it; `none` is the baseline).
+DVC rewrites a dvc.yaml's whole dvc.lock after every stage it runs, so one lock for the paper's
+1,338 stages (~100k lines) would cost ~30 s of YAML per stage; a lock per source stays small.
+`dvc repro` at the top reaches every cell, because the analysis depends on all their results.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -19,6 +26,9 @@ from stilts.io import atomic_write_text
 from stilts.tasks import registry
 
 HEADER = "# Written by `stilts pipeline` from {src}; edit params, then rerun it (`make run` does).\n"
+SOURCE_HEADER = ("# Written by `stilts pipeline` from {src}: the cells of source '{source}'.\n"
+                 "# Edit params, then rerun it. Stages run in the project root (wdir), where `dvc repro` runs them.\n")
+PIPELINES_DIR = "pipelines"
 PREPARE_CODE = ["src/stilts/data.py", "src/stilts/readers.py", "src/stilts/tasks", "src/stilts/tasktypes"]
 TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/train.py", "src/stilts/modeling.py", "src/stilts/data.py",
               "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py", "src/stilts/sweep.py"]
@@ -71,8 +81,15 @@ def _train_keys(params, task: str) -> list[str]:
 
 
 def stages(params) -> dict:
+    """Every stage of the study by name (names are unique across the files)."""
+    return {name: st for group in layout(params).values() for name, st in group.items()}
+
+
+def layout(params) -> dict[str, dict]:
+    """The stages grouped by the dvc.yaml (path relative to the root) that holds them."""
     processed = params.path(params.data.processed_dir)
     out: dict[str, dict] = {}
+    groups: dict[str, dict] = {"dvc.yaml": out}
     for name in params.all_tasks:
         task = registry.get(name)
         deps = _code(params, PREPARE_CODE)
@@ -97,10 +114,12 @@ def stages(params) -> dict:
                 "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)],
                 "params": _params_deps(params, _train_keys(params, name) + ["sweep"]), "outs": [swept[name]]}
     restarts = range(params.study.restarts)
+    for source in [BASELINE] + params.sources:
+        groups[source_file(source)] = {}
     for source in params.sources:
         name, size = parse_source(source)
         for k in restarts:
-            out[f"intermediate-{source}-r{k}"] = {
+            groups[source_file(source)][f"intermediate-{source}-r{k}"] = {
                 "cmd": _cmd(params, f"intermediate --task {name} --restart {k}" + (f" --size {size}" if size else "")),
                 "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)] + _opt(swept.get(name)),
                 "params": _params_deps(params, _train_keys(params, name)),
@@ -116,7 +135,7 @@ def stages(params) -> dict:
                     deps.append(f"models/intermediate/{source}/r{k}")
                 result = f"results/{source}/{name}/r{k}.json"
                 results.append(result)
-                out[f"transfer-{source}-{name}-r{k}"] = {
+                groups[source_file(source)][f"transfer-{source}-{name}-r{k}"] = {
                     "cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"),
                     "deps": deps, "params": _params_deps(params, _train_keys(params, name)), "outs": [result]}
     out["analyze"] = {
@@ -125,30 +144,70 @@ def stages(params) -> dict:
         "outs": [f"reports/{f}" for f in REPORT_FILES],
         "metrics": [{"reports/summary.json": {"cache": False}}],
         "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
-    return out
+    return groups
 
 
-def render(params) -> str:
+def source_file(source: str) -> str:
+    return f"{PIPELINES_DIR}/{source}/dvc.yaml"
+
+
+def addresses(params) -> dict[str, str]:
+    """How DVC names each stage on the command line (`dvc repro ADDRESS`): `path/dvc.yaml:name` outside the root."""
+    return {name: name if file == "dvc.yaml" else f"{file}:{name}"
+            for file, group in layout(params).items() for name in group}
+
+
+def render(params) -> dict[str, str]:
+    """The text of every dvc.yaml of the study, by path relative to the root."""
     for name in params.all_tasks:
         if "-" in name:
             raise StiltsError(f"task name '{name}' must not contain '-' (used in stage names)")
-    body = yaml.safe_dump({"stages": stages(params)}, sort_keys=False, width=120)
-    return HEADER.format(src=Path(params.source).name) + body
+    src = Path(params.source).name
+    texts = {}
+    for file, group in layout(params).items():
+        if file == "dvc.yaml":
+            texts[file] = HEADER.format(src=src) + _dump(group)
+            continue
+        up = os.path.relpath(".", Path(file).parent)
+        group = {name: {"cmd": st["cmd"], "wdir": up, **{k: v for k, v in st.items() if k != "cmd"}}
+                 for name, st in group.items()}
+        texts[file] = SOURCE_HEADER.format(src=src, source=Path(file).parent.name) + _dump(group)
+    return texts
+
+
+def _dump(group: dict) -> str:
+    return yaml.safe_dump({"stages": group}, sort_keys=False, width=120)
 
 
 def path(params) -> Path:
     return params.root / "dvc.yaml"
 
 
+def _stale(params, texts: dict[str, str]) -> list[Path]:
+    """Pipelines of sources no longer in params."""
+    found = sorted((params.root / PIPELINES_DIR).glob("*/dvc.yaml"))
+    return [p for p in found if str(p.relative_to(params.root)) not in texts]
+
+
 def write(params) -> Path:
-    p = path(params)
-    text = render(params)
-    if not p.is_file() or p.read_text() != text:
-        atomic_write_text(p, text)
-    return p
+    texts = render(params)
+    for file, text in texts.items():
+        p = params.root / file
+        if not p.is_file() or p.read_text() != text:
+            atomic_write_text(p, text)
+    for p in _stale(params, texts):  # its stages are gone, and so is what its lock recorded
+        for f in (p, p.with_name("dvc.lock")):
+            f.unlink(missing_ok=True)
+        if not any(p.parent.iterdir()):
+            p.parent.rmdir()
+    return path(params)
 
 
 def check(params) -> None:
-    p = path(params)
-    if not p.is_file() or p.read_text() != render(params):
-        raise StiltsError(f"{p}: out of date with {params.source}; run `stilts pipeline`")
+    texts = render(params)
+    for p in _stale(params, texts):
+        raise StiltsError(f"{p}: a source no longer in {params.source}; run `stilts pipeline`")
+    for file, text in texts.items():
+        p = params.root / file
+        if not p.is_file() or p.read_text() != text:
+            raise StiltsError(f"{p}: out of date with {params.source}; run `stilts pipeline`")
