@@ -1,6 +1,7 @@
 """The warm fork server: same results and exit codes as running in-process, much less start-up."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,10 @@ def test_clients_starting_together_start_one_server(tiny_model, tmp_path):
     base = tmp_path / f"stilts-{os.getuid()}"
     assert len(_servers(base)) == 1  # one imported the libraries; the others waited for its socket
     assert not list(base.glob("*.starting"))
+    (sock,) = base.glob("worker-*.sock")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # what `stilts pipeline` does before `dvc repro`
+    probe.connect(str(sock))
+    probe.close()
+    again = subprocess.run([exe, "prepare", "--task", "syn_rte"], cwd=tmp_path, env=env, capture_output=True)
+    assert again.returncode == 0
+    assert "Traceback" not in sock.with_suffix(".log").read_text()
