@@ -162,16 +162,9 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """What the tokenizer is (vocabulary, normaliser, model limit); ~0.1 s to compute, so once per object."""
-    try:
-        return _FINGERPRINTS[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    fp = _tokenizer_fingerprint(tokenizer)
-    try:
-        _FINGERPRINTS[tokenizer] = fp
-    except TypeError:  # not weak-referenceable: computed each time
-        pass
-    return fp
+    if tokenizer not in _FINGERPRINTS:
+        _FINGERPRINTS[tokenizer] = _tokenizer_fingerprint(tokenizer)
+    return _FINGERPRINTS[tokenizer]
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:

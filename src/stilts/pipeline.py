@@ -189,12 +189,16 @@ def _stale(params, texts: dict[str, str]) -> list[Path]:
     return [p for p in found if str(p.relative_to(params.root)) not in texts]
 
 
+def _outdated(params, texts: dict[str, str]) -> dict[Path, str]:
+    """The files whose text differs from what params gives, with that text."""
+    files = {params.root / file: text for file, text in texts.items()}
+    return {p: text for p, text in files.items() if not p.is_file() or p.read_text() != text}
+
+
 def write(params) -> Path:
     texts = render(params)
-    for file, text in texts.items():
-        p = params.root / file
-        if not p.is_file() or p.read_text() != text:
-            atomic_write_text(p, text)
+    for p, text in _outdated(params, texts).items():
+        atomic_write_text(p, text)
     for p in _stale(params, texts):  # its stages are gone, and so is what its lock recorded
         for f in (p, p.with_name("dvc.lock")):
             f.unlink(missing_ok=True)
@@ -207,7 +211,5 @@ def check(params) -> None:
     texts = render(params)
     for p in _stale(params, texts):
         raise StiltsError(f"{p}: a source no longer in {params.source}; run `stilts pipeline`")
-    for file, text in texts.items():
-        p = params.root / file
-        if not p.is_file() or p.read_text() != text:
-            raise StiltsError(f"{p}: out of date with {params.source}; run `stilts pipeline`")
+    for p in _outdated(params, texts):
+        raise StiltsError(f"{p}: out of date with {params.source}; run `stilts pipeline`")

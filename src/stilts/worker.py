@@ -187,7 +187,7 @@ def _child(fds: list[int], request: dict) -> None:
 def _serve_one(conn: socket.socket) -> None:
     msg, fds, _, _ = socket.recv_fds(conn, 4, 3)
     if not msg and not fds:
-        return  # connected and closed: a liveness check (`prestart`), not a request
+        return  # connected and closed without a request: a liveness check (`prestart`) or a client killed early
     (length,) = struct.unpack("!I", _recv_exact(conn, 4 - len(msg)) if len(msg) < 4 else msg)
     request = json.loads(_recv_exact(conn, length))
     pid = os.fork()
