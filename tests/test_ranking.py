@@ -116,22 +116,39 @@ GRID = """restart,source,task,role,score
 """
 
 
+def save_untrained_checkpoint(params, task: str, seed: int) -> None:
+    """models/intermediate/<task>/r0/ as an intermediate run writes it, from perturbed tiny-model weights
+    (logme needs checkpoints that differ, not trained ones)."""
+    import torch
+
+    from stilts import cells, data, modeling
+    from stilts.tasks import registry
+
+    data.prepare(params, task)
+    torch.manual_seed(seed)
+    model = modeling.build(params, data.task_with_labels(params, registry.get(task)), params.train_for(task))
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    modeling.save_checkpoint(model, modeling.load_tokenizer(params.model), cells.checkpoint_dir(params, task, 0),
+                             {"base_model": params.model.name})
+
+
 @pytest.fixture
 def rank_params(make_params, tiny_model):
     return make_params(tasks={"intermediate": ["syn_nli", "syn_sentiment", "syn_tense"], "target": ["syn_rte"],
-                              "probe": []}, train={"max_steps": 2},
+                              "probe": []},
                        rank={"targets": ["syn_rte", "syn_copa"], "encoder": str(tiny_model), "sample_size": 40,
                              "methods": ["semb", "logme"]})
 
 
 def test_rank_semb_and_logme_scored_against_an_imported_grid(rank_params, tmp_path, monkeypatch):
-    from stilts import cells, data, tracking
+    from stilts import tracking
     from stilts.analysis.imports import import_results
     from stilts.selection import rank, semb
 
-    for task in rank_params.tasks.intermediate:
-        data.prepare(rank_params, task)
-        cells.intermediate(rank_params, task, 0)
+    for seed, task in enumerate(rank_params.tasks.intermediate):
+        save_untrained_checkpoint(rank_params, task, seed)
     (tmp_path / "grid.csv").write_text(GRID)
     import_results(rank_params, tmp_path / "grid.csv", "grid")
     result = rank.run(rank_params, "grid")
@@ -156,6 +173,10 @@ def test_rank_semb_and_logme_scored_against_an_imported_grid(rank_params, tmp_pa
     runs = tracking.search_runs(rank_params, "grid", "tags.`stilts.role` = 'ranking'")
     assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
     assert "metrics.semb_regret_at_1" in runs and "metrics.logme_ndcg" in runs
+    from stilts.analysis import report
+
+    text = (report.run(rank_params, "grid") / "report.md").read_text()
+    assert "## Which intermediate task?" in text and "| syn_copa | logme |" in text and "| mean | random |" in text
     # a second semb ranking reads every task embedding from the cache: the encoder never runs
     monkeypatch.setattr(semb.Encoder, "embed", lambda *a, **k: pytest.fail("cache miss"))
     rank_params.rank = dataclasses.replace(rank_params.rank, methods=["semb"])
