@@ -148,7 +148,7 @@ def report_section(out: Path) -> str:
     ranking = pd.read_csv(out / RANKING)
     lines.append("Top 3 candidates per target (rank 1 first; `reports/ranking.csv` has every score):\n")
     lines.append("| target | method | 1 | 2 | 3 |\n|---|---|---|---|---|")
-    for (target, method), g in ranking.sort_values("rank").groupby(["target", "method"], sort=False):
+    for (target, method), g in ranking.sort_values("rank", kind="stable").groupby(["target", "method"], sort=False):
         top = list(g["candidate"][:3]) + [""] * (3 - min(3, len(g)))
         lines.append(f"| {target} | {method} | " + " | ".join(top) + " |")
     table = pd.read_csv(out / RANKING_EVAL) if (out / RANKING_EVAL).is_file() else pd.DataFrame()
