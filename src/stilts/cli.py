@@ -97,6 +97,24 @@ def cmd_import_results(args):
     print(f"imported {n} runs into experiment '{args.experiment}'; now: stilts analyze --experiment {args.experiment}")
 
 
+def cmd_rank(args):
+    import dataclasses
+
+    from stilts import config
+    from stilts.selection import rank
+
+    params = _params_or_defaults(args)
+    given = {"targets": args.targets, "candidates": args.candidates, "methods": args.method}
+    over = {k: [x.strip() for x in v.split(",") if x.strip()] for k, v in given.items() if v}
+    if args.sample_size is not None:
+        over["sample_size"] = args.sample_size
+    params.rank = dataclasses.replace(params.rank, **over)
+    config.check_rank(params.rank, "stilts rank")
+    result = rank.run(params, args.experiment)
+    print(rank.summary(result))
+    print(f"wrote {result['out'] / rank.RANKING} and {result['out'] / rank.RANKING_EVAL}")
+
+
 def cmd_pipeline(args):
     from stilts import pipeline
 
@@ -196,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gpu", default="A100", help="GPU class for the GPU-hour estimate (A100, H100, V100, ...)")
     sp.add_argument("--mfu", type=float, default=0.35, help="assumed fraction of the GPU's bf16 peak")
     sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
+    sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (semb, logme); score against a grid")
+    sp.add_argument("--targets", help="comma-separated target tasks (default: rank.targets)")
+    sp.add_argument("--candidates", help="comma-separated candidates (default: rank.candidates, else "
+                    "tasks.intermediate)")
+    sp.add_argument("--method", help="semb, logme or both, comma-separated (default: rank.methods)")
+    sp.add_argument("--experiment", help="score against this experiment's transfer results (default: mlflow.experiment)")
+    sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
     sp = add("generate", cmd_generate, "write one generated task in its official format")
@@ -213,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze")
+WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "rank")
 
 
 def main(argv: list[str] | None = None) -> int:

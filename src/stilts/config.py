@@ -135,6 +135,24 @@ class AnalysisCfg:
     alpha: float = 0.05
 
 
+RANK_METHODS = ("semb", "logme")
+
+
+@dataclass
+class RankCfg:
+    """`stilts rank`: order candidate intermediate tasks for each target without training on the target."""
+
+    targets: list[str] = field(default_factory=list)  # non-empty: a `rank` stage in the DVC pipeline
+    candidates: list[str] = field(default_factory=list)  # empty: tasks.intermediate
+    methods: list[str] = field(default_factory=lambda: ["semb"])  # semb, logme
+    sample_size: int = 1000  # training examples per task (a fixed random sample; all if fewer)
+    seed: int = 0  # of the sample
+    encoder: str = EMBEDDED_MODEL  # semb's sentence encoder (mean pooling, L2-normalised)
+    max_seq_length: int = 128  # semb's truncation; logme uses each target's train.max_seq_length
+    batch_size: int = 64  # encoder forward passes
+    restart: int = 0  # logme: features from models/intermediate/<candidate>/r<restart>/
+
+
 @dataclass
 class Params:
     model: ModelCfg = field(default_factory=ModelCfg)
@@ -147,6 +165,7 @@ class Params:
     sweep: SweepCfg = field(default_factory=SweepCfg)
     mlm: MlmCfg = field(default_factory=MlmCfg)
     analysis: AnalysisCfg = field(default_factory=AnalysisCfg)
+    rank: RankCfg = field(default_factory=RankCfg)
     root: Path = field(default=Path("."), metadata={"internal": True})
     source: str = field(default="params.yaml", metadata={"internal": True})
     raw: dict = field(default_factory=dict, metadata={"internal": True})  # as written in the file
@@ -325,6 +344,29 @@ def _check_sweep(p: Params, src: str) -> None:
         raise StiltsError(f"{src}: 'sweep.grid' is empty but sweep.enabled is true")
 
 
+def check_rank(r: RankCfg, src: str) -> None:
+    """Task names, methods and sizes of a ranking (from params, or the command line as `src`)."""
+    from stilts.tasks import registry
+
+    names = registry.names()
+    for key in ("targets", "candidates"):
+        for i, t in enumerate(getattr(r, key)):
+            if t not in names:
+                raise StiltsError(f"{src}: 'rank.{key}[{i}]': unknown task '{t}'{did_you_mean(t, names)}")
+    for i, m in enumerate(r.methods):
+        if m not in RANK_METHODS:
+            raise StiltsError(f"{src}: 'rank.methods[{i}]': unknown method '{m}'{did_you_mean(m, RANK_METHODS)} "
+                              f"(one of {', '.join(RANK_METHODS)})")
+    if not r.methods:
+        raise StiltsError(f"{src}: 'rank.methods' must not be empty")
+    for key in ("sample_size", "max_seq_length", "batch_size"):
+        if getattr(r, key) < (2 if key == "sample_size" else 1):
+            raise StiltsError(f"{src}: 'rank.{key}' must be ≥ {2 if key == 'sample_size' else 1}, "
+                              f"got {getattr(r, key)}")
+    if r.restart < 0:
+        raise StiltsError(f"{src}: 'rank.restart' must be ≥ 0, got {r.restart}")
+
+
 def apply_overrides(raw: dict, overrides: list[str], src: str = "--set") -> dict:
     """Apply `a.b.c=value` strings (value parsed as YAML) to a raw params dict."""
     for item in overrides:
@@ -350,6 +392,7 @@ def from_dict(raw: dict, src: str = "params.yaml", root: Path = Path(".")) -> Pa
     _check_data_files(p, src)
     _check_sweep(p, src)
     _check_ranges(p, src)
+    check_rank(p.rank, src)
     return p
 
 

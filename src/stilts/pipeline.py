@@ -33,6 +33,8 @@ PREPARE_CODE = ["src/stilts/data.py", "src/stilts/readers.py", "src/stilts/tasks
 TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/train.py", "src/stilts/modeling.py", "src/stilts/data.py",
               "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py", "src/stilts/sweep.py"]
 ANALYSIS_CODE = ["src/stilts/analysis"]
+RANK_CODE = ["src/stilts/selection", "src/stilts/tasktypes", "src/stilts/analysis/collect.py"]
+RANK_FILES = ["reports/ranking.csv", "reports/ranking_eval.csv"]
 REPORT_FILES = ["report.md", "transfer_matrix.csv", "transfer_cells.csv", "correlations.csv", "degenerate.csv",
                 "runs.csv", "size_sweep.csv"]
 REPORT_PLOTS = ["transfer_heatmap.png", "probing_heatmap.png", "correlation_heatmap.png", "size_sweep.png"]
@@ -90,7 +92,7 @@ def layout(params) -> dict[str, dict]:
     processed = params.path(params.data.processed_dir)
     out: dict[str, dict] = {}
     groups: dict[str, dict] = {"dvc.yaml": out}
-    for name in params.all_tasks:
+    for name in dict.fromkeys(params.all_tasks + _rank_tasks(params)):
         task = registry.get(name)
         deps = _code(params, PREPARE_CODE)
         keys = ["data.processed_dir"]
@@ -138,13 +140,41 @@ def layout(params) -> dict[str, dict]:
                 groups[source_file(source)][f"transfer-{source}-{name}-r{k}"] = {
                     "cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"),
                     "deps": deps, "params": _params_deps(params, _train_keys(params, name)), "outs": [result]}
+    if params.rank.targets:
+        out["rank"] = _rank_stage(params, processed)
     out["analyze"] = {
-        "cmd": _cmd(params, "analyze"), "deps": _code(params, ANALYSIS_CODE) + results,
+        "cmd": _cmd(params, "analyze"),
+        "deps": _code(params, ANALYSIS_CODE) + results + (RANK_FILES if params.rank.targets else []),
         "params": _params_deps(params, ["mlflow.experiment", "analysis", "tasks", "study.restarts"]),
         "outs": [f"reports/{f}" for f in REPORT_FILES],
         "metrics": [{"reports/summary.json": {"cache": False}}],
         "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
     return groups
+
+
+def _rank_tasks(params) -> list[str]:
+    """The targets and candidates of the study's ranking (they need prepared data too)."""
+    if not params.rank.targets:
+        return []
+    return list(dict.fromkeys(params.rank.targets + (params.rank.candidates or params.tasks.intermediate)))
+
+
+def _rank_stage(params, processed: Path) -> dict:
+    """`stilts rank` on the study: after the grid cells it is scored against (and, for logme, the
+    intermediate checkpoints it reads), so `dvc repro` reruns it when any of them changes."""
+    from stilts.selection.rank import candidates_for
+
+    candidates = candidates_for(params)
+    deps = _code(params, RANK_CODE) + [_rel(params, processed / t) for t in _rank_tasks(params)]
+    restarts = range(params.study.restarts)
+    if "logme" in params.rank.methods:
+        deps += [f"models/intermediate/{c}/r{params.rank.restart}"
+                 for c in dict.fromkeys(c for cs in candidates.values() for c in cs) if c in params.sources]
+    deps += [f"results/{c}/{t}/r{k}.json" for t, cs in candidates.items() if t in params.transfer_tasks
+             for c in cs if c in params.sources for k in restarts]
+    keys = ["rank", "mlflow.experiment", "tasks.intermediate", "train",
+            *(f"task_overrides.{t}" for t in candidates if t in params.task_overrides)]
+    return {"cmd": _cmd(params, "rank"), "deps": deps, "params": _params_deps(params, keys), "outs": RANK_FILES}
 
 
 def source_file(source: str) -> str:

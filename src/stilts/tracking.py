@@ -1,7 +1,7 @@
 """The only module that talks to MLflow: tracking URI, experiment, tags, run lifecycle, queries.
 
 Tags are the interface the analysis reads:
-  stilts.role     intermediate | target | probe | sweep | analysis
+  stilts.role     intermediate | target | probe | sweep | analysis | ranking
   stilts.source   intermediate task, or "none" for the baseline
   stilts.task, stilts.restart, stilts.cell (a stable id of the cell), stilts.dvc_stage
 """

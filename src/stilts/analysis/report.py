@@ -135,6 +135,7 @@ def _report_md(r: dict, params, experiment: str) -> str:
     lines.append(_fmt_counts(r["degenerate_by_source"]))
     lines.append("\nPer task:\n")
     lines.append(_fmt_counts(r["degenerate_by_task"]))
+    lines.append(r.get("ranking_section", ""))
     lines.append("\n## Caveats\n")
     lines.append(f"- n per cell = number of restarts ({params.study.restarts} configured); with so few restarts the "
                  "t-test has little power, and no multiple-comparison correction is applied to the RQ1/RQ2 flags.\n"
@@ -231,6 +232,9 @@ def run(params, experiment: str | None = None, out: Path | None = None) -> Path:
         rho, sig = correlate.matrix(r["correlations"])
         plots.heatmap(rho, tmp / "correlation_heatmap.png", "Spearman ρ across models (* Holm-significant)", sig,
                       fmt="{:+.2f}", limit=1.0)
+        from stilts.selection.rank import report_section
+
+        r["ranking_section"] = report_section(out)  # from the rank stage's tables, when it ran
         (tmp / "report.md").write_text(_report_md(r, params, experiment), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with tracking.tracked(params, "analysis", {"role": "analysis", "source": "-", "task": "-"}, experiment) as run_:

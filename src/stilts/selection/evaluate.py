@@ -1,0 +1,122 @@
+"""A ranking of candidates for one target, scored against the measured transfer grid.
+
+`measured` is the target's mean score over restarts after each candidate (the task's major metric).
+Regret@k (Poth et al., 2021): (best measured − best measured among the top k ranked) / best
+measured, a fraction; 0 when the top k hold the best candidate. NDCG over the whole list, with the
+gain of a candidate = its measured mean − the lowest measured mean among the candidates, so the worst
+candidate gains nothing and a constant offset in the metric changes nothing; discount 1/log2(1 + position).
+Spearman: rank correlation of the ranking scores with the measured means (ties averaged).
+A random ranking (every order equally likely) is scored by its exact expectation: for Regret@k, the
+expected best of k candidates drawn without replacement (the i-th smallest of n is the best of the k
+with probability C(i−1, k−1) / C(n, k)); for NDCG, every position's expected gain is the mean gain;
+Spearman's expectation is 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+KS = (1, 3)
+COLUMNS = ["target", "method", *[f"regret_at_{k}" for k in KS], "ndcg", "spearman", "n_candidates"]
+
+
+def order(scores: dict[str, float]) -> list[str]:
+    """Candidates best first; ties go to the name that sorts first (a fixed, documented order)."""
+    return sorted(scores, key=lambda c: (-scores[c], c))
+
+
+def regret_at_k(scores: dict[str, float], measured: dict[str, float], k: int) -> float:
+    best = max(measured.values())
+    if best == 0:
+        return math.nan
+    top = order(scores)[:k]
+    return (best - max(measured[c] for c in top)) / best
+
+
+def _gains(measured: dict[str, float]) -> dict[str, float]:
+    low = min(measured.values())
+    return {c: v - low for c, v in measured.items()}
+
+
+def _discounts(n: int) -> np.ndarray:
+    return 1.0 / np.log2(np.arange(2, n + 2))
+
+
+def ndcg(scores: dict[str, float], measured: dict[str, float]) -> float:
+    gains = _gains(measured)
+    ideal = float(np.sort(list(gains.values()))[::-1] @ _discounts(len(gains)))
+    if ideal == 0:
+        return math.nan  # every candidate measured the same: no order is better than another
+    return float(np.array([gains[c] for c in order(scores)]) @ _discounts(len(gains))) / ideal
+
+
+def spearman(scores: dict[str, float], measured: dict[str, float]) -> float:
+    names = sorted(measured)
+    a, b = [scores[c] for c in names], [measured[c] for c in names]
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return math.nan
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def random_regret_at_k(measured: dict[str, float], k: int) -> float:
+    values = np.sort(list(measured.values()))
+    n, best = len(values), values[-1]
+    if best == 0:
+        return math.nan
+    k = min(k, n)
+    weights = np.array([math.comb(i, k - 1) for i in range(n)], dtype=np.float64) / math.comb(n, k)
+    return float((best - weights @ values) / best)
+
+
+def random_ndcg(measured: dict[str, float]) -> float:
+    gains = np.array(list(_gains(measured).values()))
+    disc = _discounts(len(gains))
+    ideal = float(np.sort(gains)[::-1] @ disc)
+    return math.nan if ideal == 0 else float(gains.mean() * disc.sum() / ideal)
+
+
+def score_target(target: str, method: str, scores: dict[str, float], measured: dict[str, float]) -> dict:
+    """One row of ranking_eval.csv: the candidates both ranked and measured."""
+    both = {c: measured[c] for c in scores if c in measured}
+    ranked = {c: scores[c] for c in both}
+    row = {"target": target, "method": method, "n_candidates": len(both)}
+    row |= {f"regret_at_{k}": regret_at_k(ranked, both, k) for k in KS}
+    return row | {"ndcg": ndcg(ranked, both), "spearman": spearman(ranked, both)}
+
+
+def score_random(target: str, measured: dict[str, float]) -> dict:
+    row = {"target": target, "method": "random", "n_candidates": len(measured)}
+    row |= {f"regret_at_{k}": random_regret_at_k(measured, k) for k in KS}
+    return row | {"ndcg": random_ndcg(measured), "spearman": 0.0}
+
+
+def measured_means(runs: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(target, source) → mean score over restarts, from analysis.collect's table."""
+    if runs.empty:
+        return {}
+    means = runs.groupby(["task", "source"])["score"].mean()
+    return {(t, s): float(v) for (t, s), v in means.items()}
+
+
+def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """ranking.csv's table scored against the measured means: a row per target and method (the
+    random ranking too), for targets with ≥ 2 ranked candidates measured, and their means over targets."""
+    rows = []
+    for target, g in ranking.groupby("target", sort=False):
+        measured = {c: means[(target, c)] for c in dict.fromkeys(g["candidate"]) if (target, c) in means}
+        if len(measured) < 2:
+            continue
+        for method, m in g.groupby("method", sort=False):
+            rows.append(score_target(target, method, dict(zip(m["candidate"], m["score"])), measured))
+        rows.append(score_random(target, measured))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    if table.empty:
+        return table
+    metrics = [c for c in COLUMNS if c not in ("target", "method")]
+    mean = table.groupby("method", sort=False)[metrics].mean().reset_index()
+    mean.insert(0, "target", "mean")
+    return pd.concat([table, mean[COLUMNS]], ignore_index=True)
