@@ -197,9 +197,15 @@ def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, i
     return summary
 
 
+def _check_restart(restart: int) -> None:
+    if restart < 0:
+        raise StiltsError(f"--restart must be ≥ 0, got {restart}")
+
+
 def intermediate(params, task: str, restart: int, size: int | None = None) -> dict:
     """Train `task` from the pretrained encoder (on its first `size` examples, if given)."""
     registry.get(task)
+    _check_restart(restart)
     if size is not None and size < 1:
         raise StiltsError(f"--size must be ≥ 1, got {size}")
     source = source_name(task, size)
@@ -213,6 +219,7 @@ def intermediate(params, task: str, restart: int, size: int | None = None) -> di
 
 def transfer(params, source: str, task: str, restart: int) -> dict:
     registry.get(task)
+    _check_restart(restart)
     init_from = None
     if source != BASELINE:
         src_task, size = parse_source(source)
