@@ -35,6 +35,7 @@ def parse_source(source: str) -> tuple[str, int | None]:
     return source, None
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PROBE_MODES = ("finetune", "frozen")
+LOG_MODELS = ("reference", "copy")
 
 
 @dataclass
@@ -78,6 +79,9 @@ class DataCfg:
 @dataclass
 class MlflowCfg:
     experiment: str = "stilts"
+    # intermediate checkpoints as logged models: "reference" (path + sha256 of the DVC-tracked files) or
+    # "copy" (the files into MLflow's artifact store too)
+    log_models: str = "reference"
 
 
 @dataclass
@@ -277,6 +281,7 @@ def _check_ranges(p: Params, src: str) -> None:
     need(p.data.generated_train >= 10, "data.generated_train", "must be ≥ 10")
     need(p.data.generated_validation >= 10, "data.generated_validation", "must be ≥ 10")
     need(bool(p.mlflow.experiment.strip()), "mlflow.experiment", "must not be empty")
+    need(p.mlflow.log_models in LOG_MODELS, "mlflow.log_models", f"must be one of {LOG_MODELS}")
 
 
 def _check_tasks(p: Params, src: str) -> None:

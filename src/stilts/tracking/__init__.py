@@ -118,11 +118,16 @@ class Run:
         for i in range(0, len(items), 100):
             _retry(self.client.log_batch, self.id, params=items[i:i + 100])
 
-    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+    def log_metrics(self, metrics: dict, step: int = 0, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """Metrics at `step`; with `model_id` they are also the logged model's, with `dataset` (name, digest)
+        they are linked to the dataset they were measured on."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        name, digest = dataset or (None, None)
+        items = [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest,
+                        run_id=self.id) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
             _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
@@ -133,6 +138,13 @@ class Run:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.id, text, artifact_file)
+
+    @property
+    def experiment_id(self) -> str:
+        return _retry(self.client.get_run, self.id).info.experiment_id
 
     def finish(self, status: str = "FINISHED") -> None:
         _retry(self.client.set_terminated, self.id, status)
@@ -233,6 +245,16 @@ def _claim_entry_run(client) -> None:
         if r.info.run_id != run_id and _abandoned(r):
             _end_killed(client, r.info.run_id, "the process running this entry point was killed; "
                         "superseded by a rerun")
+
+
+def run_status(params, run_id: str | None) -> str | None:
+    """RUNNING, FINISHED, FAILED, KILLED; None for a run that is not in the store."""
+    if not run_id:
+        return None
+    try:
+        return _client(tracking_uri(params)).get_run(run_id).info.status
+    except Exception:  # deleted, or another tracking store
+        return None
 
 
 def resume_run(params, run_id: str) -> Run | None:
