@@ -18,7 +18,17 @@ TRAIN = {"mixed_precision": "no", "max_steps": 6, "eval_every": 3}
 
 
 @pytest.fixture(scope="module")
-def chain(tiny_model, tmp_path_factory):
+def fp32():
+    """These cells train in fp32 (the pyfunc predicts in fp32); Accelerate keeps one precision per process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_model, tmp_path_factory, fp32):
     """One intermediate → target chain for the module; mlflow's own API (search_logged_models, models:/ URIs)
     reads the tracking URI from the environment."""
     import mlflow
@@ -100,7 +110,7 @@ def test_a_referenced_checkpoint_must_be_there_and_unchanged(chain, tmp_path_fac
         mlflow.pyfunc.load_model(uri, model_config={"project_root": str(clone)})
 
 
-def test_copied_checkpoint_loads_without_the_project(tiny_model, tmp_path, monkeypatch):
+def test_copied_checkpoint_loads_without_the_project(tiny_model, tmp_path, monkeypatch, fp32):
     import mlflow
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

@@ -31,7 +31,10 @@ def project(tiny_model, tmp_path_factory):
 
 
 def mlflow_run(root, *args, fault=None, timeout=300):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "STILTS_WORKER": "0",
+    """`mlflow run` of the project; its cells run in a cell server shared by the module's runs (in-process with
+    a fault: a `group` fault kills the process group the cell runs in)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "STILTS_WORKER": "0" if fault else "1",
+           "STILTS_WORKER_IDLE": "60", "XDG_RUNTIME_DIR": str(root.parent),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "GIT_PYTHON_REFRESH": "quiet"}
     for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "STILTS_FAULT"):
         env.pop(k, None)
