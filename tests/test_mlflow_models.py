@@ -82,8 +82,10 @@ def test_checkpoint_is_a_logged_model_that_loads_like_its_dvc_path(chain):
     import pandas as pd
 
     unlabelled = pd.DataFrame([{k: v for k, v in r.items() if k != "label"} for r in records[:4]])
-    assert mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(unlabelled)["logits"].tolist() == \
-        direct["logits"].tolist()[:4]
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    assert loaded.predict(unlabelled)["logits"].tolist() == direct["logits"].tolist()[:4]
+    short = loaded.predict(unlabelled, params={"batch_size": 2, "max_length": 8})  # truncated inputs: other logits
+    assert len(short) == 4 and short["logits"].tolist() != direct["logits"].tolist()[:4]
 
 
 def test_a_referenced_checkpoint_must_be_there_and_unchanged(chain, tmp_path_factory):

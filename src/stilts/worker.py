@@ -35,7 +35,8 @@ PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils", "sqlalchemy", "alembic",
            "datasets.arrow_dataset", "tqdm.auto", "scipy.stats", "pandas", "matplotlib.pyplot",
            "stilts.cells", "stilts.train", "stilts.modeling", "stilts.data", "stilts.tracking", "stilts.mlm",
-           "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report"]
+           "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report",
+           "mlflow.pyfunc", "stilts.tracking.models", "stilts.tracking.pyfunc", "stilts.predict"]
 
 
 # read once at import time by torch/transformers/huggingface_hub: a server serves one setting of them

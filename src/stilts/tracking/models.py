@@ -15,6 +15,7 @@ output of that run) and to the run's final dev metrics. The model is an MLflow p
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 from stilts.errors import StiltsError
@@ -44,7 +45,8 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
     """Log `checkpoint` as a logged model of `run`; returns (model_id, the sha256 of each of its files)."""
     import mlflow.pyfunc
     from mlflow.entities import LoggedModelOutput
-    from mlflow.models import Model
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     from stilts.tracking import _retry
 
@@ -61,9 +63,14 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
     try:
         # project_root is empty unless given at load time (model_config={"project_root": ...})
         config = {"checkpoint": rel, "project_root": "", "logged_in": str(root), "files": files, "weights": mode}
-        with tempfile.TemporaryDirectory(prefix="stilts-model-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="stilts-model-") as tmp, warnings.catch_warnings():
+            # an input example would make MLflow load the model (and hash the checkpoint) while logging it
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
             mlflow.pyfunc.save_model(
                 Path(tmp) / "model", python_model=str(CODE), model_config=config,
+                # no input schema (records differ per task type); the params predict accepts (0: as trained)
+                signature=ModelSignature(params=ParamSchema([ParamSpec("batch_size", "long", 64),
+                                                             ParamSpec("max_length", "long", 0)])),
                 artifacts={"checkpoint": str(folder)} if mode == "copy" else None, pip_requirements=_requirements(),
                 mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run.id,
                                    model_id=model.model_id))
