@@ -142,6 +142,8 @@ def test_runs_list_their_datasets_and_targets_their_dev_predictions(chain):
         profile = json.loads(inputs[0].dataset.profile)
         assert profile["data_hash"] == meta["data_hash"] and profile["source"] == "generated"
         assert profile["source_files"] == meta["source_files"] and profile["generator"]["name"] == task
+    # artifacts (models, predictions) beside the sqlite store, whatever the working directory
+    assert mlflow.get_experiment(exp).artifact_location == (params.root / "mlruns" / "test").resolve().as_uri()
     # filtering runs by dataset, as the UI does
     found = mlflow.search_runs([exp], "dataset.name = 'syn_rte/train'", output_format="list")
     assert [r.info.run_id for r in found] == [target["mlflow_run_id"]]

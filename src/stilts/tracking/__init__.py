@@ -69,6 +69,15 @@ def _retry(fn, *args, **kwargs):
             delay = min(delay * 2, 5.0)
 
 
+def _artifact_location(uri: str, name: str) -> str | None:
+    """With a sqlite store, artifacts (models, predictions, reports) go beside the database, in
+    mlruns/<experiment>/, wherever the process runs; a tracking server chooses its own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    slug = re.sub(r"[^\w.-]", "_", name)
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / slug).as_uri()
+
+
 def _experiment_id(client, name: str) -> str:
     for attempt in range(5):
         exp = client.get_experiment_by_name(name)
@@ -77,7 +86,7 @@ def _experiment_id(client, name: str) -> str:
                 client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name))
         except Exception:  # another process created it first; look it up again
             time.sleep(0.2 * (attempt + 1))
     raise StiltsError(f"mlflow.experiment: could not create or find experiment '{name}'")
