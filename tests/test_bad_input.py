@@ -1,6 +1,7 @@
 """Bad input through the CLI: one line naming the file/line/key, a non-zero exit, nothing written."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,3 +110,56 @@ def test_out_of_memory_suggests_the_fix(capsys, monkeypatch):
     code = cli.main(["transfer", "--source", "none", "--task", "syn_rte"])
     err = capsys.readouterr().err
     assert code == 3 and "lower train.batch_size and raise train.grad_accum" in err
+
+
+def _cli_in(root, monkeypatch, capsys, *argv):
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    monkeypatch.chdir(root)
+    code = cli.main([*argv])
+    return code, capsys.readouterr().err.strip()
+
+
+def _files(root) -> set:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+def test_negative_restart_is_one_line(make_params, monkeypatch, capsys):
+    params = make_params()
+    data.prepare(params, "syn_rte")
+    before = _files(params.root)
+    for cmd in (["transfer", "--source", "none", "--task", "syn_rte"], ["intermediate", "--task", "syn_nli"]):
+        code, err = _cli_in(params.root, monkeypatch, capsys, *cmd, "--restart", "-3")
+        assert code == 2 and err == "stilts: error: --restart must be ≥ 0, got -3"
+    assert _files(params.root) == before  # no MLflow store, no features, no results
+
+
+def test_binary_garbage_data_file_is_one_line(make_params, monkeypatch, capsys):
+    import gzip
+    import random
+
+    params = make_params()
+    garbage = bytes([0x89, 0x50, 0x4E, 0x47]) + random.Random(0).randbytes(5000)
+    write(params.root, "rte", {})
+    (params.root / "data" / "raw" / "rte" / "train.jsonl").write_bytes(garbage)
+    (params.root / "data" / "raw" / "rte" / "val.jsonl").write_bytes(garbage)
+    code, err = _cli_in(params.root, monkeypatch, capsys, "prepare", "--task", "rte")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.endswith("rte/train.jsonl: not UTF-8 text (a binary or compressed file?)")
+    assert not (params.root / "data" / "processed").exists()
+    # a gzip suffix on bytes that are not gzip, and a truncated gzip stream
+    qasrl = params.root / "data" / "raw" / "qasrl" / "qasrl-v2" / "orig"
+    qasrl.mkdir(parents=True)
+    (qasrl / "train.jsonl.gz").write_bytes(garbage)
+    (qasrl / "dev.jsonl.gz").write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:200])
+    code, err = _cli_in(params.root, monkeypatch, capsys, "prepare", "--task", "qasrl")
+    assert code == 2 and len(err.splitlines()) == 1 and "train.jsonl.gz: not a readable gzip file" in err
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "tasks: {}\n"])
+def test_empty_params_plans_nothing_and_says_so(tmp_path, monkeypatch, capsys, text):
+    (tmp_path / "params.yaml").write_text(text)
+    for cmd in (["pipeline"], ["prepare"], ["plan", "--no-calibrate"]):
+        code, err = _cli_in(tmp_path, monkeypatch, capsys, *cmd)
+        assert code == 2 and len(err.splitlines()) == 1, (cmd, err)
+        assert err.startswith("stilts: error: params.yaml: ") and ("empty" in err or "no task" in err)
+    assert _files(tmp_path) == {Path("params.yaml")}

@@ -37,7 +37,9 @@ def test_conda_env_installs_the_lock():
 def test_mlproject_entry_points():
     spec = yaml.safe_load((ROOT / "MLproject").read_text())
     assert spec["conda_env"] == "conda.yaml"
-    assert {"main", "prepare", "intermediate", "transfer", "analyze"} <= set(spec["entry_points"])
+    assert {"main", "prepare", "sweep", "intermediate", "transfer", "analyze"} <= set(spec["entry_points"])
+    for name, entry in spec["entry_points"].items():  # mlflow shell-quotes every value itself
+        assert "'{" not in entry["command"] and '"{' not in entry["command"], name
 
 
 def test_mlproject_adapter_builds_cli_args():
@@ -47,3 +49,5 @@ def test_mlproject_adapter_builds_cli_args():
                    "--overrides", "train.epochs=3"])
     assert args == ["--set", "train.epochs=3", "--set", "task_overrides.syn_rte.lr=3e-05", "transfer", "--task",
                     "syn_rte", "--restart", "1", "--source", "syn_nli"]
+    assert to_cli(["sweep", "--task", "wic", "--overrides", "train.lr=1e-5 sweep.enabled=true 'train.seed=2'"]) == \
+        ["--set", "train.lr=1e-5", "--set", "sweep.enabled=true", "--set", "train.seed=2", "sweep", "--task", "wic"]

@@ -36,6 +36,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     import torch
 
     from stilts import data, mlm, modeling, resume, sweep, tasktypes, tracking
+    from stilts.tracking.datasets import dataset_ids, log_datasets
     from stilts.train import make_accelerator, resolve_mixed_precision, train
 
     task = data.task_with_labels(params, registry.get(task_name))
@@ -101,7 +102,10 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     state_dir = params.path(".stilts/state") / f"{source}__{task_name}__r{restart}__{role}-{fingerprint[:12]}"
     if output is not None and output.is_file() and read_json(output).get("fingerprint") == fingerprint:
         print(f"{source}/{task_name}/r{restart}: already finished with these settings ({output}); skipped")
-        return read_json(output) | {"state_dir": state_dir}
+        done = read_json(output)
+        if save_to is not None and accelerator.is_main_process:
+            _complete_logging(params, done, save_to)
+        return done | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
@@ -115,10 +119,12 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
             tracking.end_stale_runs(params, tags["cell"], keep=run.id)
             if run.id != resume_id:
                 run.log_params(logged | {"fingerprint": fingerprint})
+            log_datasets(run, params, task_name, {"train": len(train_ds), "validation": len(dev_ds)})
         result = train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed,
                        log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
                        mlm_batches=mlm_batches, mlm_ratio=mlm_ratio, state_dir=state_dir,
-                       state_extra={"run_id": run.id}, save_every=settings.save_every)
+                       state_extra={"run_id": run.id}, save_every=settings.save_every,
+                       keep_predictions=role == "target")
         tt = tasktypes.get(task.type)
         majority = tt.majority_score(task, dev_ds)
         summary = {"role": role, "source": source, "task": task_name, "restart": restart, "seed": seed,
@@ -126,25 +132,26 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                    "metrics": result.best, "best_step": result.best_step, "steps": result.steps,
                    "stopped_early": result.stopped_early, "fingerprint": fingerprint,
                    "train_seconds": round(result.train_seconds, 3),
+                   "final_eval_seconds": round(result.final_eval_seconds, 3),
                    "examples_per_second": round(result.train_examples / max(result.train_seconds, 1e-9), 2),
                    "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
                    "mlflow_run_id": run.id if main else None}
         if main:
-            run.log_metrics({f"final_dev_{k}": v for k, v in result.best.items()} |
-                            {"final_dev_score": summary["score"], "majority_score": majority,
-                             "train_seconds": result.train_seconds, "final_eval_seconds": result.final_eval_seconds,
-                             "train_examples_per_second": summary["examples_per_second"]}, result.steps)
+            model_id = None
             if save_to is not None:
-                meta = {**summary, "base_model": params.model.name, "stilts_version": __version__}
+                meta = {**summary, "base_model": params.model.name, "stilts_version": __version__,
+                        "type": task.type, "labels": list(task.labels), "max_seq_length": settings.max_seq_length}
                 unwrapped = accelerator.unwrap_model(model)
                 modeling.save_checkpoint(unwrapped, tokenizer, save_to, meta, result.best_state)
                 if mlm_model is not None:  # the encoder now holds the best state
                     mlm_metrics["mlm_loss_after"] = mlm.loss(unwrapped.mlm, tokenizer, mlm_eval, params.mlm.probability)
                     run.log_metrics(mlm_metrics, result.steps)
                     summary |= mlm_metrics
-                run.set_tags({"checkpoint": str(save_to.relative_to(params.root)
-                                                if save_to.is_relative_to(params.root) else save_to),
-                              "checkpoint_sha256": _weights_hash(save_to)})
+                model_id = _log_checkpoint(run, params, save_to, summary)
+            run.log_metrics(_final_metrics(summary), result.steps, model_id=model_id,
+                            dataset=dataset_ids(params, task_name)["validation"])
+            if result.best_predictions is not None:
+                run.log_text(_predictions_jsonl(params, task, dev_ds, result.best_predictions), DEV_PREDICTIONS)
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
     return summary
@@ -180,10 +187,55 @@ class _nullrun:
         return False
 
 
-def _weights_hash(ckpt: Path) -> str:
-    from stilts.io import sha256_file
+def _final_metrics(summary: dict) -> dict:
+    return ({f"final_dev_{k}": v for k, v in summary["metrics"].items()} |
+            {"final_dev_score": summary["score"], "majority_score": summary["majority"],
+             "train_seconds": summary["train_seconds"], "final_eval_seconds": summary.get("final_eval_seconds"),
+             "train_examples_per_second": summary["examples_per_second"]})
 
-    return sha256_file(ckpt / "model.safetensors") if (ckpt / "model.safetensors").is_file() else ""
+
+def _log_checkpoint(run, params, save_to: Path, summary: dict) -> str:
+    """The checkpoint as a logged model of its run (the run's tags name its folder, hash and model id)."""
+    from stilts.tracking.models import log_checkpoint
+
+    model_params = {"task": summary["task"], "source": summary["source"], "restart": summary["restart"],
+                    "seed": summary["seed"], "base_model": params.model.name, "best_step": summary["best_step"]}
+    model_id, files = log_checkpoint(run, params, save_to, f"{summary['source']}-r{summary['restart']}",
+                                     model_params, summary["steps"])
+    run.set_tags({"checkpoint": str(save_to.relative_to(params.root) if save_to.is_relative_to(params.root)
+                                    else save_to),
+                  "checkpoint_sha256": files.get("model.safetensors", ""), "model_id": model_id})
+    return model_id
+
+
+def _complete_logging(params, done: dict, save_to: Path) -> None:
+    """A checkpoint written by a process killed before its run logged the model and final metrics: log them."""
+    from stilts import tracking
+    from stilts.tracking.datasets import dataset_ids
+
+    if tracking.run_status(params, done.get("mlflow_run_id")) != "RUNNING":
+        return
+    run = tracking.resume_run(params, done["mlflow_run_id"])
+    model_id = _log_checkpoint(run, params, save_to, done)
+    run.log_metrics(_final_metrics(done), done["steps"], model_id=model_id,
+                    dataset=dataset_ids(params, done["task"])["validation"])
+    run.finish()
+
+
+DEV_PREDICTIONS = "predictions/dev.jsonl"
+
+
+def _predictions_jsonl(params, task, dev_ds, predictions: list) -> str:
+    """One line per dev example, in the prepared data's order: its idx, the prediction and the gold label."""
+    import numpy as np
+
+    from stilts import data
+    from stilts.predict import decode
+
+    records = data.load_records(params, task.name, "validation")
+    pred, gold = decode(task, np.asarray(predictions)), decode(task, np.asarray(dev_ds["labels"]))
+    return "".join(json.dumps({"idx": r["idx"], "prediction": p, "gold": g}) + "\n"
+                   for r, p, g in zip(records, pred, gold))
 
 
 def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, index: int, point: dict) -> dict:
@@ -197,9 +249,15 @@ def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, i
     return summary
 
 
+def _check_restart(restart: int) -> None:
+    if restart < 0:
+        raise StiltsError(f"--restart must be ≥ 0, got {restart}")
+
+
 def intermediate(params, task: str, restart: int, size: int | None = None) -> dict:
     """Train `task` from the pretrained encoder (on its first `size` examples, if given)."""
     registry.get(task)
+    _check_restart(restart)
     if size is not None and size < 1:
         raise StiltsError(f"--size must be ≥ 1, got {size}")
     source = source_name(task, size)
@@ -213,6 +271,7 @@ def intermediate(params, task: str, restart: int, size: int | None = None) -> di
 
 def transfer(params, source: str, task: str, restart: int) -> dict:
     registry.get(task)
+    _check_restart(restart)
     init_from = None
     if source != BASELINE:
         src_task, size = parse_source(source)

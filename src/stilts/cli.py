@@ -46,7 +46,7 @@ def cmd_prepare(args):
     from stilts import data
 
     params = _params(args)
-    for task in args.task or params.all_tasks:
+    for task in args.task or params.require_tasks():
         out = data.prepare(params, task)
         print(f"prepared {task} → {out}")
 

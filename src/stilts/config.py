@@ -35,6 +35,7 @@ def parse_source(source: str) -> tuple[str, int | None]:
     return source, None
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PROBE_MODES = ("finetune", "frozen")
+LOG_MODELS = ("reference", "copy")
 
 
 @dataclass
@@ -78,6 +79,9 @@ class DataCfg:
 @dataclass
 class MlflowCfg:
     experiment: str = "stilts"
+    # intermediate checkpoints as logged models: "reference" (path + sha256 of the DVC-tracked files) or
+    # "copy" (the files into MLflow's artifact store too)
+    log_models: str = "reference"
 
 
 @dataclass
@@ -193,6 +197,13 @@ class Params:
     def all_tasks(self) -> list[str]:
         return list(dict.fromkeys(self.tasks.intermediate + self.transfer_tasks))
 
+    def require_tasks(self) -> list[str]:
+        """Every task of the study; an error when there is none (a study of nothing is a mistake)."""
+        if not self.all_tasks:
+            raise StiltsError(f"{self.source}: 'tasks' lists no task (tasks.intermediate, tasks.target, "
+                              "tasks.probe): there is no study to run")
+        return self.all_tasks
+
     def role_of(self, task: str) -> str:
         """target or probe: as listed in params, else as the task is declared (any task can be run)."""
         if task in self.tasks.target or task in self.tasks.probe:
@@ -264,6 +275,7 @@ def _check_ranges(p: Params, src: str) -> None:
             raise StiltsError(f"{src}: '{key}' {msg}")
 
     need(p.study.restarts >= 1, "study.restarts", f"must be ≥ 1, got {p.study.restarts}")
+    need(p.sweep.restart >= 0, "sweep.restart", f"must be ≥ 0, got {p.sweep.restart}")
     need(p.study.probe_mode in PROBE_MODES, "study.probe_mode", f"must be one of {PROBE_MODES}")
     need(p.study.frozen_probe_lr > 0, "study.frozen_probe_lr", "must be > 0")
     need(all(n >= 1 for n in p.study.size_sweep_sizes), "study.size_sweep_sizes", "must all be ≥ 1")
@@ -288,6 +300,7 @@ def _check_ranges(p: Params, src: str) -> None:
     need(p.data.generated_train >= 10, "data.generated_train", "must be ≥ 10")
     need(p.data.generated_validation >= 10, "data.generated_validation", "must be ≥ 10")
     need(bool(p.mlflow.experiment.strip()), "mlflow.experiment", "must not be empty")
+    need(p.mlflow.log_models in LOG_MODELS, "mlflow.log_models", f"must be one of {LOG_MODELS}")
 
 
 def _check_tasks(p: Params, src: str) -> None:
@@ -401,11 +414,16 @@ def load(path: str | os.PathLike = "params.yaml", overrides: list[str] | None = 
     if not path.is_file():
         raise StiltsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise StiltsError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise StiltsError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raise StiltsError(f"{path}: empty; a study needs at least 'tasks' (see README 'params.yaml', or copy "
+                          "configs/*.yaml)")
     if not isinstance(raw, dict):
         raise StiltsError(f"{path}: top level must be a mapping")
     file_raw = copy.deepcopy(raw)

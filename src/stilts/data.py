@@ -135,6 +135,23 @@ def prepare(params, task_name: str) -> Path:
     return out
 
 
+def is_current(params, task_name: str) -> bool:
+    """Whether the prepared data exists and was made from the files (or generator settings) there are now."""
+    task = registry.get(task_name)
+    meta_path = params.path(params.data.processed_dir) / task.name / "meta.json"
+    if not meta_path.is_file():
+        return False
+    meta = read_json(meta_path)
+    if task.generator:
+        d = params.data
+        return meta.get("generator") == {"name": task.generator, "train": d.generated_train,
+                                         "validation": d.generated_validation, "seed": d.generated_seed}
+    files = dict.fromkeys(task_files(params, task).values())
+    if meta.get("source") == "hub":
+        return not all(p.is_file() for p in files)  # official files added since: prepare from them
+    return all(p.is_file() for p in files) and meta.get("source_files") == {p.name: sha256_file(p) for p in files}
+
+
 def task_with_labels(params, task: Task) -> Task:
     """The task with its label set filled in from the prepared data when it is declared open."""
     from stilts import tasktypes

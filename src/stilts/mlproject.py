@@ -1,14 +1,23 @@
-"""MLproject entry points → the `stilts` CLI. Typed `-P` parameters become params overrides."""
+"""MLproject entry points → the `stilts` CLI. Typed `-P` parameters become params overrides.
+
+A cell entry point first runs what the cell needs and is missing, the way `dvc repro` would: the
+task's prepared data, its sweep (when sweep.enabled and no task_overrides fix the grid), and for a
+transfer the source's intermediate checkpoint. Each step is its own `stilts` command (its own runs).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import subprocess
+import sys
 
 from stilts import cli
+from stilts.errors import StiltsError
 
 
-def to_cli(argv: list[str] | None = None) -> list[str]:
+def _parse(argv: list[str] | None):
     p = argparse.ArgumentParser(prog="python -m stilts.mlproject")
     p.add_argument("command")
     p.add_argument("--task")
@@ -17,15 +26,37 @@ def to_cli(argv: list[str] | None = None) -> list[str]:
     p.add_argument("--lr", default="")
     p.add_argument("--experiment", default="")
     p.add_argument("--overrides", default="")
-    a = p.parse_args(argv)
-    sets = [s for s in shlex.split(a.overrides or "")]
+    return p.parse_args(argv)
+
+
+def _number(value: str, name: str, kind=float):
+    try:
+        return kind(float(value))
+    except ValueError:
+        raise StiltsError(f"-P {name}={value!r} is not a number") from None
+
+
+def _overrides(a) -> list[str]:
+    try:
+        sets = shlex.split(a.overrides or "")
+    except ValueError as e:
+        raise StiltsError(f"-P overrides={a.overrides!r}: {e}") from None
     if a.lr:
-        sets.append(f"task_overrides.{a.task}.lr={float(a.lr)!r}")
-    args = [x for s in sets for x in ("--set", s)] + [a.command]
-    if a.command in ("prepare", "intermediate", "transfer"):
+        sets.append(f"task_overrides.{a.task}.lr={_number(a.lr, 'lr')!r}")
+    return sets
+
+
+def _sets(a) -> list[str]:
+    return [x for s in _overrides(a) for x in ("--set", s)]
+
+
+def to_cli(argv: list[str] | None = None) -> list[str]:
+    a = _parse(argv)
+    args = _sets(a) + [a.command]
+    if a.command in ("prepare", "sweep", "intermediate", "transfer"):
         args += ["--task", a.task]
     if a.command in ("intermediate", "transfer"):
-        args += ["--restart", str(int(float(a.restart)))]
+        args += ["--restart", str(_number(a.restart, "restart", int))]
     if a.command == "transfer":
         args += ["--source", a.source]
     if a.command == "analyze" and a.experiment:
@@ -33,8 +64,67 @@ def to_cli(argv: list[str] | None = None) -> list[str]:
     return args
 
 
+def _prepared(params, task: str) -> list[list[str]]:
+    from stilts import data
+
+    return [] if data.is_current(params, task) else [["prepare", "--task", task]]
+
+
+def _ready(params, task: str) -> list[list[str]]:
+    """The commands that bring a task's prepared data and sweep result up to date (none when they are)."""
+    from stilts import sweep
+
+    steps = _prepared(params, task)
+    if sweep.needs_sweep(params, task) and (steps or not sweep.is_current(params, task)):
+        steps.append(["sweep", "--task", task])
+    return steps
+
+
+def prerequisites(params, a) -> list[list[str]]:
+    """What `a.command` needs first, in order, as `stilts` arguments (without the --set options)."""
+    from stilts import cells, config
+
+    if a.command == "sweep":
+        return _prepared(params, a.task)
+    if a.command not in ("intermediate", "transfer"):
+        return []
+    steps = []
+    restart = str(_number(a.restart, "restart", int))
+    if a.command == "transfer" and a.source != cells.BASELINE:
+        src, size = config.parse_source(a.source)
+        if not (cells.checkpoint_dir(params, a.source, int(restart)) / "stilts.json").is_file():
+            steps += _ready(params, src)
+            steps.append(["intermediate", "--task", src, "--restart", restart] + (["--size", str(size)] if size else []))
+    return steps + _ready(params, a.task)
+
+
+def _entry_point(a) -> str:
+    """What this entry point runs: its runs are found by it (stilts.entry_point) when it runs again."""
+    cell = a.command in ("intermediate", "transfer")
+    return " ".join(str(x) for x in (a.command, a.source if cell else None, a.task,
+                                     a.restart if cell else None, a.experiment) if x)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(to_cli(argv))
+    a = _parse(argv)
+    try:
+        from stilts import config
+
+        params = config.load("params.yaml", _overrides(a))
+        steps = prerequisites(params, a) + [to_cli(argv)]
+    except StiltsError as e:
+        print(f"stilts: error: {e}", file=sys.stderr)
+        return 2
+    if os.environ.get("MLFLOW_RUN_ID"):  # the first MLflow run a step starts tags the entry point's run
+        os.environ.update(STILTS_ENTRY_POINT=_entry_point(a), STILTS_ENTRY_PID=str(os.getpid()))
+    for step in steps[:-1]:
+        print(f"mlflow run: first `stilts {' '.join(step)}` (missing or out of date)", flush=True)
+        # a process of its own, as under `dvc repro`: a cell leaves process-wide state behind (Accelerate's
+        # precision, RNG states) that the next cell must not inherit; with the cell server this costs ~0.3 s
+        code = subprocess.call([sys.executable, "-m", "stilts", *_sets(a), *step])
+        if code:
+            return code
+    return cli.main(steps[-1])
 
 
 if __name__ == "__main__":

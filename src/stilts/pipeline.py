@@ -189,7 +189,7 @@ def addresses(params) -> dict[str, str]:
 
 def render(params) -> dict[str, str]:
     """The text of every dvc.yaml of the study, by path relative to the root."""
-    for name in params.all_tasks:
+    for name in params.require_tasks():
         if "-" in name:
             raise StiltsError(f"task name '{name}' must not contain '-' (used in stage names)")
     src = Path(params.source).name

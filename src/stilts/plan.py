@@ -129,6 +129,7 @@ def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -
         from stilts.errors import unknown
 
         raise unknown("GPU class", gpu, GPU_PEAK_TFLOPS)
+    params.require_tasks()
     tokenizer = None
     if measure:
         try:

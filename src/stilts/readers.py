@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,4 +186,15 @@ READERS = {"jsonl": jsonl, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": t
 def read(fmt: str, path: Path, split: str) -> Iterator[Row]:
     if fmt not in READERS:
         raise StiltsError(f"unknown file format '{fmt}' (known: {', '.join(READERS)})")
-    return READERS[fmt](path, split=split)
+    return _text_only(READERS[fmt](path, split=split), path)
+
+
+def _text_only(rows: Iterator[Row], path: Path) -> Iterator[Row]:
+    """Bytes that are not UTF-8 text (a binary file, a compressed file without its suffix) or a broken gzip
+    stream end as a one-line error naming the file, not a decoding traceback."""
+    try:
+        yield from rows
+    except UnicodeDecodeError:
+        raise StiltsError(f"{path}: not UTF-8 text (a binary or compressed file?)") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise StiltsError(f"{path}: not a readable gzip file ({e})") from None

@@ -22,16 +22,20 @@ from stilts.io import atomic_dir
 
 
 def fault(point: str) -> None:
-    """Fault injection for the resume tests: STILTS_FAULT=<point>:<n> SIGKILLs at the n-th time here."""
+    """Fault injection for the resume tests: STILTS_FAULT=<point>:<n> SIGKILLs this process at the n-th time
+    here; <point>:<n>:group SIGKILLs its whole process group (e.g. an `mlflow run` and everything under it)."""
     spec = os.environ.get("STILTS_FAULT", "")
     if not spec.startswith(point + ":"):
         return
     key = f"_stilts_fault_{point}"
     count = globals().get(key, 0) + 1
     globals()[key] = count
-    if count == int(spec.split(":", 1)[1]):
+    n, _, scope = spec[len(point) + 1:].partition(":")
+    if count == int(n):
         import signal
 
+        if scope == "group":
+            os.killpg(0, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 from stilts.errors import StiltsError
-from stilts.io import atomic_write_json, read_json
+from stilts.io import atomic_write_json, read_json, sha256_text
 
 
 def points(params, task: str | None = None) -> list[dict]:
@@ -27,6 +28,23 @@ def points(params, task: str | None = None) -> list[dict]:
 
 def result_path(params, task: str) -> Path:
     return params.path("results/sweep") / f"{task}.json"
+
+
+def inputs_hash(params, task: str) -> str:
+    """What a task's sweep result depends on, as its `dvc repro` stage sees it (less the code): the
+    model, the task's settings before the sweep, the sweep and its points, and the prepared data."""
+    meta = params.path(params.data.processed_dir) / task / "meta.json"
+    inputs = {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(params.train_for(task)),
+              "sweep": dataclasses.asdict(params.sweep), "points": points(params, task),
+              "role": params.role_of(task), "probe_mode": params.study.probe_mode,
+              "data": read_json(meta)["data_hash"] if meta.is_file() else None}
+    return sha256_text(json.dumps(inputs, sort_keys=True, default=str))
+
+
+def is_current(params, task: str) -> bool:
+    """Whether results/sweep/<task>.json exists and was swept from the inputs there are now."""
+    path = result_path(params, task)
+    return path.is_file() and read_json(path).get("inputs") == inputs_hash(params, task)
 
 
 def needs_sweep(params, task: str) -> bool:
@@ -65,6 +83,7 @@ def run(params, task: str) -> dict:
     restart = params.sweep.restart
     with tracking.tracked(params, f"sweep:{task}", {"role": "sweep", "source": "none", "task": task,
                                                       "restart": restart, "cell": f"sweep/{task}"}) as parent:
+        tracking.end_stale_runs(params, f"sweep/{task}", keep=parent.id)
         parent.log_params({"sweep": {"grid": params.sweep.grid, "overrides": params.sweep.overrides,
                                      "points": len(grid)}})
         results = []
@@ -79,6 +98,6 @@ def run(params, task: str) -> dict:
         parent.log_metrics({"best_score": results[best]["score"], "best_point": best})
         parent.set_tags({"chosen": ", ".join(f"{k}={v}" for k, v in results[best]["point"].items())})
     out = {"task": task, "chosen": chosen, "best_point": best, "points": results,
-           "grid": params.sweep.grid, "overrides": params.sweep.overrides}
+           "grid": params.sweep.grid, "overrides": params.sweep.overrides, "inputs": inputs_hash(params, task)}
     atomic_write_json(result_path(params, task), out)
     return out

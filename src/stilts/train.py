@@ -26,6 +26,7 @@ class TrainResult:
     train_examples: int
     train_tokens: int
     best_state: dict | None = None
+    best_predictions: list | None = None  # dev predictions of the best evaluation (with keep_predictions)
     stopped_early: bool = False
     history: list = field(default_factory=list)
     final_eval_seconds: float = 0.0  # the full-dev evaluation after a capped-dev run
@@ -121,7 +122,8 @@ def _mlm_step(model, batch, accelerator, optimizer, scheduler, settings):
 
 
 @torch.no_grad()
-def evaluate(model, dev: EvalSet, accelerator, task) -> dict:
+def evaluate(model, dev: EvalSet, accelerator, task) -> tuple[dict, np.ndarray]:
+    """The metrics on `dev`, and the predictions (the task type's `predict`) in dataset order."""
     from stilts import metrics
     from stilts.tasktypes.common import stack
 
@@ -146,12 +148,13 @@ def evaluate(model, dev: EvalSet, accelerator, task) -> dict:
     if pred.ndim == 1 and not np.issubdtype(pred.dtype, np.floating):
         out["pred_classes"] = int(len(np.unique(pred)))
     out["examples"] = int(len(gold))
-    return out
+    return out, pred
 
 
 def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
           keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0,
-          state_dir=None, state_extra: dict | None = None, save_every: int = 0) -> TrainResult:
+          state_dir=None, state_extra: dict | None = None, save_every: int = 0,
+          keep_predictions: bool = False) -> TrainResult:
     """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation.
 
     With `state_dir`, the full training state is saved at every evaluation (and every `save_every`
@@ -242,12 +245,14 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
             evaluated = False
             if step % eval_every == 0 or step == total:
                 resume.fault("eval")
-                m = evaluate(model, dev, accelerator, task)
+                m, pred = evaluate(model, dev, accelerator, task)
                 L["history"].append({"step": step, **m})
                 log({f"dev_{k}": v for k, v in m.items()}, step)
                 L["stale"] += 1
                 if L["best"] is None or m[task.metric] > L["best"][task.metric]:
                     L["best"], L["best_step"], L["stale"] = m, step, 0
+                    if keep_predictions:  # in the loop state, so a resumed run still has them
+                        L["best_predictions"] = pred.tolist()
                     if keep_best_state:
                         best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
                 evaluated = True
@@ -277,9 +282,11 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
             unwrapped.load_state_dict(best_state)
         full = eval_loader(dev_ds, settings, collate)
         full.loader = accelerator.prepare(full.loader)
-        best = evaluate(model, full, accelerator, task)
+        best, pred = evaluate(model, full, accelerator, task)
+        if keep_predictions:
+            L["best_predictions"] = pred.tolist()
     final_eval = time.perf_counter() - final_eval
     return TrainResult(best=best, best_step=L["best_step"], steps=L["step"], train_seconds=seconds,
                        final_eval_seconds=final_eval,
                        stopped_early=L["step"] < total, train_examples=L["examples"], train_tokens=int(tokens.item()),
-                       best_state=best_state, history=L["history"])
+                       best_state=best_state, history=L["history"], best_predictions=L.get("best_predictions"))

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -34,7 +35,8 @@ PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils", "sqlalchemy", "alembic",
            "datasets.arrow_dataset", "tqdm.auto", "scipy.stats", "pandas", "matplotlib.pyplot",
            "stilts.cells", "stilts.train", "stilts.modeling", "stilts.data", "stilts.tracking", "stilts.mlm",
-           "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report"]
+           "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report",
+           "mlflow.pyfunc", "stilts.tracking.models", "stilts.tracking.pyfunc", "stilts.predict"]
 
 
 # read once at import time by torch/transformers/huggingface_hub: a server serves one setting of them
@@ -51,16 +53,50 @@ def _code_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def _socket_dir() -> Path:
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"stilts-{os.getuid()}"
+
+
+def _unsafe(base: Path) -> str | None:
+    """Why the socket folder must not be used (None when it is safe): it has to be a real directory of this
+    user, closed to everyone else, as tmux and ssh-agent require of theirs. Otherwise another local user
+    could listen there and receive a client's argv, environment and terminal."""
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(base)
+    except OSError as e:
+        return f"cannot create {base}: {e.strerror}"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return f"{base} is not a directory (a symlink or a file)"
+    if st.st_uid != os.getuid():
+        return f"{base} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
+    if st.st_mode & 0o077:
+        return f"{base} is open to others (mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700)"
+    return None
+
+
+_WARNED: list = []
+
+
 def socket_path() -> Path:
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"stilts-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
+    base = _socket_dir()
+    why = _unsafe(base)
+    if why:
+        raise OSError(f"stilts: unsafe cell server folder: {why}")
     return base / f"worker-{_code_hash()}.sock"
 
 
 def enabled() -> bool:
     distributed = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    return (os.environ.get("STILTS_WORKER", "1") != "0" and not distributed and hasattr(socket, "send_fds")
-            and hasattr(os, "fork"))
+    if not (os.environ.get("STILTS_WORKER", "1") != "0" and not distributed and hasattr(socket, "send_fds")
+            and hasattr(os, "fork")):
+        return False
+    why = _unsafe(_socket_dir())
+    if why and not _WARNED:
+        _WARNED.append(why)
+        print(f"stilts: not using the cell server: {why}; cells run in-process (set XDG_RUNTIME_DIR to a private "
+              "folder, or STILTS_WORKER=0 to silence this)", file=sys.stderr)
+    return why is None
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -184,7 +220,17 @@ def _child(fds: list[int], request: dict) -> None:
         os._exit(code)
 
 
+def _peer_is_us(conn: socket.socket) -> bool:
+    """Serve only this user's processes (the folder's mode already keeps others out; this is a second lock)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid == os.getuid()
+
+
 def _serve_one(conn: socket.socket) -> None:
+    if not _peer_is_us(conn):
+        return
     msg, fds, _, _ = socket.recv_fds(conn, 4, 3)
     if not msg and not fds:
         return  # connected and closed without a request: a liveness check (`prestart`) or a client killed early
@@ -230,6 +276,10 @@ def _warm_caches() -> None:
 def serve(path: Path) -> None:
     import importlib
     import threading
+
+    why = _unsafe(path.parent)
+    if why:
+        raise SystemExit(f"stilts worker: not serving: {why}")
 
     for name in PRELOAD:
         try:

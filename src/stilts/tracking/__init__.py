@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 import traceback
@@ -68,6 +69,15 @@ def _retry(fn, *args, **kwargs):
             delay = min(delay * 2, 5.0)
 
 
+def _artifact_location(uri: str, name: str) -> str | None:
+    """With a sqlite store, artifacts (models, predictions, reports) go beside the database, in
+    mlruns/<experiment>/, wherever the process runs; a tracking server chooses its own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    slug = re.sub(r"[^\w.-]", "_", name)
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / slug).as_uri()
+
+
 def _experiment_id(client, name: str) -> str:
     for attempt in range(5):
         exp = client.get_experiment_by_name(name)
@@ -76,7 +86,7 @@ def _experiment_id(client, name: str) -> str:
                 client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name))
         except Exception:  # another process created it first; look it up again
             time.sleep(0.2 * (attempt + 1))
     raise StiltsError(f"mlflow.experiment: could not create or find experiment '{name}'")
@@ -117,11 +127,16 @@ class Run:
         for i in range(0, len(items), 100):
             _retry(self.client.log_batch, self.id, params=items[i:i + 100])
 
-    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+    def log_metrics(self, metrics: dict, step: int = 0, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """Metrics at `step`; with `model_id` they are also the logged model's, with `dataset` (name, digest)
+        they are linked to the dataset they were measured on."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        name, digest = dataset or (None, None)
+        items = [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest,
+                        run_id=self.id) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
             _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
@@ -132,6 +147,13 @@ class Run:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.id, text, artifact_file)
+
+    @property
+    def experiment_id(self) -> str:
+        return _retry(self.client.get_run, self.id).info.experiment_id
 
     def finish(self, status: str = "FINISHED") -> None:
         _retry(self.client.set_terminated, self.id, status)
@@ -151,22 +173,97 @@ def start_run(params, name: str, tags: dict, experiment: str | None = None) -> R
     parent = os.environ.get("MLFLOW_RUN_ID")
     if parent and "mlflow.parentRunId" not in all_tags:
         all_tags["mlflow.parentRunId"] = parent
+    _claim_entry_run(client)
     run = _retry(client.create_run, exp_id, tags=all_tags, run_name=name)
     return Run(client, run.info.run_id)
 
 
 def end_stale_runs(params, cell: str, keep: str | None = None, experiment: str | None = None) -> int:
-    """Mark RUNNING runs of `cell` left by killed processes as KILLED (except `keep`, being resumed)."""
+    """Mark RUNNING runs of `cell` left by killed processes as KILLED (except `keep`, being resumed), and
+    the entry point runs (`mlflow run`) they were children of, when those were left RUNNING too."""
     runs = search_runs(params, experiment, f"tags.`stilts.cell` = '{cell}' and attributes.status = 'RUNNING'")
     if runs.empty:
         return 0
     client = _client(tracking_uri(params))
     stale = [r for r in runs["run_id"] if r != keep]
     for run_id in stale:
-        run = Run(client, run_id)
-        run.set_tags({"error": "the process running this cell was killed; superseded by a rerun"})
-        run.finish("KILLED")
+        _end_stale_parent(client, run_id)
+        _end_killed(client, run_id, "the process running this cell was killed; superseded by a rerun")
     return len(stale)
+
+
+def _end_killed(client, run_id: str, why: str) -> None:
+    run = Run(client, run_id)
+    run.set_tags({"error": why})
+    run.finish("KILLED")
+
+
+def _abandoned(run) -> bool:
+    """Whether an entry point run (tagged by `claim_entry_run`) was left by its process: that process is
+    gone from this host, or it ran on another host (where the same entry point ran again meanwhile).
+    Runs stilts did not tag (a user's own parent run, say) are never judged abandoned."""
+    import socket
+
+    tags = run.data.tags
+    if not tags.get(f"{TAG}pid", "").isdigit():
+        return False
+    if tags.get(f"{TAG}host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(tags[f"{TAG}pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def _end_stale_parent(client, run_id: str) -> None:
+    """End the parent of a stale or resumed cell run when it is an abandoned entry point run."""
+    parent_id = _retry(client.get_run, run_id).data.tags.get("mlflow.parentRunId")
+    if not parent_id or parent_id == os.environ.get("MLFLOW_RUN_ID"):
+        return
+    try:
+        parent = client.get_run(parent_id)
+    except Exception:  # deleted, or in a store we cannot reach
+        return
+    if parent.info.status == "RUNNING" and _abandoned(parent):
+        _end_killed(client, parent_id, "the process running this entry point was killed; superseded by a rerun")
+
+
+_CLAIMED: set = set()
+
+
+def _claim_entry_run(client) -> None:
+    """Under `mlflow run` (once per process): tag the entry point's run with what it runs and the process
+    running it (set by stilts.mlproject: STILTS_ENTRY_POINT, STILTS_ENTRY_PID), and end as KILLED earlier
+    runs of the same entry point that were left RUNNING by killed processes."""
+    import socket
+
+    run_id, entry = os.environ.get("MLFLOW_RUN_ID"), os.environ.get("STILTS_ENTRY_POINT")
+    if not run_id or not entry or run_id in _CLAIMED:
+        return
+    _CLAIMED.add(run_id)
+    entry = re.sub(r"[^\w./ -]", "_", entry)  # it goes into a filter string
+    Run(client, run_id).set_tags({"entry_point": entry, "host": socket.gethostname(),
+                                  "pid": os.environ.get("STILTS_ENTRY_PID", os.getpid())})
+    exp_id = _retry(client.get_run, run_id).info.experiment_id
+    found = _retry(client.search_runs, [exp_id], f"tags.`stilts.entry_point` = '{entry}' and "
+                   "attributes.status = 'RUNNING'", max_results=1000)
+    for r in found:
+        if r.info.run_id != run_id and _abandoned(r):
+            _end_killed(client, r.info.run_id, "the process running this entry point was killed; "
+                        "superseded by a rerun")
+
+
+def run_status(params, run_id: str | None) -> str | None:
+    """RUNNING, FINISHED, FAILED, KILLED; None for a run that is not in the store."""
+    if not run_id:
+        return None
+    try:
+        return _client(tracking_uri(params)).get_run(run_id).info.status
+    except Exception:  # deleted, or another tracking store
+        return None
 
 
 def resume_run(params, run_id: str) -> Run | None:
@@ -176,9 +273,13 @@ def resume_run(params, run_id: str) -> Run | None:
         client.get_run(run_id)
     except Exception:  # deleted, or another tracking store
         return None
+    _claim_entry_run(client)
+    _end_stale_parent(client, run_id)
     _retry(client.update_run, run_id, status="RUNNING")
     run = Run(client, run_id)
     run.set_tags({"resumed": "true"})
+    if os.environ.get("MLFLOW_RUN_ID"):  # resumed under another `mlflow run`: a child of that one now
+        run.set_tags({"mlflow.parentRunId": os.environ["MLFLOW_RUN_ID"]})
     return run
 
 
