@@ -50,7 +50,8 @@ def main(argv=None) -> int:
                                            Path(tempfile.mkdtemp(prefix=f"stilts-{args.shape}-"))))
     args.batch_size, args.steps = [args.batch_size], [args.steps]
     params, tok, task = tt.load(args)
-    ds = data.features(params, task.name, "train", tok, args.max_length).select(range(args.steps[0] * args.batch_size[0]))
+    n = args.steps[0] * args.batch_size[0]
+    ds = data.features(params, task.name, "train", tok, args.max_length).select(range(n))
     out = {}
     for compiled in (False, True):
         settings = dataclasses.replace(tt.settings_for(params, args, args.batch_size[0], args.steps[0]),
@@ -61,10 +62,15 @@ def main(argv=None) -> int:
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
         before = torch.cat([p.detach().flatten().float().cpu() for p in model.parameters()])
-        losses = []
+        losses: list[float] = []
+
+        def log(metrics, step, losses=losses):
+            if "train_loss" in metrics:
+                losses.append(metrics["train_loss"])
+
         acc = make_accelerator(settings)
         train(model, task, settings, ds, ds.select(range(8)), tasktypes.get(task.type).collator(tok), acc, seed=1,
-              progress=False, log=lambda m, s: losses.append(m["train_loss"]) if "train_loss" in m else None)
+              progress=False, log=log)
         after = torch.cat([p.detach().flatten().float().cpu() for p in model.parameters()])
         out[compiled] = (losses, after - before, step_options(settings, acc))
     precision = resolve_mixed_precision(args.precision)

@@ -5,8 +5,8 @@
 A cell here is what a study cell runs on the device: a process training stilts' loop (stilts.train.train
 with its defaults) on the task, without the MLflow and DVC around it. One worker process per cell starts,
 loads and warms up first (compilation, CUDA-graph capture); then, for each count k in --cells, the first
-k workers build a fresh model and train --steps steps at the same moment, each timing the second half of
-its steps (between two host syncs). Aggregate = the examples in those windows / (last window end − first
+k workers build a fresh model and train --steps steps (two epochs) at the same moment, each timing its
+second epoch (between two host syncs). Aggregate = the examples in those windows / (last window end − first
 window start). Last line: cells_<k>=<examples/s> ... speedup_<max>=<aggregate of max / aggregate of 1>.
 """
 
@@ -24,7 +24,6 @@ import bench_env
 import torch
 
 
-
 def worker(rank: int, args, commands, results) -> None:
     import train_throughput as tt
 
@@ -36,7 +35,7 @@ def worker(rank: int, args, commands, results) -> None:
     params, tok, task = tt.load(args)
     settings = tt.settings_for(params, args, args.batch_size[0], args.steps[0])
     ds = data.features(params, task.name, "train", tok, args.max_length)
-    ds = ds.select(range(args.steps[0] * args.batch_size[0]))
+    ds = ds.select(range(tt.examples(args.steps[0], args.batch_size[0])))
     collate = tasktypes.get(task.type).collator(tok)
 
     def build():
@@ -45,10 +44,10 @@ def worker(rank: int, args, commands, results) -> None:
 
     def run(model, acc) -> dict:
         window = tt.Window(args.steps[0])
-        r = train(model, task, settings, ds, ds.select(range(8)), collate, acc, seed=1 + rank, progress=False,
-                  log=lambda metrics, step: window.mark(step))
+        train(model, task, settings, ds, ds.select(range(8)), collate, acc, seed=1 + rank, progress=False,
+              log=lambda metrics, step: window.mark(step))
         return {"rank": rank, "start": window.times[window.half], "end": window.times[2 * window.half],
-                "examples": window.half * args.batch_size[0], "tokens_per_example": r.train_tokens / r.train_examples}
+                "examples": window.half * args.batch_size[0]}
 
     def next_command():  # waits for the main process, and ends with it
         while True:
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
     print(f"# {bench_env.describe_machine()}")
     print(f"# {args.label} on {args.task}: {max(args.cells)} worker processes, each {args.steps[0]} steps × batch "
           f"{args.batch_size[0]}, max length {args.max_length}, device {bench_env.device()}", flush=True)
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn" if torch.cuda.is_available() else "fork")  # CUDA needs fresh processes
     results = ctx.Queue()
     commands = [ctx.Queue() for _ in range(max(args.cells))]
     procs = [ctx.Process(target=worker, args=(i, args, commands[i], results)) for i in range(max(args.cells))]

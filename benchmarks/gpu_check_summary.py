@@ -51,14 +51,16 @@ def main(out: Path) -> int:
                            ratio >= TARGETS["vs_tuned"]))
         if batch == "32" and "stilts" in sel and sel["stilts"]["mfu"]:
             mfu = float(sel["stilts"]["mfu"])
-            checks.append((f"batch 32: one cell ≥ {TARGETS['mfu_32']:.0%} MFU", f"{mfu:.1%}", mfu >= TARGETS["mfu_32"]))
+            target = TARGETS["mfu_32"]
+            checks.append((f"batch 32: one cell ≥ {target:.0%} MFU", f"{mfu:.1%}", mfu >= target))
     if cells:
         c0 = cells[0]
-        lines += ["", f"Concurrent cells on one GPU ({c0['model']}, batch {c0['batch_size']}, {c0['steps']} steps each):",
+        lines += ["", f"Concurrent cells on one GPU ({c0['model']}, batch {c0['batch_size']}, "
+                  f"{c0['steps']} steps each):",
                   "", "| cells | aggregate examples/s | per cell | vs 1 cell |", "|---|---|---|---|"]
         for c in cells:
-            lines.append(f"| {c['cells']} | {float(c['aggregate_examples_per_s']):.1f} | {c['per_cell_examples_per_s']} "
-                         f"| {float(c['speedup_vs_1']):.2f}× |")
+            lines.append(f"| {c['cells']} | {float(c['aggregate_examples_per_s']):.1f} | "
+                         f"{c['per_cell_examples_per_s']} | {float(c['speedup_vs_1']):.2f}× |")
         four = [c for c in cells if c["cells"] == "4"]
         if four:
             s = float(four[0]["speedup_vs_1"])

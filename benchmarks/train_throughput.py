@@ -1,11 +1,11 @@
 """Training throughput: stilts' loop against HF Trainer, on the same model, data and number of steps.
 
     python benchmarks/train_throughput.py                 # RTE from ../shared/data/rte, embedded MiniLM, CPU
-    python benchmarks/train_throughput.py --shape roberta-large --batch-size 32 4 --steps 48 100 \\
+    python benchmarks/train_throughput.py --shape roberta-large --batch-size 32 4 --steps 40 80 \\
         --max-length 256                                  # on a GPU: the paper's encoder shape, random weights
 
-Arms (each trains the same first steps × batch-size training examples once, one optimizer step per
-batch, same encoder + head, dropout included; they differ only in what defines the arm):
+Arms (each trains the same first steps/2 × batch-size training examples for two epochs, one optimizer
+step per batch, same encoder + head, dropout included; they differ only in what defines the arm):
   stilts          stilts.train.train with its defaults: the attention and precision `auto` picks, dynamic
                   padding (length buckets and a compiled step on CUDA), length-grouped batches, fused AdamW
   run_glue        HF Trainer as transformers' run_glue.py runs by default: static padding to --max-length,
@@ -17,10 +17,9 @@ batch, same encoder + head, dropout included; they differ only in what defines t
 
 --shape builds a random-init encoder of that shape (roberta-large: 24 layers, 1024 hidden, 302M
 non-embedding parameters) from a config, with the embedded model's tokenizer (--tokenizer) and its
-vocabulary: no download. Speeds are steady-state: examples over the second half of each run's steps
-(timed between two host syncs), so compilation, CUDA-graph capture and first-call costs stay out;
-'run s' is a whole run. Tokens/s = examples/s × the run's real (unpadded) tokens per example. Achieved
-FLOP/s = 6 × non-embedding parameters × tokens/s, against a measured dense matmul peak in the precision
+vocabulary: no download. Speeds are steady-state: the second epoch, timed between two host syncs, so
+compilation, CUDA-graph capture (each padded shape once) and first-call costs stay out; 'run s' is a
+whole run. Tokens are the real (unpadded) ones of the timed batches, counted as they are collated. FLOP/s = 6 × non-embedding parameters × tokens/s, against a measured dense matmul peak in the precision
 stilts trained in (8192³ bf16 on GPUs), and on a known GPU also as MFU of its datasheet dense bf16 peak.
 Runs are interleaved; medians over --repeats. Last line per batch size:
 [batch_size=<b> ]ratio_vs_run_glue=<x> ratio_vs_trainer_tuned=<y> peak_fraction=<z>
@@ -51,14 +50,19 @@ def load(args):
     params = config.Params()
     params = dataclasses.replace(params, root=Path(tempfile.mkdtemp(prefix="stilts-bench-")),
                                  model=dataclasses.replace(params.model, name=args.model),
-                                 data=dataclasses.replace(params.data, raw_dir=str(args.data_dir)))
+                                 data=dataclasses.replace(params.data, raw_dir=str(Path(args.data_dir).resolve())))
     data.prepare(params, args.task)
     tok = modeling.load_tokenizer(params.model)
-    n = max(s * b for s, b in zip(args.steps, args.batch_size))
+    n = max(examples(s, b) for s, b in zip(args.steps, args.batch_size))
     records = data.load_records(params, args.task, "train")
     if len(records) < n:
-        sys.exit(f"{args.task} has {len(records)} training examples; --steps × --batch-size is {n}")
+        sys.exit(f"{args.task} has {len(records)} training examples; --steps / 2 × --batch-size is {n}")
     return params, tok, registry.get(args.task)
+
+
+def examples(steps: int, batch: int) -> int:
+    """Training examples of a run: one epoch is half its steps (the second epoch is the one timed)."""
+    return steps // 2 * batch
 
 
 def settings_for(params, args, batch: int, steps: int, **over):
@@ -69,10 +73,11 @@ def settings_for(params, args, batch: int, steps: int, **over):
 
 
 class Window:
-    """Times the second half of a run's steps: between the host syncs at step steps//2 and 2·(steps//2)."""
+    """Times the second epoch (steps steps//2 + 1 … 2·(steps//2)), between host syncs after its first and last
+    step, and counts its real tokens as its batches are collated (on the host: no sync)."""
 
     def __init__(self, steps: int):
-        self.half, self.times = steps // 2, {}
+        self.half, self.times, self.batch_tokens = steps // 2, {}, []
 
     def mark(self, step: int) -> None:
         if step in (self.half, 2 * self.half):
@@ -83,6 +88,30 @@ class Window:
     def seconds(self) -> float:
         return self.times[2 * self.half] - self.times[self.half]
 
+    def tokens(self) -> int:
+        return sum(self.batch_tokens[self.half:2 * self.half])
+
+    def counting(self, collate):
+        return _Counting(collate, self.batch_tokens)
+
+    def result(self, batch: int, **kw) -> dict:
+        return {"window": self.seconds(), "window_examples": self.half * batch, "window_tokens": self.tokens(), **kw}
+
+
+class _Counting:
+    """A collate function that records each batch's real tokens (training batches come first, in step order)."""
+
+    def __init__(self, collate, batch_tokens: list):
+        self.collate, self.batch_tokens = collate, batch_tokens
+
+    def __call__(self, features):
+        batch = self.collate(features)
+        self.batch_tokens.append(int(batch["attention_mask"].sum()))
+        return batch
+
+    def with_buckets(self, buckets):  # stilts.train pads to length buckets when the step is compiled
+        return _Counting(self.collate.with_buckets(buckets), self.batch_tokens)
+
 
 def run_stilts(params, tok, task, args, batch: int, steps: int, arm: str) -> dict:
     from stilts import data, modeling, tasktypes
@@ -92,7 +121,7 @@ def run_stilts(params, tok, task, args, batch: int, steps: int, arm: str) -> dic
     settings = settings_for(params, args, batch, steps, **{k: v for k, v in over.items() if k == "compile"})
     if "attn" in over:
         params = dataclasses.replace(params, model=dataclasses.replace(params.model, attn_implementation=over["attn"]))
-    ds = data.features(params, task.name, "train", tok, args.max_length).select(range(steps * batch))
+    ds = data.features(params, task.name, "train", tok, args.max_length).select(range(examples(steps, batch)))
     dev = ds.select(range(8))  # train() scores once at the end: keep that out of the measurement
     torch.manual_seed(0)
     model = modeling.build(params, task, settings)
@@ -106,11 +135,10 @@ def run_stilts(params, tok, task, args, batch: int, steps: int, arm: str) -> dic
     acc = make_accelerator(settings)
     window = Window(steps)
     start = time.perf_counter()
-    r = train(model, task, settings, ds, dev, tasktypes.get(task.type).collator(tok), acc, seed=1, progress=False,
-              log=lambda metrics, step: window.mark(step))
-    return {"seconds": time.perf_counter() - start, "window": window.seconds(), "window_examples": window.half * batch,
-            "examples": r.train_examples, "tokens": r.train_tokens, "precision": acc.mixed_precision,
-            "attn": modeling.attn_for(params, settings), "compiled": step_options(settings, acc).compiled}
+    train(model, task, settings, ds, dev, window.counting(tasktypes.get(task.type).collator(tok)), acc, seed=1,
+          progress=False, log=lambda metrics, step: window.mark(step))
+    return window.result(batch, seconds=time.perf_counter() - start, precision=acc.mixed_precision,
+                         attn=modeling.attn_for(params, settings), compiled=step_options(settings, acc).compiled)
 
 
 class _ForTrainer(torch.nn.Module):
@@ -127,13 +155,12 @@ class _ForTrainer(torch.nn.Module):
 
 def run_trainer(params, tok, task, args, batch: int, steps: int, tuned: bool, bf16: bool) -> dict:
     import datasets
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
-    from transformers import default_data_collator
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator
     from transformers.trainer_callback import PrinterCallback
 
     from stilts import data, modeling
 
-    records = data.load_records(params, task.name, "train")[: steps * batch]
+    records = data.load_records(params, task.name, "train")[: examples(steps, batch)]
     index = {name: i for i, name in enumerate(task.labels)}
     ds = datasets.Dataset.from_list([{"a": r["text_a"], "b": r["text_b"], "label": index[r["label"]]}
                                      for r in records])
@@ -141,7 +168,6 @@ def run_trainer(params, tok, task, args, batch: int, steps: int, tuned: bool, bf
     ds = ds.map(lambda b: tok(b["a"], b["b"], truncation=True, max_length=args.max_length, **pad),
                 batched=True, remove_columns=["a", "b"])
     ds = ds.rename_column("label", "labels")
-    real_tokens = int(sum(sum(m) for m in ds["attention_mask"]))
     if tuned:
         ds = ds.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
     settings = settings_for(params, args, batch, steps)
@@ -163,15 +189,15 @@ def run_trainer(params, tok, task, args, batch: int, steps: int, tuned: bool, bf
         def on_step_end(self, args, state, control, **kw):
             window.mark(state.global_step)
 
-    trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=collate, callbacks=[Mark()])
+    trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=window.counting(collate),
+                      callbacks=[Mark()])
     trainer.remove_callback(PrinterCallback)  # its end-of-training summary line
     start = time.perf_counter()
     trainer.train()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return {"seconds": time.perf_counter() - start, "window": window.seconds(), "window_examples": window.half * batch,
-            "examples": len(ds), "tokens": real_tokens, "precision": "bf16" if bf16 and tuned else "no",
-            "attn": encoder.config._attn_implementation, "compiled": False}
+    return window.result(batch, seconds=time.perf_counter() - start, precision="bf16" if bf16 and tuned else "no",
+                         attn=encoder.config._attn_implementation, compiled=False)
 
 
 def measure_batch(params, tok, task, args, batch: int, steps: int, precision: str) -> dict[str, list[dict]]:
@@ -197,7 +223,7 @@ def report(runs, batch, steps, args, n_params, peak, sheet, rows) -> None:
     med = {}
     for name, rs in runs.items():
         eps = statistics.median(r["window_examples"] / r["window"] for r in rs)
-        tps = eps * statistics.median(r["tokens"] / r["examples"] for r in rs)
+        tps = statistics.median(r["window_tokens"] / r["window"] for r in rs)
         med[name] = (eps, tps, statistics.median(r["seconds"] for r in rs))
     unit, scale = ("TFLOP/s", 1e12) if peak > 1e12 else ("GFLOP/s", 1e9)
     print(f"{'arm':<18} {'precision':<9} {'attn':<6} {'compiled':<8} {'examples/s':>10} {'tokens/s':>9} "

@@ -9,6 +9,7 @@ import torch
 from stilts import data, modeling, tasktypes
 from stilts.tasks import registry
 from stilts.train import DEFAULT_BUCKETS, StepOptions, make_accelerator, step_options, train
+from tests.test_train_step import loss_and_grads
 
 
 def _features(params, task_name, n=8):
@@ -35,13 +36,7 @@ def test_bucket_padding_gives_the_same_loss_and_gradients(make_params, task_name
 
     torch.manual_seed(0)
     model = modeling.build(params, task, params.train)
-    model.eval()  # dropout off: the comparison is of the maths, not of random masks
-    out = []
-    for batch in (dynamic, bucketed):
-        model.zero_grad()
-        loss = tasktypes.get(task.type).loss(model(batch), batch)
-        loss.backward()
-        out.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    out = loss_and_grads(model, tasktypes.get(task.type).loss, (dynamic, bucketed))
     assert out[0][0] == pytest.approx(out[1][0], abs=1e-6)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
 

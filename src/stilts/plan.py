@@ -231,7 +231,8 @@ def _gpu_hours(rs: list[Run], n_params: int, gpu: str, mfu: float | None) -> lis
             return [f"  on {gpu}: no measured efficiency in {CALIBRATION.name}; give --mfu"]
         hours = flops / (peak * eff.mfu) / 3600
         total += hours
-        lines.append(f"    batch {batch:>3}: {flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:,.1f} GPU-hours ({eff.how})")
+        lines.append(f"    batch {batch:>3}: {flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:,.1f} GPU-hours "
+                     f"({eff.how})")
     return [f"  on {gpu} ({GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s dense bf16), at the measured efficiency of stilts' "
             f"loop ({CALIBRATION.name}): {total:,.1f} GPU-hours"] + lines
 
