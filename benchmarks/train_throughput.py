@@ -19,7 +19,8 @@ step per batch, same encoder + head, dropout included; they differ only in what 
 non-embedding parameters) from a config, with the embedded model's tokenizer (--tokenizer) and its
 vocabulary: no download. Speeds are steady-state: the second epoch, timed between two host syncs, so
 compilation, CUDA-graph capture (each padded shape once) and first-call costs stay out; 'run s' is a
-whole run. Tokens are the real (unpadded) ones of the timed batches, counted as they are collated. FLOP/s = 6 × non-embedding parameters × tokens/s, against a measured dense matmul peak in the precision
+whole run. Tokens are the real (unpadded) ones of the timed batches, counted as they are collated.
+FLOP/s = 6 × non-embedding parameters × tokens/s, against a measured dense matmul peak in the precision
 stilts trained in (8192³ bf16 on GPUs), and on a known GPU also as MFU of its datasheet dense bf16 peak.
 Runs are interleaved; medians over --repeats. Last line per batch size:
 [batch_size=<b> ]ratio_vs_run_glue=<x> ratio_vs_trainer_tuned=<y> peak_fraction=<z>

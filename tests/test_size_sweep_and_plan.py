@@ -58,9 +58,9 @@ def test_plan_uses_the_measured_efficiency_and_says_where_it_comes_from(tmp_path
     table = plan.calibration(tmp_path / "cal.csv")
     assert table["H200"][32]["source"] == "new"  # the latest row per (gpu, batch)
     exact = plan.efficiency("H200", 32, table)
-    assert exact.mfu == pytest.approx(0.2) and exact.how.startswith("measured on H200 at batch 32")
+    assert exact.mfu == pytest.approx(0.2) and exact.how == "measured on H200" and exact.row["source"] == "new"
     small = plan.efficiency("H200", 4, table)  # batch 8's step time: half of its examples per step
-    assert small.mfu == pytest.approx(0.05 / 2) and "not measured at batch 4: H200's step time at batch 8" in small.how
+    assert small.mfu == pytest.approx(0.05 / 2) and small.how == "not measured: H200's step time at batch 8 assumed"
     large = plan.efficiency("H200", 64, table)
     assert large.mfu == pytest.approx(0.2) and "MFU at batch 32 assumed" in large.how
     other = plan.efficiency("A100", 32, table)
@@ -70,4 +70,5 @@ def test_plan_uses_the_measured_efficiency_and_says_where_it_comes_from(tmp_path
     params = make_params()
     text = plan.report(params, gpu="H100", measure=False)
     assert "measured efficiency of stilts' loop" in text and "batch   8:" in text and "H100 never measured" in text
+    assert "measured: H200 batch 32:" in text
     assert "(assumed: --mfu)" in plan.report(params, gpu="H100", mfu=0.35, measure=False)

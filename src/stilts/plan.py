@@ -42,6 +42,7 @@ class Run:
 class Efficiency:
     mfu: float  # fraction of the GPU class's datasheet dense bf16 peak
     how: str  # where the figure comes from
+    row: dict  # the measurement it comes from (gpu_calibration.csv)
 
 
 def calibration(path: Path = CALIBRATION) -> dict[str, dict[int, dict]]:
@@ -65,17 +66,16 @@ def efficiency(gpu: str, batch: int, table: dict[str, dict[int, dict]]) -> Effic
     near = min(rows, key=lambda b: (abs(b - batch), -b))
     row = rows[near]
     mfu = float(row["achieved_tflops"]) / GPU_PEAK_TFLOPS[ref]
-    what = f"{row['model']}, {row['task']}, length {row['max_length']}, {row['date']}"
     if near == batch:
-        how = f"measured on {ref} at batch {batch} ({what})"
+        how = f"measured on {ref}"
     elif batch < near:  # launch-bound below the measured batch: the same step time, fewer examples per step
         mfu *= batch / near
-        how = f"not measured at batch {batch}: {ref}'s step time at batch {near} assumed ({what})"
+        how = f"not measured: {ref}'s step time at batch {near} assumed"
     else:
-        how = f"not measured at batch {batch}: {ref}'s MFU at batch {near} assumed ({what})"
+        how = f"not measured: {ref}'s MFU at batch {near} assumed"
     if ref != gpu:
-        how += f"; {gpu} never measured: the same share of its peak assumed"
-    return Efficiency(mfu, how)
+        how += f"; {gpu} never measured: the same share of its peak"
+    return Efficiency(mfu, how, row)
 
 
 def _sizes(params, task: str, tokenizer=None) -> tuple[int, int, float, bool]:
@@ -224,17 +224,21 @@ def _gpu_hours(rs: list[Run], n_params: int, gpu: str, mfu: float | None) -> lis
     for r in rs:
         by_batch[r.batch_size] = by_batch.get(r.batch_size, 0.0) + n_params * r.tokens_per_example * (
             6 * r.train_examples + 2 * r.eval_examples)
-    lines, total = [], 0.0
+    lines, used, total = [], {}, 0.0
     for batch, flops in sorted(by_batch.items()):
         eff = efficiency(gpu, batch, table)
         if eff is None:
             return [f"  on {gpu}: no measured efficiency in {CALIBRATION.name}; give --mfu"]
         hours = flops / (peak * eff.mfu) / 3600
         total += hours
-        lines.append(f"    batch {batch:>3}: {flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:,.1f} GPU-hours "
+        lines.append(f"    batch {batch:>3}: {flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:>10,.1f} GPU-hours "
                      f"({eff.how})")
+        r = eff.row
+        used[(r["gpu"], r["batch_size"])] = (
+            f"    measured: {r['gpu']} batch {r['batch_size']}: {r['achieved_tflops']} TFLOP/s, {r['model']}, "
+            f"{r['task']}, length {r['max_length']}, {r['setup']}; {r['date']}, {r['source']}")
     return [f"  on {gpu} ({GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s dense bf16), at the measured efficiency of stilts' "
-            f"loop ({CALIBRATION.name}): {total:,.1f} GPU-hours"] + lines
+            f"loop ({CALIBRATION.name}): {total:,.1f} GPU-hours"] + lines + list(used.values())
 
 
 def _duration(seconds: float) -> str:

@@ -75,6 +75,11 @@ def _step_loss(model, tt, accelerator, compiled: bool):
     if not compiled:
         return loss_of
     mode = "reduce-overhead" if accelerator.device.type == "cuda" else None  # CUDA graphs, replayed per shape
+    if mode:  # one CUDA graph per (batch size, bucket) is the design: the buckets bound their count
+        import torch._inductor.config as inductor
+
+        if hasattr(inductor.triton, "cudagraph_dynamic_shape_warn_limit"):  # torch ≥ 2.5
+            inductor.triton.cudagraph_dynamic_shape_warn_limit = None
     fn = torch.compile(loss_of, backend=COMPILE_BACKEND, mode=mode)
 
     def compiled_loss(batch):
