@@ -43,3 +43,32 @@ def test_plan_counts_the_grid(make_params):
 
     with pytest.raises(StiltsError, match="unknown GPU class 'H10'"):
         plan.report(params, gpu="H10", measure=False)
+
+
+def test_plan_uses_the_measured_efficiency_and_says_where_it_comes_from(tmp_path, make_params):
+    """GPU-hours come from the calibration table per GPU class and batch size; a combination never measured
+    is estimated (launch-bound below a measured batch, the same MFU above, the same share of the peak on
+    another GPU class) and labelled so; --mfu overrides it."""
+    (tmp_path / "cal.csv").write_text(
+        "# comment\n"
+        "gpu,batch_size,achieved_tflops,examples_per_s,model,task,max_length,setup,date,source\n"
+        "H200,32,98.9,348,m,rte,256,s,2026-01,old\n"
+        "H200,32,197.8,700,m,rte,256,s,2026-02,new\n"
+        "H200,8,49.45,100,m,rte,256,s,2026-02,new\n")
+    table = plan.calibration(tmp_path / "cal.csv")
+    assert table["H200"][32]["source"] == "new"  # the latest row per (gpu, batch)
+    exact = plan.efficiency("H200", 32, table)
+    assert exact.mfu == pytest.approx(0.2) and exact.how == "measured on H200" and exact.row["source"] == "new"
+    small = plan.efficiency("H200", 4, table)  # batch 8's step time: half of its examples per step
+    assert small.mfu == pytest.approx(0.05 / 2) and small.how == "not measured: H200's step time at batch 8 assumed"
+    large = plan.efficiency("H200", 64, table)
+    assert large.mfu == pytest.approx(0.2) and "MFU at batch 32 assumed" in large.how
+    other = plan.efficiency("A100", 32, table)
+    assert other.mfu == pytest.approx(0.2) and "A100 never measured" in other.how
+    assert plan.efficiency("H200", 32, {}) is None
+
+    params = make_params()
+    text = plan.report(params, gpu="H100", measure=False)
+    assert "measured efficiency of stilts' loop" in text and "batch   8:" in text and "H100 never measured" in text
+    assert "measured: H200 batch 32:" in text
+    assert "(assumed: --mfu)" in plan.report(params, gpu="H100", mfu=0.35, measure=False)

@@ -109,13 +109,7 @@ def test_speed_options_that_keep_the_maths(make_params):
 
     torch.manual_seed(0)
     model = modeling.build(params, task, settings)
-    model.eval()  # dropout off: the comparison is of the maths, not of random masks
-    grads = []
-    for batch in (dynamic, static):
-        model.zero_grad()
-        loss = tasktypes.get(task.type).loss(model(batch), batch)
-        loss.backward()
-        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    grads = loss_and_grads(model, tasktypes.get(task.type).loss, (dynamic, static))
     assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
 
@@ -130,3 +124,15 @@ def test_speed_options_that_keep_the_maths(make_params):
         opt.step()
         weights.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def loss_and_grads(model, loss_fn, batches) -> list[tuple[float, torch.Tensor]]:
+    """(loss, all gradients) of each batch, dropout off: comparisons of the maths, not of random masks."""
+    model.eval()
+    out = []
+    for batch in batches:
+        model.zero_grad()
+        loss = loss_fn(model(batch), batch)
+        loss.backward()
+        out.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    return out

@@ -37,7 +37,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
 
     from stilts import data, mlm, modeling, resume, sweep, tasktypes, tracking
     from stilts.tracking.datasets import dataset_ids, log_datasets
-    from stilts.train import make_accelerator, resolve_mixed_precision, train
+    from stilts.train import make_accelerator, resolve_mixed_precision, step_options, train
 
     task = data.task_with_labels(params, registry.get(task_name))
     setting_source = {}
@@ -60,7 +60,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         train_ds = train_ds.shuffle(seed=0).select(range(settings.max_train_examples))
     mlm_model, mlm_tags, mixing = None, {}, role == "intermediate" and task_name in params.mlm.tasks
     if role == "intermediate" and (params.mlm.measure or mixing):
-        mlm_model, why = mlm.load_mlm_model(params.model.name, params.model.revision, params.model.attn_implementation)
+        mlm_model, why = mlm.load_mlm_model(params.model.name, params.model.revision,
+                                            modeling.attn_for(params, settings))
         if mlm_model is None:
             if mixing:
                 raise StiltsError(f"mlm.tasks: MLM mixing for '{task_name}' needs a masked-LM head, but "
@@ -96,6 +97,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                        "data_hash": read_json(params.path(params.data.processed_dir) / task_name / "meta.json")
                        ["data_hash"]},
               "runtime": {"mixed_precision": resolve_mixed_precision(settings.mixed_precision),
+                          "attn_implementation": modeling.attn_for(params, settings),
+                          "compiled_step": step_options(settings, accelerator).compiled,
                           "device": str(accelerator.device), "num_processes": accelerator.num_processes,
                           "torch": torch.__version__, "stilts": __version__, "python": platform.python_version()}}
     fingerprint = _fingerprint(params, settings, logged, init_from)

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--experiment", required=True)
     sp = add("plan", cmd_plan, "print the grid, its tokens and FLOPs, and estimated time / GPU-hours")
     sp.add_argument("--gpu", default="A100", help="GPU class for the GPU-hour estimate (A100, H100, V100, ...)")
-    sp.add_argument("--mfu", type=float, default=0.35, help="assumed fraction of the GPU's bf16 peak")
+    sp.add_argument("--mfu", type=float, default=None, help="assume this fraction of the GPU's dense bf16 peak "
+                    "(default: stilts' measured efficiency, src/stilts/gpu_calibration.csv)")
     sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
     sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (semb, logme); score against a grid")
     sp.add_argument("--targets", help="comma-separated target tasks (default: rank.targets)")

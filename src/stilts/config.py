@@ -34,6 +34,8 @@ def parse_source(source: str) -> tuple[str, int | None]:
         return task, int(size)
     return source, None
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+COMPILE = ("auto", True, False)
 PROBE_MODES = ("finetune", "frozen")
 LOG_MODELS = ("reference", "copy")
 
@@ -42,7 +44,8 @@ LOG_MODELS = ("reference", "copy")
 class ModelCfg:
     name: str = EMBEDDED_MODEL  # HF hub id, local path, or the embedded encoder's name
     revision: str | None = None  # hub revision (commit or tag); pin it for real studies
-    attn_implementation: str = "eager"  # fastest on CPU for short sequences; "sdpa" on GPU
+    # auto: what measured fastest for the device and precision (modeling.resolve_attn_implementation)
+    attn_implementation: str = "auto"
 
 
 @dataclass
@@ -107,6 +110,11 @@ class TrainCfg:
     save_interval_s: float = 60.0  # at evaluations, save the state only this long after the last save
     seed: int = 0  # added to the per-restart seed
     group_by_length: bool = True
+    # the training step through torch.compile (CUDA graphs on GPUs): auto = on for one CUDA process, else off
+    compile: bool | str = "auto"
+    # sequence lengths a batch is padded up to (the smallest that holds it); [] = to a multiple of 8, or
+    # train.DEFAULT_BUCKETS when the step is compiled (few shapes: each one is captured once)
+    pad_buckets: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -227,8 +235,13 @@ def _check_type(value, tp, key: str, src: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _check_type(value, inner, key, src)
+        inner = [a for a in args if a is not type(None)]
+        for tp_ in inner[:-1]:  # `bool | str`: the first type the value is
+            try:
+                return _check_type(value, tp_, key, src)
+            except StiltsError:
+                pass
+        return _check_type(value, inner[-1], key, src)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -274,6 +287,8 @@ def _check_ranges(p: Params, src: str) -> None:
         if not ok:
             raise StiltsError(f"{src}: '{key}' {msg}")
 
+    need(p.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
+         f"must be one of {ATTN_IMPLEMENTATIONS}")
     need(p.study.restarts >= 1, "study.restarts", f"must be ≥ 1, got {p.study.restarts}")
     need(p.sweep.restart >= 0, "sweep.restart", f"must be ≥ 0, got {p.sweep.restart}")
     need(p.study.probe_mode in PROBE_MODES, "study.probe_mode", f"must be one of {PROBE_MODES}")
@@ -297,6 +312,10 @@ def _check_ranges(p: Params, src: str) -> None:
         need(t.save_interval_s >= 0, f"{name}.save_interval_s", "must be ≥ 0")
         need(0 <= t.head_dropout < 1, f"{name}.head_dropout", "must be in [0, 1)")
         need(t.mixed_precision in MIXED_PRECISION, f"{name}.mixed_precision", f"must be one of {MIXED_PRECISION}")
+        need(t.compile in COMPILE, f"{name}.compile", f"must be auto, true or false, got {t.compile!r}")
+        need(all(b >= 1 for b in t.pad_buckets), f"{name}.pad_buckets", "must all be ≥ 1")
+        need(not t.pad_buckets or max(t.pad_buckets) >= t.max_seq_length, f"{name}.pad_buckets",
+             f"must reach max_seq_length ({t.max_seq_length}), got {t.pad_buckets}")
     need(p.data.generated_train >= 10, "data.generated_train", "must be ≥ 10")
     need(p.data.generated_validation >= 10, "data.generated_validation", "must be ≥ 10")
     need(bool(p.mlflow.experiment.strip()), "mlflow.experiment", "must not be empty")

@@ -47,6 +47,34 @@ def load_tokenizer(model_cfg):
     return _load(AutoTokenizer.from_pretrained, model_cfg.name, model_cfg.revision)
 
 
+# `model.attn_implementation: auto`, per device and precision: what measured fastest in training.
+# CPU: benchmarks/attention_choice.py (MiniLM-L6, the default study's batch 16 and length 64, alternating
+# steps; README "Benchmarks"). On a 2-core AMD EPYC with AVX512-BF16, eager took 7-10% less time per step
+# than sdpa in bf16 and the same (±1%) in fp32, as on an AVX2-only EPYC before: eager for both.
+# CUDA: sdpa (flash / memory-efficient kernels; an H200 trained the RoBERTa-large shape at 348 examples/s
+# with sdpa, 322 with eager). The flash_attn package's path unpads batches into data-dependent shapes,
+# which CUDA graphs cannot capture, so it is used only when asked for.
+CPU_ATTENTION = {"bf16": "eager", "no": "eager"}
+
+
+def resolve_attn_implementation(setting: str, mixed_precision: str) -> str:
+    """'auto' → the attention implementation that measured fastest here; an explicit value wins."""
+    import os
+
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes"):
+        return "sdpa"
+    return CPU_ATTENTION.get(mixed_precision, "eager")
+
+
+def attn_for(params, settings) -> str:
+    from stilts.train import resolve_mixed_precision
+
+    return resolve_attn_implementation(params.model.attn_implementation,
+                                       resolve_mixed_precision(settings.mixed_precision))
+
+
 def load_encoder(name_or_path: str, revision: str | None = None, attn_implementation: str = "eager"):
     from transformers import AutoModel
     from transformers.utils import logging
@@ -116,7 +144,7 @@ def build(params, task, settings, init_from: str | Path | None = None, mlm_model
     if mlm_model is not None:
         encoder = mlm_model.base_model
     else:
-        encoder = load_encoder(name, None if init_from else params.model.revision, params.model.attn_implementation)
+        encoder = load_encoder(name, None if init_from else params.model.revision, attn_for(params, settings))
     if init_from is not None:
         check_compatible(Path(init_from), params)
     limit = max_positions(encoder.config)

@@ -2,21 +2,30 @@
 
 FLOPs: 6 × non-embedding parameters × tokens for training, 2 × for evaluation. Time here comes
 from a short measured calibration (a few training steps of the embedded encoder on this machine);
-GPU-hours assume a fraction (MFU) of the named GPU's dense bf16 peak.
+GPU-hours divide each run's FLOPs by the speed stilts' loop measured on that GPU class at that batch size
+(gpu_calibration.csv, filled from benchmarks/gpu_check.sh), or by an assumed fraction of the peak (--mfu).
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from stilts.config import parse_source
 from stilts.tasks import registry
 
-# dense bf16 (fp16 for V100) tensor-core peaks, TFLOP/s
+# Datasheet dense (no sparsity) bf16 tensor-core peaks, TFLOP/s (fp16 for V100; SXM parts for A100/H100/H200).
+# They define MFU, as usual. An H200 here reached ~790 on an 8192³ bf16 matmul (80% of 989); GPU-hours come
+# from the measured achieved TFLOP/s in gpu_calibration.csv, so they do not depend on these peaks, which only
+# carry a measured MFU over to a GPU class never measured.
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
                    "V100": 125.0, "RTX4090": 165.0, "RTX3090": 71.0}
+
+
+CALIBRATION = Path(__file__).with_name("gpu_calibration.csv")
 
 
 @dataclass
@@ -26,6 +35,47 @@ class Run:
     train_examples: int
     eval_examples: int
     tokens_per_example: float
+    batch_size: int = 16
+
+
+@dataclass
+class Efficiency:
+    mfu: float  # fraction of the GPU class's datasheet dense bf16 peak
+    how: str  # where the figure comes from
+    row: dict  # the measurement it comes from (gpu_calibration.csv)
+
+
+def calibration(path: Path = CALIBRATION) -> dict[str, dict[int, dict]]:
+    """gpu class → batch size → the latest measurement (rows of gpu_calibration.csv)."""
+    table: dict[str, dict[int, dict]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(line for line in f if not line.startswith("#")):
+            cur = table.setdefault(row["gpu"], {}).get(int(row["batch_size"]))
+            if cur is None or row["date"] >= cur["date"]:
+                table[row["gpu"]][int(row["batch_size"])] = row
+    return table
+
+
+def efficiency(gpu: str, batch: int, table: dict[str, dict[int, dict]]) -> Efficiency | None:
+    """The measured MFU of stilts' loop on `gpu` at `batch`; for a combination never measured, an estimate
+    that says how it was made. None when nothing was measured at all."""
+    ref = gpu if table.get(gpu) else max(table, key=lambda g: len(table[g]), default=None)
+    if ref is None:
+        return None
+    rows = table[ref]
+    near = min(rows, key=lambda b: (abs(b - batch), -b))
+    row = rows[near]
+    mfu = float(row["achieved_tflops"]) / GPU_PEAK_TFLOPS[ref]
+    if near == batch:
+        how = f"measured on {ref}"
+    elif batch < near:  # launch-bound below the measured batch: the same step time, fewer examples per step
+        mfu *= batch / near
+        how = f"not measured: {ref}'s step time at batch {near} assumed"
+    else:
+        how = f"not measured: {ref}'s MFU at batch {near} assumed"
+    if ref != gpu:
+        how += f"; {gpu} never measured: the same share of its peak"
+    return Efficiency(mfu, how, row)
 
 
 def _sizes(params, task: str, tokenizer=None) -> tuple[int, int, float, bool]:
@@ -71,15 +121,16 @@ def runs(params, tokenizer=None) -> list[Run]:
         if sweep.needs_sweep(params, name):
             for point in sweep.points(params, name):
                 st = dataclasses.replace(s, **{**point, **params.sweep.overrides})
-                out.append(Run("sweep", name, *_size(st, n_train, n_dev), mean_tokens))
+                out.append(Run("sweep", name, *_size(st, n_train, n_dev), mean_tokens, st.batch_size))
         for source in params.sources:
             src, n = parse_source(source)
             if src == name:
-                out += [Run("intermediate", source, *_size(s, n_train, n_dev, n), mean_tokens)] * params.study.restarts
+                out += [Run("intermediate", source, *_size(s, n_train, n_dev, n), mean_tokens, s.batch_size)] \
+                    * params.study.restarts
         if name in params.transfer_tasks:
             sources = [src for src in params.sources if parse_source(src)[1] is None or name in params.tasks.target]
             cells = params.study.restarts * (1 + len(sources))
-            out += [Run("transfer", name, *_size(s, n_train, n_dev), mean_tokens)] * cells
+            out += [Run("transfer", name, *_size(s, n_train, n_dev), mean_tokens, s.batch_size)] * cells
     return out
 
 
@@ -105,13 +156,15 @@ def calibrate(steps: int = 6, batch: int = 16, length: int = 64) -> float:
     from transformers import AutoModel
 
     from stilts.config import EMBEDDED_MODEL, TrainCfg
-    from stilts.modeling import resolve_model_name
+    from stilts.modeling import resolve_attn_implementation, resolve_model_name
     from stilts.train import resolve_mixed_precision
 
-    model = AutoModel.from_pretrained(resolve_model_name(EMBEDDED_MODEL), attn_implementation="eager")
+    precision = resolve_mixed_precision(TrainCfg().mixed_precision)
+    model = AutoModel.from_pretrained(resolve_model_name(EMBEDDED_MODEL),
+                                      attn_implementation=resolve_attn_implementation("auto", precision))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     x = torch.randint(1000, 5000, (batch, length))
-    bf16 = resolve_mixed_precision(TrainCfg().mixed_precision) == "bf16"
+    bf16 = precision == "bf16"
     n, _ = non_embedding_params(EMBEDDED_MODEL)
     for i in range(steps + 2):
         if i == 2:
@@ -124,7 +177,7 @@ def calibrate(steps: int = 6, batch: int = 16, length: int = 64) -> float:
     return 6 * n * batch * length * steps / (time.perf_counter() - start)
 
 
-def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -> str:
+def report(params, gpu: str = "A100", mfu: float | None = None, measure: bool = True) -> str:
     if gpu not in GPU_PEAK_TFLOPS:
         from stilts.errors import unknown
 
@@ -151,14 +204,42 @@ def report(params, gpu: str = "A100", mfu: float = 0.35, measure: bool = True) -
     lines.append(f"  {'total':<13} {len(rs):>6} runs  {train_tokens:>14,.0f} train tokens  "
                  f"{eval_tokens:,.0f} eval tokens")
     lines.append(f"  compute: {flops:.3e} FLOPs (6·N·tokens train + 2·N·tokens eval)")
-    peak = GPU_PEAK_TFLOPS[gpu] * 1e12
-    lines.append(f"  on {gpu} at {mfu:.0%} of {GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s bf16: "
-                 f"{flops / (peak * mfu) / 3600:,.2f} GPU-hours")
+    lines += _gpu_hours(rs, n, gpu, mfu)
     if measure:
         rate = calibrate()
         lines.append(f"  on this machine (calibrated: {rate / 1e9:.1f} GFLOP/s training): "
                      f"{_duration(flops / rate)} of training compute")
     return "\n".join(lines)
+
+
+def _gpu_hours(rs: list[Run], n_params: int, gpu: str, mfu: float | None) -> list[str]:
+    """GPU-hours per training batch size: each run's FLOPs (its evaluations too) at the efficiency of its batch."""
+    peak = GPU_PEAK_TFLOPS[gpu] * 1e12
+    if mfu is not None:
+        flops = sum(6 * n_params * r.train_examples * r.tokens_per_example +
+                    2 * n_params * r.eval_examples * r.tokens_per_example for r in rs)
+        return [f"  on {gpu} at {mfu:.1%} of {GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s bf16 (assumed: --mfu): "
+                f"{flops / (peak * mfu) / 3600:,.2f} GPU-hours"]
+    table = calibration()
+    by_batch: dict[int, float] = {}
+    for r in rs:
+        by_batch[r.batch_size] = by_batch.get(r.batch_size, 0.0) + n_params * r.tokens_per_example * (
+            6 * r.train_examples + 2 * r.eval_examples)
+    lines, used, total = [], {}, 0.0
+    for batch, flops in sorted(by_batch.items()):
+        eff = efficiency(gpu, batch, table)
+        if eff is None:
+            return [f"  on {gpu}: no measured efficiency in {CALIBRATION.name}; give --mfu"]
+        hours = flops / (peak * eff.mfu) / 3600
+        total += hours
+        lines.append(f"    batch {batch:>3}: {flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:>10,.1f} GPU-hours "
+                     f"({eff.how})")
+        r = eff.row
+        used[(r["gpu"], r["batch_size"])] = (
+            f"    measured: {r['gpu']} batch {r['batch_size']}: {r['achieved_tflops']} TFLOP/s, {r['model']}, "
+            f"{r['task']}, length {r['max_length']}, {r['setup']}; {r['date']}, {r['source']}")
+    return [f"  on {gpu} ({GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s dense bf16), at the measured efficiency of stilts' "
+            f"loop ({CALIBRATION.name}): {total:,.1f} GPU-hours"] + lines + list(used.values())
 
 
 def _duration(seconds: float) -> str:

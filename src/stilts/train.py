@@ -44,6 +44,59 @@ def resolve_mixed_precision(setting: str) -> str:
     return "bf16" if fast else "no"
 
 
+# Sequence lengths a compiled step pads to when train.pad_buckets is empty: few shapes, each captured once
+# (32-token steps up to 256, 64-token steps above), and max_seq_length itself.
+DEFAULT_BUCKETS = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+COMPILE_BACKEND = "inductor"  # tests on CPU use "aot_eager": the same graph capture without code generation
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    compiled: bool  # the loss, forward and backward through torch.compile (CUDA graphs on GPUs)
+    buckets: tuple[int, ...]  # padded sequence lengths; () = dynamic padding to a multiple of 8
+
+
+def step_options(settings, accelerator) -> StepOptions:
+    """`train.compile: auto` compiles on one CUDA process: there a step of a small batch is launch-bound
+    (an H200 measured 5% MFU eagerly), and CUDA graphs replay it in one launch. On CPUs compiling took minutes
+    and was not faster (README, "Training and hardware"); under several processes it is left to the user."""
+    compiled = settings.compile is True or (
+        settings.compile == "auto" and accelerator.device.type == "cuda" and accelerator.num_processes == 1)
+    buckets = tuple(sorted(settings.pad_buckets))
+    if compiled and not buckets:
+        buckets = tuple(b for b in DEFAULT_BUCKETS if b < settings.max_seq_length) + (settings.max_seq_length,)
+    return StepOptions(compiled, buckets)
+
+
+def _step_loss(model, tt, accelerator, compiled: bool):
+    """batch → loss. The prepared model autocasts its forward and returns fp32 outputs (Accelerate)."""
+    def loss_of(batch):
+        return tt.loss(model(batch), batch)
+
+    if not compiled:
+        return loss_of
+    mode = "reduce-overhead" if accelerator.device.type == "cuda" else None  # CUDA graphs, replayed per shape
+    if mode:  # one CUDA graph per (batch size, bucket) is the design: the buckets bound their count
+        import torch._inductor.config as inductor
+
+        if hasattr(inductor.triton, "cudagraph_dynamic_shape_warn_limit"):  # torch ≥ 2.5
+            inductor.triton.cudagraph_dynamic_shape_warn_limit = None
+    fn = torch.compile(loss_of, backend=COMPILE_BACKEND, mode=mode)
+
+    def compiled_loss(batch):
+        length = batch["input_ids"].shape[-1]
+        for t in batch.values():  # one graph for every batch size and padded length: no recompiles
+            if isinstance(t, torch.Tensor) and t.dim():
+                for d, n in enumerate(t.shape):
+                    if d == 0 or n == length:
+                        torch._dynamo.maybe_mark_dynamic(t, d)
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        return fn(batch)
+
+    return compiled_loss
+
+
 def make_accelerator(settings, cpu: bool = False):
     from accelerate import Accelerator
 
@@ -169,6 +222,9 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     if settings.max_eval_examples and len(dev_ds) > settings.max_eval_examples:
         dev_during = dev_ds.select(range(settings.max_eval_examples))
         keep_best_state = True  # the final full-dev evaluation must score the best state
+    options = step_options(settings, accelerator)
+    if options.buckets and hasattr(collate, "with_buckets"):
+        collate = collate.with_buckets(options.buckets)
     train_loader, sampler_generator = _train_loader(train_ds, settings, collate, seed)
     dev = eval_loader(dev_during, settings, collate)
     optimizer = _optimizer(model, settings, accelerator.device.type)
@@ -180,6 +236,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     # not passed to prepare(): it is stepped once per optimizer step, on every process
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * sched_total), sched_total)
     tt = accelerator.unwrap_model(model).tasktype
+    step_loss = _step_loss(model, tt, accelerator, options.compiled)
     eval_every = settings.eval_every or steps_per_epoch
 
     # the loop's position and running totals: everything a resumed run needs besides tensors
@@ -215,9 +272,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
         loader = accelerator.skip_first_batches(train_loader, L["batch"]) if L["batch"] else train_loader
         for batch in loader:
             with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    logits = model(batch)
-                loss = tt.loss(logits, batch)
+                loss = step_loss(batch)
                 accelerator.backward(loss)
                 _optimizer_step(model, accelerator, optimizer, scheduler, settings)
             L["batch"] += 1

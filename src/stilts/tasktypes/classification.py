@@ -7,7 +7,7 @@ Head: dropout + one linear layer over the first token, as in the paper.
 from __future__ import annotations
 
 from stilts.errors import StiltsError
-from stilts.tasktypes.common import field, label_str, loss, majority_score, predict, text  # noqa: F401
+from stilts.tasktypes.common import field, label_str, loss, majority_score, pad_collator, predict, text  # noqa: F401
 from stilts.tasktypes.heads import LinearHead
 
 
@@ -42,9 +42,7 @@ def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
 
 
 def collator(tokenizer, pad_to_multiple_of: int | None = 8):
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    return pad_collator(tokenizer, pad_to_multiple_of)
 
 
 Head = LinearHead  # over the first token, one score per label

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from stilts.errors import StiltsError
 
 
@@ -96,19 +98,48 @@ def word_span_to_tokens(word_ids, start: int, end: int) -> tuple[int, int] | Non
     return (toks[0], toks[-1] + 1) if toks else None
 
 
-def pad_collator(tokenizer, pad_to_multiple_of: int | None = 8, pad: dict | None = None):
+def padded_length(longest: int, pad_to_multiple_of: int | None, buckets: tuple[int, ...] = ()) -> int:
+    """The length a batch whose longest sequence is `longest` is padded to: the smallest bucket that holds
+    it, else the next multiple of `pad_to_multiple_of` (dynamic padding)."""
+    fits = [b for b in buckets if b >= longest]
+    if fits:
+        return min(fits)
+    m = pad_to_multiple_of or 1
+    return -(-longest // m) * m
+
+
+def pad_collator(tokenizer, pad_to_multiple_of: int | None = 8, pad: dict | None = None, choices: bool = False):
+    return PadCollator(tokenizer, pad_to_multiple_of, pad or {}, choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class PadCollator:
     """tokenizer.pad for the encoder inputs, plus the keys in `pad`: name → (pad value, per_token).
     Per-token keys (tag labels, answer masks) are padded to the padded sequence length; the others
-    (span targets) to the most items in the batch."""
-    import torch
+    (span targets) to the most items in the batch. Sequences are padded to `padded_length` (a multiple
+    of 8, or the smallest of `buckets`). With `choices`, each feature holds one sequence per choice
+    (multiple choice): they are padded together and returned as [batch, choices, length]."""
 
-    pad = pad or {}
+    tokenizer: object
+    pad_to_multiple_of: int | None = 8
+    pad: dict = dataclasses.field(default_factory=dict)
+    choices: bool = False
+    buckets: tuple[int, ...] = ()
 
-    def collate(features: list[dict]) -> dict:
-        extra = {k: [torch.as_tensor(f.pop(k)) for f in features] for k in pad if k in features[0]}
-        batch = tokenizer.pad(features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+    def with_buckets(self, buckets) -> PadCollator:
+        return dataclasses.replace(self, buckets=tuple(sorted(buckets)))
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        if self.choices:
+            return self._choices(features)
+        extra = {k: [torch.as_tensor(f.pop(k)) for f in features] for k in self.pad if k in features[0]}
+        longest = max(len(f["input_ids"]) for f in features)
+        batch = self.tokenizer.pad(features, padding="max_length", return_tensors="pt",
+                                   max_length=padded_length(longest, self.pad_to_multiple_of, self.buckets))
         for k, tensors in extra.items():
-            value, per_token = pad[k]
+            value, per_token = self.pad[k]
             n = batch["input_ids"].shape[1] if per_token else max(len(t) for t in tensors)
             out = torch.full((len(tensors), n, *tensors[0].shape[1:]), value, dtype=tensors[0].dtype)
             for i, t in enumerate(tensors):
@@ -116,7 +147,16 @@ def pad_collator(tokenizer, pad_to_multiple_of: int | None = 8, pad: dict | None
             batch[k] = out
         return batch
 
-    return collate
+    def _choices(self, features: list[dict]) -> dict:
+        import torch
+
+        labels = torch.tensor([f.pop("labels") for f in features], dtype=torch.long)
+        n = len(features[0]["input_ids"])
+        flat = [{k: v[i] for k, v in f.items()} for f in features for i in range(n)]
+        batch = dataclasses.replace(self, choices=False)(flat)
+        batch = {k: v.view(len(features), n, -1) for k, v in batch.items()}
+        batch["labels"] = labels
+        return batch
 
 
 def stack(chunks: list):

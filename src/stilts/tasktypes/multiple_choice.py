@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from stilts.errors import StiltsError
-from stilts.tasktypes.common import field, loss, majority_score, predict, text  # noqa: F401
+from stilts.tasktypes.common import field, loss, majority_score, pad_collator, predict, text  # noqa: F401
 from stilts.tasktypes.heads import LinearHead
 
 
@@ -56,9 +56,7 @@ def featurize(batch: dict, tokenizer, max_length: int, task) -> dict:
 
 
 def collator(tokenizer, pad_to_multiple_of: int | None = 8):
-    from transformers import DataCollatorForMultipleChoice
-
-    return DataCollatorForMultipleChoice(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    return pad_collator(tokenizer, pad_to_multiple_of, choices=True)
 
 
 class Head(LinearHead):

@@ -1,0 +1,29 @@
+"""benchmarks/gpu_check.sh --dry-run: the GPU check's steps, on CPU with a tiny shape, end to end."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "parity=ok" in (tmp_path / "parity.log").read_text()
+    rows = list(csv.DictReader((tmp_path / "throughput.csv").open()))
+    assert {(r["batch_size"], r["arm"]) for r in rows} == {
+        (b, a) for b in ("8", "4") for a in ("stilts", "stilts_eager_step", "trainer_tuned", "run_glue")}
+    assert all(float(r["examples_per_s"]) > 0 and float(r["peak_fraction"]) > 0 for r in rows)
+    cells = list(csv.DictReader((tmp_path / "concurrency.csv").open()))
+    assert [c["cells"] for c in cells] == ["1", "2"] and all(float(c["aggregate_examples_per_s"]) > 0 for c in cells)
+    summary = (tmp_path / "gpu_check.md").read_text()
+    assert "| 8 | stilts |" in summary and "| 2 |" in summary and "batch 4: stilts ≥ 1.3× tuned Trainer" in summary
+    assert (tmp_path / "calibration.csv").read_text().startswith("gpu,batch_size,achieved_tflops")  # no GPU: no rows
