@@ -38,7 +38,7 @@ class Processes:
     the warm cell servers the workers started (found through their sockets' peer credentials)."""
 
     def __init__(self, runtime: Path):
-        self.runtime, self.procs = runtime, []
+        self.runtime, self.procs, self.uri = runtime, [], None
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
                     "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "STILTS_WORKER_IDLE": "120",
                     "XDG_RUNTIME_DIR": str(runtime), "STILTS_CELL_THREADS": "1"}
@@ -115,13 +115,12 @@ def start_server(procs: Processes, root: Path) -> str:
     return uri
 
 
-def start_scheduler(procs: Processes, root: Path) -> str:
-    port = free_port()
+def start_scheduler(procs: Processes, root: Path, name: str) -> str:
+    port, log = free_port(), root / f"{name}.log"
     procs.start(root, str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                "--dashboard-address", "127.0.0.1:0", log=root / "scheduler.log")
-    address = f"tcp://127.0.0.1:{port}"
-    wait_for("the scheduler", lambda: b"Scheduler at" in (root / "scheduler.log").read_bytes(), timeout=120)
-    return address
+                "--dashboard-address", "127.0.0.1:0", log=log)
+    wait_for("the scheduler", lambda: b"Scheduler at" in log.read_bytes(), timeout=120)
+    return f"tcp://127.0.0.1:{port}"
 
 
 def start_worker(procs: Processes, cwd: Path, address: str, *args: str) -> subprocess.Popen:
@@ -170,24 +169,30 @@ def ran(out) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_model, tmp_path_factory):
-    """A head project, two worker clones, a scheduler with one worker in each, and an MLflow server."""
+def procs(tmp_path_factory):
+    """The module's processes, stopped at its end; one MLflow server for every study here."""
     base = tmp_path_factory.mktemp("cluster")
     procs = Processes(base)
     try:
-        head = project(procs, base / "head", tiny_model, base / "remote", **TINY,
-                       cluster={"shared_filesystem": False})
-        clones = []
-        for name in ("w1", "w2"):
-            procs.run(base, "git", "clone", "-q", str(head), name)
-            clones.append(base / name)
-        uri = start_server(procs, head)
-        address = start_scheduler(procs, base)
-        workers = {c.name: start_worker(procs, c, address, "--nthreads", "1") for c in clones}
-        yield {"base": base, "head": head, "clones": clones, "uri": uri, "address": address, "workers": workers,
-               "procs": procs}
+        procs.uri = start_server(procs, base)
+        yield procs
     finally:
         procs.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(procs, tiny_model):
+    """A head project, two worker clones, and a scheduler with one worker in each."""
+    base = procs.runtime
+    head = project(procs, base / "head", tiny_model, base / "remote", **TINY, cluster={"shared_filesystem": False})
+    clones = []
+    for name in ("w1", "w2"):
+        procs.run(base, "git", "clone", "-q", str(head), name)
+        clones.append(base / name)
+    address = start_scheduler(procs, base, "scheduler")
+    workers = {c.name: start_worker(procs, c, address, "--nthreads", "1") for c in clones}
+    return {"base": base, "head": head, "clones": clones, "uri": procs.uri, "address": address, "workers": workers,
+            "procs": procs}
 
 
 def test_no_shared_filesystem_study_equals_sequential_dvc_repro(cluster, tiny_model):
@@ -263,21 +268,16 @@ def test_worker_killed_mid_cell_the_study_completes_on_the_other(cluster):
     assert json.loads((head / "results" / "syn_nli" / "syn_rte" / "r1.json").read_text())["steps"] == 8
 
 
-def test_two_cells_share_one_gpu_worker(tiny_model, tmp_path):
+def test_two_cells_share_one_gpu_worker(procs, tiny_model):
     """`--cells-per-gpu 2` on a worker started with `--resources GPU=1`: two cells train at once."""
-    procs = Processes(tmp_path)
-    try:
-        root = project(procs, tmp_path / "shared", tiny_model, None,
-                       tasks={"intermediate": [], "target": ["syn_rte"], "probe": ["syn_tense"]})
-        uri = start_server(procs, root)
-        address = start_scheduler(procs, tmp_path)
-        start_worker(procs, root, address, "--nthreads", "2", "--resources", "GPU=1")
-        procs.run(root, "stilts", "study", "--cluster", address, "--cells-per-gpu", "2", "--tracking-uri", uri)
-        cells = runs(root, uri)
-        cells = cells[cells["tags.stilts.role"] != "analysis"]
-        assert len(cells) == 2 and (cells["status"] == "FINISHED").all()
-        (a_start, a_end), (b_start, b_end) = cells[["start_time", "end_time"]].itertuples(index=False)
-        assert a_start < b_end and b_start < a_end  # their runs overlap in time
-        assert ran(procs.run(root, "dvc", "repro")) == []
-    finally:
-        procs.stop()
+    root = project(procs, procs.runtime / "shared", tiny_model, None, mlflow={"experiment": "gpu-share"},
+                   tasks={"intermediate": [], "target": ["syn_rte"], "probe": ["syn_tense"]})
+    address = start_scheduler(procs, procs.runtime, "gpu-scheduler")
+    start_worker(procs, root, address, "--nthreads", "2", "--resources", "GPU=1")
+    procs.run(root, "stilts", "study", "--cluster", address, "--cells-per-gpu", "2", "--tracking-uri", procs.uri)
+    cells = runs(root, procs.uri)
+    cells = cells[cells["tags.stilts.role"] != "analysis"]
+    assert len(cells) == 2 and (cells["status"] == "FINISHED").all()
+    (a_start, a_end), (b_start, b_end) = cells[["start_time", "end_time"]].itertuples(index=False)
+    assert a_start < b_end and b_start < a_end  # their runs overlap in time
+    assert ran(procs.run(root, "dvc", "repro")) == []

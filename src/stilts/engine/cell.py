@@ -44,8 +44,9 @@ class CellWorker(WorkerPlugin):
     name = "stilts-cells"
 
     def setup(self, worker):
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = os.environ.get("STILTS_CELL_THREADS") or str(max(1, cpus // max(1, worker.state.nthreads)))
+        from stilts.engine.clusters import cpus
+
+        threads = os.environ.get("STILTS_CELL_THREADS") or str(max(1, cpus() // max(1, worker.state.nthreads)))
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = threads
         from stilts import worker as warm

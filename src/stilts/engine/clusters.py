@@ -37,7 +37,8 @@ def gpu_share(cells_per_gpu: int) -> float:
     return (1.0 / cells_per_gpu) * (1 - 1e-6)
 
 
-def _cpus() -> int:
+def cpus() -> int:
+    """The CPUs this process may run on (a SLURM job's share, not the whole node)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -56,7 +57,7 @@ def local(opts: Options):
     from distributed import Nanny, Scheduler, SpecCluster
 
     slots = len(opts.devices) * opts.cells_per_gpu if opts.devices else opts.jobs
-    threads = str(max(1, _cpus() // slots))
+    threads = str(max(1, cpus() // slots))
     common = {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0", "silence_logs": logging.ERROR}
     if opts.devices:
         workers = {f"gpu{d}": {"cls": Nanny, "options": common | {
@@ -117,6 +118,11 @@ def check(kind: str, opts: Options) -> None:
     if is_remote(kind) and (opts.jobs != 1 or opts.devices):
         raise StiltsError(f"--cluster {kind}: --jobs and --devices are for local and slurm clusters; "
                           f"this scheduler's workers are the ones you started")
+    if is_remote(kind) and opts.dashboard:
+        raise StiltsError(f"--cluster {kind}: the dashboard is that scheduler's own (dask scheduler "
+                          f"--dashboard-address 127.0.0.1:8787)")
+    if opts.devices and opts.jobs != 1:
+        raise StiltsError("--cluster local: --devices gives one worker per GPU; --jobs counts CPU workers: use one")
     if opts.devices and kind != "local":
         raise StiltsError(f"--cluster {kind}: --devices is for --cluster local")
     if kind == "local" and opts.cells_per_gpu > 1 and not opts.devices:

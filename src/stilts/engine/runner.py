@@ -87,7 +87,9 @@ class _Head:
         spec = {"name": st.name, "file": st.file, "address": st.address, "cmd": st.cmd, "uncached": st.uncached,
                 "stop": self.stop.name, "topic": self.topic, "tracking_uri": self.tracking_uri, **self.base,
                 "recorded": {i: recorded[i] for i in st.inputs if i in recorded}}
-        fut = self.client.submit(run_stage, spec, *[self.results[u] for u in st.upstream], pure=False,
+        inputs = [{k: self.results[u][k] for k in ("stage", "file", "entry") if k in self.results[u]}
+                  for u in st.upstream]  # not their logs: the analysis alone has every cell upstream
+        fut = self.client.submit(run_stage, spec, *inputs, pure=False,
                                  key=f"{st.name}-{self.token}", priority=st.downstream,
                                  resources={"GPU": self.share} if st.trains and self.share else None)
         self.submitted.add(st.name)
