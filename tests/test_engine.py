@@ -68,6 +68,18 @@ def test_slurm_job_script_one_gpu_k_cells_and_loopback_only_when_told(monkeypatc
             clusters.slurm(clusters.Options())
 
 
+def test_local_cluster_workers_pin_their_gpu_and_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
+    gpus = clusters.local_workers(clusters.Options(devices=["0", "3"], cells_per_gpu=2))
+    assert [w["options"]["env"]["CUDA_VISIBLE_DEVICES"] for w in gpus.values()] == ["0", "3"]
+    assert all(w["options"]["resources"] == {"GPU": 1} and w["options"]["nthreads"] == 2 and
+               w["options"]["env"]["STILTS_CELL_THREADS"] == "4" and w["options"]["host"] == "127.0.0.1"
+               for w in gpus.values())
+    cpus = clusters.local_workers(clusters.Options(jobs=3))
+    assert len(cpus) == 3 and all(w["options"]["nthreads"] == 1 and "resources" not in w["options"] and
+                                  w["options"]["env"]["STILTS_CELL_THREADS"] == "5" for w in cpus.values())
+
+
 def test_progress_counts_and_eta():
     now = [0.0]
     lines = []

@@ -52,9 +52,10 @@ def _dashboard(address: str | None) -> dict:
     return {"dashboard": True, "dashboard_address": address}
 
 
-def local(opts: Options):
-    """One worker per GPU (`opts.devices`, k cells each) or `opts.jobs` one-cell CPU workers."""
-    from distributed import Nanny, Scheduler, SpecCluster
+def local_workers(opts: Options) -> dict:
+    """The local cluster's workers: one per GPU (`opts.devices`, k cells each) or `opts.jobs` one-cell CPU
+    workers, on 127.0.0.1, the machine's cores shared out among the cells."""
+    from distributed import Nanny
 
     slots = len(opts.devices) * opts.cells_per_gpu if opts.devices else opts.jobs
     threads = str(max(1, cpus() // slots))
@@ -66,6 +67,13 @@ def local(opts: Options):
     else:
         workers = {f"cpu{i}": {"cls": Nanny, "options": common | {
             "nthreads": 1, "env": {"STILTS_CELL_THREADS": threads}}} for i in range(opts.jobs)}
+    return workers
+
+
+def local(opts: Options):
+    from distributed import Scheduler, SpecCluster
+
+    workers = local_workers(opts)
     scheduler = {"cls": Scheduler, "options": {"host": LOOPBACK, "port": 0, **_dashboard(opts.dashboard)}}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="stilts-local")
 

@@ -166,7 +166,7 @@ class CopyWorker:
         with self._locked(list(files)):
             for file, group in files.items():
                 write_lock(self.root, file, group)
-            dvc(self.root, "pull", "--quiet", *[_address(entries[n][0], n) for n in entries])
+            dvc(self.root, "pull", "--force", "--quiet", *[_address(entries[n][0], n) for n in entries])
 
     def store(self, spec: dict) -> dict:
         with self._locked([spec["file"]]):
@@ -271,7 +271,7 @@ class DvcRemote:
             for rel, data in r["files"].items():
                 atomic_write_bytes(root / rel, data)
         addresses = [stages[r["stage"]].address for r in results]
-        dvc(root, "pull", "--quiet", *addresses)
+        dvc(root, "pull", "--force", "--quiet", *addresses)  # a stale output here gives way to the recorded one
         _commit(self.params, addresses)
 
 
