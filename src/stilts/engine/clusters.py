@@ -45,10 +45,6 @@ def cpus() -> int:
 def _dashboard(address: str | None) -> dict:
     if address is None:  # the scheduler always serves a few HTTP routes: keep them on loopback too
         return {"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"}
-    try:
-        import bokeh  # noqa: F401
-    except ImportError:
-        raise StiltsError("--dashboard needs bokeh: pip install 'bokeh>=3.1'") from None
     return {"dashboard": True, "dashboard_address": address}
 
 
@@ -129,6 +125,11 @@ def check(kind: str, opts: Options) -> None:
     if is_remote(kind) and opts.dashboard:
         raise StiltsError(f"--cluster {kind}: the dashboard is that scheduler's own (dask scheduler "
                           f"--dashboard-address 127.0.0.1:8787)")
+    if opts.dashboard:
+        try:
+            import bokeh  # noqa: F401
+        except ImportError:
+            raise StiltsError("--dashboard needs bokeh: pip install 'bokeh>=3.1'") from None
     if opts.devices and opts.jobs != 1:
         raise StiltsError("--cluster local: --devices gives one worker per GPU; --jobs counts CPU workers: use one")
     if opts.devices and kind != "local":
