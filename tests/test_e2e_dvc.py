@@ -113,13 +113,36 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     assert ran(sh(root, "dvc", "repro")) == swept
 
 
-def test_study_jobs_runs_cells_side_by_side_and_records_them(tiny_model, tmp_path):
+def _rte(folder: Path, n: int) -> None:
+    """A few RTE rows in the official jsonl layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, size in (("train.jsonl", n), ("val.jsonl", n // 2)):
+        rows = [{"premise": f"The cat sat on mat {i}.", "hypothesis": f"A cat sat {'down' if i % 2 else 'up'}.",
+                 "label": "entailment" if i % 2 else "not_entailment", "idx": i} for i in range(size)]
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_study_on_a_local_cluster_stops_at_bad_input_and_reruns_only_what_is_left(tiny_model, tmp_path):
+    """`stilts study --cluster local --jobs 2`: cells side by side, recorded in dvc.lock. A cell failing on
+    bad input (RTE's files missing) stops new starts, what ran is recorded, the study exits 2 with the cell's
+    one-line error; after the fix, the rerun does only what is left."""
     root = tmp_path / "parallel"
     root.mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
+    params = tiny_params_dict(tiny_model, tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "rte"],
+                                                 "probe": ["syn_tense"]}, data={"raw_dir": "raw"})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(root, "git", "init", "-q")
     sh(root, "dvc", "init", "-q")
-    out = sh(root, "stilts", "study", "--jobs", "2")
-    assert "9 of 9 stages to run, 2 at a time" in out.stdout and "9 stages ran" in out.stdout
+    first = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2", check=False)
+    assert first.returncode == 2, first.stderr
+    assert "12 of 12 stages to run on the local cluster: 2 workers × 1 cell" in first.stdout
+    error = first.stderr.strip().splitlines()[-1]
+    assert error.startswith("stilts: error: stage 'prepare-rte' failed (exit 2): task 'rte': data not found")
+    recorded = int(re.search(r"(\d+) stages ran and are recorded", first.stdout).group(1))
+    started = {p.stem for p in (root / ".stilts" / "logs").glob("*.log")}
+    assert len(started) == recorded + 1 and recorded < 8  # no new starts after the failure; all that ran is kept
+    _rte(root / "raw" / "rte", 24)
+    second = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
+    assert f"{12 - recorded} of 12 stages to run" in second.stdout and f"{12 - recorded} stages ran" in second.stdout
     assert ran(sh(root, "dvc", "repro")) == set()  # everything was recorded in dvc.lock
-    assert (root / "results" / "syn_nli" / "syn_rte" / "r0.json").is_file()
+    assert (root / "results" / "syn_nli" / "rte" / "r0.json").is_file()

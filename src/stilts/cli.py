@@ -147,16 +147,24 @@ def cmd_generate(args):
 
 
 def cmd_server(args):
-    import subprocess
+    import shutil
+
+    from stilts import tracking
 
     params = _params_or_defaults(args)
-    db = (params.root / "mlflow.db").resolve()
+    store = args.backend_store_uri or f"sqlite:///{(params.root / 'mlflow.db').resolve()}"
+    artifacts = args.artifacts_destination or str((params.root / "mlartifacts").resolve())
+    if store.startswith("sqlite:///"):
+        tracking.prepare_store(store)  # schema and WAL mode now, before the server's workers open it at once
     url = f"http://{args.host}:{args.port}"
-    print(f"MLflow tracking server for {db} at {url}\n"
-          f"workers: export MLFLOW_TRACKING_URI={url}", flush=True)
-    return subprocess.call(["mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", args.host,
-                            "--port", str(args.port), "--artifacts-destination",
-                            str((params.root / "mlartifacts").resolve())])
+    print(f"MLflow tracking server for {store} at {url} (artifacts in {artifacts})\n"
+          f"cells: stilts study --tracking-uri {url} ..., or export MLFLOW_TRACKING_URI={url}", flush=True)
+    exe = shutil.which("mlflow", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [exe or "mlflow", "server", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port),
+           "--artifacts-destination", artifacts] + (["--workers", str(args.workers)] if args.workers else [])
+    # MLflow 3's job runner (GenAI evaluation jobs, trace rollups) adds 7 processes that no stilts run uses
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+    os.execvpe(cmd[0], cmd, env)  # become the server: a signal to `stilts server` reaches it
 
 
 def cmd_study(args):
@@ -168,15 +176,24 @@ def cmd_study(args):
         raise StiltsError("study: --set is not applied to DVC stages; edit params.yaml "
                           "(or use `dvc exp run --set-param KEY=VALUE`)")
     params = _params(args)
-    if args.jobs > 1 or args.devices:
-        from stilts import parallel
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if args.cluster:
+        from stilts.engine import clusters, runner
 
-        return parallel.run(params, args.jobs, args.devices.split(",") if args.devices else None)
+        if args.jobs < 1 or args.cells_per_gpu < 1:
+            raise StiltsError("study: --jobs and --cells-per-gpu must be ≥ 1")
+        opts = clusters.Options(jobs=args.jobs, devices=args.devices.split(",") if args.devices else [],
+                                cells_per_gpu=args.cells_per_gpu, dashboard=args.dashboard)
+        return runner.run(params, args.cluster, opts, tracking_uri)
+    if args.jobs != 1 or args.devices or args.cells_per_gpu != 1 or args.dashboard:
+        raise StiltsError("study: --jobs, --devices, --cells-per-gpu and --dashboard run cells side by side on a "
+                          "Dask cluster: add --cluster local (or --cluster tcp://HOST:PORT, --cluster slurm)")
     pipeline.write(params)
     from stilts import worker
 
     worker.prestart()
-    return subprocess.call(["dvc", "repro"], cwd=params.root)
+    env = dict(os.environ) | ({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})
+    return subprocess.call(["dvc", "repro"], cwd=params.root, env=env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,12 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--train", type=int)
     sp.add_argument("--validation", type=int)
     sp.add_argument("--seed", type=int)
-    sp = add("server", cmd_server, "serve the repo's MLflow store to concurrent workers (loopback by default)")
+    sp = add("server", cmd_server, "serve one MLflow store to every cell and worker (loopback by default)")
     sp.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     sp.add_argument("--port", type=int, default=5000)
-    sp = add("study", cmd_study, "write dvc.yaml and run the whole study with `dvc repro` (or N cells at a time)")
-    sp.add_argument("--jobs", type=int, default=1, help="cells at once (CPU: the cores are shared out)")
-    sp.add_argument("--devices", help="comma-separated GPU ids, one cell per device at a time (e.g. 0,1,2,3)")
+    sp.add_argument("--backend-store-uri", help="sqlite:///PATH or any SQLAlchemy URL, e.g. "
+                    "postgresql://USER@HOST/DB (default: sqlite:///mlflow.db in the project)")
+    sp.add_argument("--artifacts-destination", help="where the server keeps artifacts it serves "
+                    "(default: mlartifacts/ in the project; or s3://..., gs://...)")
+    sp.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
+    sp = add("study", cmd_study, "write dvc.yaml and run the out-of-date stages: `dvc repro`, or on a Dask cluster")
+    sp.add_argument("--cluster", metavar="local|tcp://HOST:PORT|slurm",
+                    help="run the stages as Dask tasks: a local cluster on 127.0.0.1, a running scheduler, "
+                         "or SLURM jobs (dask-jobqueue); default: `dvc repro`, one stage at a time")
+    sp.add_argument("--jobs", type=int, default=1, help="local: CPU workers (cells at once); slurm: batch jobs")
+    sp.add_argument("--devices", help="local: GPU ids, one worker each (e.g. 0,1,2,3)")
+    sp.add_argument("--cells-per-gpu", type=int, default=1, metavar="K",
+                    help="cells sharing one GPU (each asks for GPU=1/K)")
+    sp.add_argument("--tracking-uri", help="the MLflow server every cell logs to and the analysis reads "
+                    "(default: $MLFLOW_TRACKING_URI, else mlflow.db in the project)")
+    sp.add_argument("--dashboard", nargs="?", const="127.0.0.1:8787", metavar="HOST:PORT",
+                    help="serve the Dask dashboard (needs bokeh; default address 127.0.0.1:8787)")
     return p
 
 

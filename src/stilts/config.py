@@ -166,6 +166,15 @@ class RankCfg:
 
 
 @dataclass
+class ClusterCfg:
+    """How `stilts study --cluster ...` moves files (the cluster itself is chosen on the command line)."""
+
+    # true: every worker sees the project at the head's path (NFS, a local cluster). false: each worker has
+    # its own git clone at the head's commit, and inputs/outputs travel through the default DVC remote
+    shared_filesystem: bool = True
+
+
+@dataclass
 class Params:
     model: ModelCfg = field(default_factory=ModelCfg)
     tasks: TasksCfg = field(default_factory=TasksCfg)
@@ -178,6 +187,7 @@ class Params:
     mlm: MlmCfg = field(default_factory=MlmCfg)
     analysis: AnalysisCfg = field(default_factory=AnalysisCfg)
     rank: RankCfg = field(default_factory=RankCfg)
+    cluster: ClusterCfg = field(default_factory=ClusterCfg)
     root: Path = field(default=Path("."), metadata={"internal": True})
     source: str = field(default="params.yaml", metadata={"internal": True})
     raw: dict = field(default_factory=dict, metadata={"internal": True})  # as written in the file

@@ -155,8 +155,11 @@ def prestart() -> None:
             conn.close()
 
 
-def run_via_worker(argv: list[str]) -> int | None:
-    """Run `stilts argv` in the warm server; None when no server could be reached (run in-process)."""
+def request(argv: list[str], *, cwd: str | None = None, env: dict | None = None,
+            fds: tuple[int, int, int] = (0, 1, 2)) -> socket.socket | None:
+    """Hand `stilts argv` to the warm server, with `fds` as its stdin/stdout/stderr (default: ours).
+    Returns the connection, on which the exit code arrives (`exit_code`); closing it kills the command,
+    and so does this process's death. None when no server could be reached."""
     path = socket_path()
     conn = _connect(path)
     if conn is None:
@@ -167,15 +170,38 @@ def run_via_worker(argv: list[str]) -> int | None:
             conn = _connect(path)
         if conn is None:
             return None
-    request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    message = json.dumps({"argv": argv, "cwd": cwd or os.getcwd(),
+                          "env": dict(os.environ) if env is None else env}).encode()
+    try:
+        socket.send_fds(conn, [struct.pack("!I", len(message))], list(fds))
+        conn.sendall(message)
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def exit_code(conn: socket.socket) -> int | None:
+    """Wait for the command's exit code (None: the server went away). Honours the socket's timeout."""
+    reply = b""
+    while len(reply) < 4:
+        chunk = conn.recv(4 - len(reply))
+        if not chunk:
+            return None
+        reply += chunk
+    return struct.unpack("!i", reply)[0]
+
+
+def run_via_worker(argv: list[str]) -> int | None:
+    """Run `stilts argv` in the warm server; None when no server could be reached (run in-process)."""
+    conn = request(argv)
+    if conn is None:
+        return None
     with conn:
-        socket.send_fds(conn, [struct.pack("!I", len(request))], [0, 1, 2])
-        conn.sendall(request)
         try:
-            reply = conn.recv(4)
+            return exit_code(conn)
         except KeyboardInterrupt:
             return 130
-        return struct.unpack("!i", reply)[0] if len(reply) == 4 else None
 
 
 # ------------------------------------------------------------------------------------------ server

@@ -56,6 +56,11 @@ def _client(uri: str):
     return client
 
 
+def prepare_store(uri: str) -> None:
+    """Create or migrate the store now (a new sqlite store under a lock, in WAL mode: see _client)."""
+    _client(uri)
+
+
 def _retry(fn, *args, **kwargs):
     """Retry a tracking call while sqlite reports the database busy/locked (other writers)."""
     delay = 0.05

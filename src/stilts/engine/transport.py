@@ -1,0 +1,279 @@
+"""How a stage's inputs reach the worker that runs it, and how its outputs come home.
+
+`cluster.shared_filesystem: true` (the default; SLURM with NFS, a local cluster): every worker sees the
+project at the head's path, cells write into it as under `dvc repro`, and the head records the stages
+that ran with one `dvc commit`.
+
+`false` (cloud nodes): each worker has its own working copy, a git clone of the project at the head's
+commit (the worker's working directory, or `STILTS_WORKDIR`). Before a stage, the worker writes the
+dvc.lock entries of the stages producing its inputs into its copy and `dvc pull`s them from the DVC
+remote; after it, `dvc commit` hashes the outputs, `dvc push` uploads them, and the stage's dvc.lock
+entry travels back (with any `cache: false` outputs, which the remote does not hold). The head writes
+the entries, `dvc pull`s the outputs and records them with one `dvc commit`. In the copy, dvc.lock files
+are restored after each use and DVC runs with `core.no_scm`, so a `git pull` of the next commit there
+never meets local changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from stilts.errors import StiltsError
+from stilts.io import atomic_write_bytes, atomic_write_text
+
+LOCK_SCHEMA = "2.0"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # lock files of the paper's study hold ~9,000 lines
+_copy_locks: dict[Path, threading.Lock] = {}
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def dvc(root: Path, *args: str) -> str:
+    """Run a DVC command in `root` (waiting for DVC's repo lock); a one-line error when it fails."""
+    exe = Path(sys.executable).with_name("dvc")
+    cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if out.returncode:
+        raise StiltsError(f"{root}: `dvc {args[0]}` failed: {_last_line(out.stderr or out.stdout)}")
+    return out.stdout
+
+
+def git(root: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if out.returncode:
+        raise StiltsError(f"{root}: `git {args[0]}` failed: {_last_line(out.stderr)}")
+    return out.stdout.strip()
+
+
+def lock_path(root: Path, file: str) -> Path:
+    return root / Path(file).with_name("dvc.lock")
+
+
+def read_lock(root: Path, file: str) -> dict:
+    path = lock_path(root, file)
+    return (yaml.load(path.read_text(), Loader=_Loader) or {}).get("stages", {}) if path.is_file() else {}
+
+
+def write_lock(root: Path, file: str, entries: dict) -> None:
+    """Put these stages' entries into the dvc.lock next to `file` (the others stay)."""
+    path = lock_path(root, file)
+    data = (yaml.load(path.read_text(), Loader=_Loader) or {}) if path.is_file() else {}
+    data.setdefault("schema", LOCK_SCHEMA)
+    data.setdefault("stages", {}).update(entries)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, width=120))
+
+
+def _by_file(entries: dict[str, tuple[str, dict]]) -> dict[str, dict]:
+    files: dict[str, dict] = {}
+    for name, (file, entry) in entries.items():
+        files.setdefault(file, {})[name] = entry
+    return files
+
+
+def _address(file: str, name: str) -> str:
+    return name if file == "dvc.yaml" else f"{file}:{name}"
+
+
+# ------------------------------------------------------------------------------------------ worker side
+
+
+class SharedWorker:
+    """The worker sees the project at the head's path: nothing to fetch or send."""
+
+    def __init__(self, spec: dict):
+        self.root = Path(spec["root"])
+        if not (self.root / "dvc.yaml").is_file():
+            raise StiltsError(f"{self.root}: no dvc.yaml on this worker; with cluster.shared_filesystem: true every "
+                              f"worker must see the project at the head's path")
+
+    def fetch(self, spec: dict, upstream: list[dict]) -> None:
+        pass
+
+    def store(self, spec: dict) -> dict:
+        return {}
+
+
+class CopyWorker:
+    """The worker's own working copy: inputs come from the DVC remote, outputs go back to it."""
+
+    def __init__(self, spec: dict):
+        base = Path(os.environ.get("STILTS_WORKDIR") or os.getcwd())
+        try:
+            top = Path(git(base, "rev-parse", "--show-toplevel"))
+        except StiltsError:
+            raise StiltsError(f"{base}: not a git clone of the project; start `dask worker` in one "
+                              f"(or set STILTS_WORKDIR) when cluster.shared_filesystem is false") from None
+        self.root = top / spec["prefix"]
+        commit = git(top, "rev-parse", "HEAD")
+        if commit != spec["commit"]:
+            raise StiltsError(f"{top}: this worker's copy is at commit {commit[:12]}, the study at "
+                              f"{spec['commit'][:12]}; run `git fetch && git checkout {spec['commit'][:12]}` there")
+
+    def _leave_git_alone(self) -> None:
+        """DVC adds each output to a .gitignore next to it; in a worker's copy those files would block the
+        next `git pull` of the head's commit (which has them too). `core.no_scm` in the copy's own
+        `.dvc/config.local` (never committed) stops that; the copy's DVC remote and cache stay as they are."""
+        local = self.root / ".dvc" / "config.local"
+        if "no_scm = true" not in (local.read_text() if local.is_file() else ""):
+            dvc(self.root, "config", "--local", "core.no_scm", "true")
+
+    @contextlib.contextmanager
+    def _locked(self, files: list[str]):
+        """One DVC operation on this copy at a time, its dvc.lock files restored afterwards."""
+        lock = _copy_locks.setdefault(self.root, threading.Lock())
+        guard = self.root / ".dvc" / "tmp" / "stilts-copy.lock"
+        guard.parent.mkdir(parents=True, exist_ok=True)
+        with lock, open(guard, "a") as g:
+            fcntl.flock(g, fcntl.LOCK_EX)
+            self._leave_git_alone()
+            saved = {p: p.read_bytes() if p.is_file() else None for p in {lock_path(self.root, f) for f in files}}
+            try:
+                yield
+            finally:
+                for p, text in saved.items():
+                    if text is None:
+                        p.unlink(missing_ok=True)
+                    else:
+                        p.write_bytes(text)
+
+    def _files(self, rels: list[str]) -> dict[str, bytes]:
+        files = {}
+        for rel in rels:
+            path = self.root / rel
+            for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+                files[str(f.relative_to(self.root))] = f.read_bytes()
+        return files
+
+    def fetch(self, spec: dict, upstream: list[dict]) -> None:
+        # `cache: false` outputs (reports/summary.json, plots) may be committed to git: put them back after
+        self.before = self._files(spec["uncached"])
+        entries = {name: tuple(v) for name, v in spec["recorded"].items()}
+        entries |= {u["stage"]: (u["file"], u["entry"]) for u in upstream}
+        if not entries:
+            return
+        files = _by_file(entries)
+        with self._locked(list(files)):
+            for file, group in files.items():
+                write_lock(self.root, file, group)
+            dvc(self.root, "pull", "--force", "--quiet", *[_address(entries[n][0], n) for n in entries])
+
+    def store(self, spec: dict) -> dict:
+        with self._locked([spec["file"]]):
+            dvc(self.root, "commit", "--force", "--quiet", spec["address"])
+            entry = read_lock(self.root, spec["file"])[spec["name"]]
+            dvc(self.root, "push", "--quiet", spec["address"])
+        after = self._files(spec["uncached"])
+        for rel in set(after) - set(self.before):
+            (self.root / rel).unlink()
+        for rel, data in self.before.items():
+            (self.root / rel).write_bytes(data)
+        return {"entry": entry, "files": after}
+
+
+def for_worker(spec: dict):
+    return SharedWorker(spec) if spec["shared"] else CopyWorker(spec)
+
+
+# ------------------------------------------------------------------------------------------ head side
+
+
+def _commit(params, addresses: list[str]) -> None:
+    if addresses:
+        dvc(params.root, "commit", "--force", "--quiet", *addresses)
+
+
+class SharedFilesystem:
+    shared = True
+
+    def __init__(self, params):
+        self.params = params
+
+    def prepare(self, plan) -> dict:
+        return {"shared": True, "root": str(Path(self.params.root).resolve())}
+
+    def record(self, results: list[dict], stages: dict) -> None:
+        _commit(self.params, [stages[r["stage"]].address for r in results])
+
+
+class DvcRemote:
+    """The head's side of `cluster.shared_filesystem: false`."""
+
+    shared = False
+
+    def __init__(self, params):
+        self.params = params
+
+    def _check_clean(self, root: Path) -> str:
+        from stilts import pipeline
+
+        try:
+            commit = git(root, "rev-parse", "HEAD")
+        except StiltsError:
+            raise StiltsError(f"{root}: cluster.shared_filesystem is false, so workers check out the project's "
+                              f"git commit, but this is not a git repository with a commit") from None
+        needed = [Path(self.params.source).resolve(), *(root / f for f in pipeline.layout(self.params))]
+        for path in needed:
+            rel = os.path.relpath(path, root)
+            if not git(root, "ls-files", "--", rel):
+                raise StiltsError(f"{rel}: not committed to git; workers check out commit {commit[:12]}, "
+                                  f"so commit it first (cluster.shared_filesystem is false)")
+        for rel in git(root, "diff", "--name-only", "HEAD", "--").splitlines():
+            if Path(rel).name != "dvc.lock":
+                raise StiltsError(f"{rel}: uncommitted changes; workers check out commit {commit[:12]}, so commit "
+                                  f"them first (cluster.shared_filesystem is false)")
+        return commit
+
+    def prepare(self, plan) -> dict:
+        root = Path(self.params.root).resolve()
+        commit = self._check_clean(root)
+        if not dvc(root, "remote", "default").strip():
+            raise StiltsError("cluster.shared_filesystem is false: outputs travel through a DVC remote that the "
+                              "head and every worker reach; add one with `dvc remote add -d NAME URL` and commit it")
+        todo = {st.name for st in plan}
+        files = {st.name: st.file for st in plan}
+        recorded: dict[str, tuple[str, dict]] = {}
+        from stilts import pipeline
+
+        for file, group in pipeline.layout(self.params).items():
+            lock = read_lock(root, file)
+            for name in group:
+                files.setdefault(name, file)
+                if name not in todo and name in lock:
+                    recorded[name] = (file, lock[name])
+        needed = {i for st in plan for i in st.inputs if i not in todo}
+        missing = sorted(n for n in needed if n not in recorded)
+        if missing:
+            raise StiltsError(f"stage '{missing[0]}' is up to date but not in its dvc.lock; run `dvc commit` first")
+        if needed:  # the workers fetch these from the remote: make sure it has them
+            dvc(root, "push", "--quiet", *[_address(files[n], n) for n in sorted(needed)])
+        prefix = git(root, "rev-parse", "--show-prefix")
+        return {"shared": False, "commit": commit, "prefix": prefix,
+                "recorded": {n: recorded[n] for n in sorted(needed)}}
+
+    def record(self, results: list[dict], stages: dict) -> None:
+        if not results:
+            return
+        root = Path(self.params.root)
+        for file, group in _by_file({r["stage"]: (r["file"], r["entry"]) for r in results}).items():
+            write_lock(root, file, group)
+        for r in results:
+            for rel, data in r["files"].items():
+                atomic_write_bytes(root / rel, data)
+        addresses = [stages[r["stage"]].address for r in results]
+        dvc(root, "pull", "--force", "--quiet", *addresses)  # a stale output here gives way to the recorded one
+        _commit(self.params, addresses)
+
+
+def for_head(params):
+    return SharedFilesystem(params) if params.cluster.shared_filesystem else DvcRemote(params)

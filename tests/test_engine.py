@@ -1,0 +1,258 @@
+"""The Dask engine's parts, without a study: the stage graph, GPU shares, the SLURM job script, progress,
+cells dying with their worker, the command line's checks and the no-shared-filesystem preconditions."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from stilts import cli, pipeline
+from stilts.engine import cell, clusters, stages, transport
+from stilts.engine.progress import Progress
+from stilts.errors import StiltsError
+from tests.conftest import tiny_params_dict
+
+
+def test_plan_orders_out_of_date_stages_after_their_inputs(make_params):
+    params = make_params()
+    plan = stages.plan(params, changed_names={"prepare-syn_rte"})
+    names = [st.name for st in plan]
+    assert names == ["prepare-syn_rte", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"]
+    by = {st.name: st for st in plan}
+    assert by["transfer-syn_nli-syn_rte-r0"].upstream == ["prepare-syn_rte"]
+    assert set(by["transfer-syn_nli-syn_rte-r0"].inputs) == {"prepare-syn_rte", "intermediate-syn_nli-r0"}
+    assert by["transfer-syn_nli-syn_rte-r0"].address == "pipelines/syn_nli/dvc.yaml:transfer-syn_nli-syn_rte-r0"
+    assert by["prepare-syn_rte"].downstream == 3 and by["analyze"].downstream == 0
+    assert by["transfer-none-syn_rte-r0"].trains and not by["prepare-syn_rte"].trains
+    assert "reports/summary.json" in by["analyze"].uncached and "reports/report.md" not in by["analyze"].uncached
+    everything = stages.plan(params, changed_names={"prepare-syn_nli", "prepare-syn_rte", "prepare-syn_tense"})
+    assert len(everything) == len(pipeline.stages(params)) == 9
+    assert everything[-1].name == "analyze"
+    assert stages.plan(params, changed_names=set()) == []
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_k_cells_fit_one_gpu_after_many_starts_and_ends(k):
+    share, available = clusters.gpu_share(k), 1.0
+    for _ in range(1000):  # a worker acquiring and releasing the resource, as Dask's worker state does
+        for _ in range(k):
+            assert available >= share
+            available -= share
+        assert not available >= share  # k + 1 never fit
+        for _ in range(k):
+            available += share
+
+
+def test_slurm_job_script_one_gpu_k_cells_and_loopback_only_when_told(monkeypatch):
+    import dask
+
+    slurm_cfg = {"cores": 8, "memory": "32GB", "walltime": "04:00:00", "queue": "gpu",
+                 "scheduler-options": {"host": "127.0.0.1"}}
+    with dask.config.set({"jobqueue.slurm": slurm_cfg}):
+        cluster = clusters.slurm(clusters.Options(jobs=2, cells_per_gpu=2))
+        try:
+            script = cluster.job_script()
+            assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        finally:
+            cluster.close()
+    assert "#SBATCH --gres=gpu:1" in script and "#SBATCH --cpus-per-task=8" in script and "#SBATCH -p gpu" in script
+    assert "--resources GPU=1" in script and "--nthreads 2" in script and "export STILTS_CELL_THREADS=4" in script
+    with dask.config.set({"jobqueue.slurm": slurm_cfg | {"scheduler-options": {}}}):
+        with pytest.raises(StiltsError, match="set where the scheduler listens"):
+            clusters.slurm(clusters.Options())
+
+
+def test_local_cluster_workers_pin_their_gpu_and_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
+    gpus = clusters.local_workers(clusters.Options(devices=["0", "3"], cells_per_gpu=2))
+    assert [w["options"]["env"]["CUDA_VISIBLE_DEVICES"] for w in gpus.values()] == ["0", "3"]
+    assert all(w["options"]["resources"] == {"GPU": 1} and w["options"]["nthreads"] == 2 and
+               w["options"]["env"]["STILTS_CELL_THREADS"] == "4" and w["options"]["host"] == "127.0.0.1"
+               for w in gpus.values())
+    cpus = clusters.local_workers(clusters.Options(jobs=3))
+    assert len(cpus) == 3 and all(w["options"]["nthreads"] == 1 and "resources" not in w["options"] and
+                                  w["options"]["env"]["STILTS_CELL_THREADS"] == "5" for w in cpus.values())
+
+
+def test_progress_counts_and_eta():
+    now = [0.0]
+    lines = []
+
+    class Out:
+        def write(self, text):
+            lines.append(text)
+
+        def flush(self):
+            pass
+
+    p = Progress(4, out=Out(), clock=lambda: now[0])
+    p.event((0, {"started": "a"}))
+    p.event((0, {"started": "b"}))
+    assert p.line() == "stages: 0/4 done, 2 running, 2 left, elapsed 0s"
+    now[0] = 10.0
+    p.finished("a", True, 10.0)
+    p.event((0, {"started": "c"}))
+    assert p.line().startswith("stages: 1/4 done, 2 running, 1 left, elapsed 10s, ETA ")
+    assert p.eta() == pytest.approx(10.0 * (1 + 2 / 2))  # 10 s a stage, one cell at a time so far
+    p.show(), p.show()
+    assert len(lines) == 2  # printed once per change of counts (plus newline) when not a terminal
+    p.finished("b", False)
+    p.not_run("c")
+    assert p.line() == "stages: 1/4 done, 0 running, 1 failed, 1 not run, 1 left, elapsed 10s, ETA 10s"
+
+
+def test_error_line_is_the_cells_own_one_line_error(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("--- 2026 stilts prepare\nsome output\nstilts: error: params.yaml: unknown key 'x'\n")
+    assert cell.error_line(log) == "params.yaml: unknown key 'x'"
+    log.write_text("--- 2026 cmd\nTraceback (most recent call last):\n  ...\nValueError: bad\n")
+    assert cell.error_line(log) == "ValueError: bad"
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+from stilts.engine import cell
+cell.run_command(sys.argv[1], Path(sys.argv[2]), {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"},
+                 Path(sys.argv[2]) / "log")
+"""
+
+
+def _pid(path: Path) -> int:
+    deadline = time.monotonic() + 60
+    while not (path.is_file() and path.read_text().strip()):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.1)
+    return int(path.read_text())
+
+
+def test_a_cell_without_the_warm_server_dies_with_its_worker(tmp_path):
+    """A worker process SIGKILLed mid-cell: the guard kills the cell's whole process group."""
+    cmd = "sleep 300 & echo $! > pid; wait"
+    worker = subprocess.Popen([sys.executable, "-c", RUNNER, cmd, str(tmp_path)])
+    try:
+        sleeper = psutil.Process(_pid(tmp_path / "pid"))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        psutil.wait_procs([sleeper], timeout=10)
+        assert not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
+    finally:
+        worker.kill()
+
+
+def test_a_cancelled_cell_is_killed(tmp_path):
+    start = time.monotonic()
+    code = cell.run_command("echo $$ > pid; exec sleep 300", tmp_path, {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"},
+                            tmp_path / "log", cancelled=lambda: (tmp_path / "pid").is_file())
+    assert code is None and time.monotonic() - start < 60
+    assert not psutil.pid_exists(int((tmp_path / "pid").read_text())) or \
+        psutil.Process(int((tmp_path / "pid").read_text())).status() == psutil.STATUS_ZOMBIE
+    assert cell.run_command("echo hi; exit 3", tmp_path, {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"},
+                            tmp_path / "log") == 3
+    assert "hi" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["study", "--jobs", "2"], "add --cluster local"),
+    (["study", "--cluster", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs and --devices are for local and slurm"),
+    (["study", "--cluster", "locla"], "'locla' is not local, slurm or tcp://HOST:PORT"),
+    (["study", "--cluster", "local", "--cells-per-gpu", "2"], "name them with --devices"),
+    (["study", "--cluster", "local", "--devices", "0", "--jobs", "2"], "--jobs counts CPU workers: use one"),
+    (["study", "--cluster", "local", "--dashboard"], "--dashboard needs bokeh"),
+    (["study", "--cluster", "tcp://127.0.0.1:1"], "pass --tracking-uri"),
+    (["study", "--cluster", "local", "--tracking-uri", "http://127.0.0.1:1"], "no MLflow server answers"),
+])
+def test_study_command_line_errors(tiny_model, tmp_path, monkeypatch, capsys, argv, message):
+    if "bokeh" in message and importlib.util.find_spec("bokeh"):
+        pytest.skip("bokeh is installed here")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "dvc.yaml").exists()  # refused before writing anything
+
+
+def test_local_cluster_refuses_a_non_shared_filesystem(tiny_model, tmp_path, monkeypatch, capsys):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(
+        tiny_model, cluster={"shared_filesystem": False})))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["study", "--cluster", "local"]) == 2
+    assert "set cluster.shared_filesystem: true" in capsys.readouterr().err
+
+
+def _git(root, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+def test_without_a_shared_filesystem_the_head_refuses_uncommitted_study_files(make_params, tmp_path):
+    params = make_params(cluster={"shared_filesystem": False})
+    remote = transport.DvcRemote(params)
+    with pytest.raises(StiltsError, match="not a git repository"):
+        remote._check_clean(tmp_path)
+    _git(tmp_path, "init", "-q")
+    pipeline.write(params)
+    _git(tmp_path, "add", "params.yaml")
+    _git(tmp_path, "commit", "-q", "-m", "params")
+    with pytest.raises(StiltsError, match=r"^dvc.yaml: not committed to git; workers check out commit"):
+        remote._check_clean(tmp_path)
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-q", "-m", "pipeline")
+    assert len(remote._check_clean(tmp_path)) == 40
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")  # lock files are the study's own output
+    _git(tmp_path, "add", "dvc.lock")
+    _git(tmp_path, "commit", "-q", "-m", "lock")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    remote._check_clean(tmp_path)
+    (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text() + "\n# edited\n")
+    with pytest.raises(StiltsError, match=r"^params.yaml: uncommitted changes"):
+        remote._check_clean(tmp_path)
+
+
+def test_lock_entries_round_trip(tmp_path):
+    transport.write_lock(tmp_path, "pipelines/a/dvc.yaml", {"s1": {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}})
+    transport.write_lock(tmp_path, "pipelines/a/dvc.yaml", {"s2": {"cmd": "y"}})
+    assert transport.read_lock(tmp_path, "pipelines/a/dvc.yaml") == {
+        "s1": {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}, "s2": {"cmd": "y"}}
+    assert yaml.safe_load((tmp_path / "pipelines/a/dvc.lock").read_text())["schema"] == "2.0"
+
+
+def test_local_cluster_listens_on_loopback_only():
+    with clusters.open_cluster("local", clusters.Options(jobs=1)) as opened:
+        assert opened.address.startswith("tcp://127.0.0.1:")
+        me = psutil.Process()
+        listening = {c.laddr.ip for p in [me, *me.children(recursive=True)]
+                     for c in p.net_connections("inet") if c.status == "LISTEN"}
+        assert listening == {"127.0.0.1"}
+
+
+def test_cell_threads_come_from_the_worker(monkeypatch):
+    class W:
+        class state:
+            nthreads = 2
+
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    monkeypatch.delenv("STILTS_CELL_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+    cell.CellWorker().setup(W())
+    assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "4"
+    monkeypatch.setenv("STILTS_CELL_THREADS", "3")
+    cell.CellWorker().setup(W())
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_guard_passes_the_exit_code_while_its_stdin_stays_open():
+    proc = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "sh", "-c", "exit 7"], stdin=subprocess.PIPE)
+    assert proc.wait(60) == 7
+    proc.stdin.close()
