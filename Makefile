@@ -28,7 +28,7 @@ test-fast: install  ## without the end-to-end, resume, multi-process and real-da
 lock:  ## refresh requirements.lock from the current venv
 	{ echo "# Exact versions of every dependency, tested together (Python 3.11, CPU torch)."; \
 	  echo "# Ranges live in pyproject.toml. Regenerate: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^# Editable' | sed 's/+cpu$$//'; } > requirements.lock
 
 pipeline: install
 	stilts pipeline
