@@ -151,7 +151,7 @@ def test_rank_semb_and_logme_scored_against_an_imported_grid(rank_params, tmp_pa
         save_untrained_checkpoint(rank_params, task, seed)
     (tmp_path / "grid.csv").write_text(GRID)
     import_results(rank_params, tmp_path / "grid.csv", "grid")
-    result = rank.run(rank_params, "grid")
+    rank.run(rank_params, "grid")
     out = tmp_path / "reports" / "grid"
     ranking = pd.read_csv(out / "ranking.csv")
     assert list(ranking.columns) == ["target", "candidate", "method", "score", "rank"]

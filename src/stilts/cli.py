@@ -100,7 +100,7 @@ def cmd_import_results(args):
 def cmd_rank(args):
     import dataclasses
 
-    from stilts import config
+    from stilts import config_checks
     from stilts.selection import rank
 
     params = _params_or_defaults(args)
@@ -109,7 +109,7 @@ def cmd_rank(args):
     if args.sample_size is not None:
         over["sample_size"] = args.sample_size
     params.rank = dataclasses.replace(params.rank, **over)
-    config.check_rank(params.rank, "stilts rank")
+    config_checks.check_rank(params.rank, "stilts rank")
     result = rank.run(params, args.experiment)
     print(rank.summary(result))
     print(f"wrote {result['out'] / rank.RANKING} and {result['out'] / rank.RANKING_EVAL}")
