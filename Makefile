@@ -20,7 +20,7 @@ run: install  ## the default study: write the DVC pipeline from params.yaml, the
 	dvc repro
 
 test: install  ## the test suite: unit tests, a tiny end-to-end dvc repro, real-data tests if ../shared/data exists
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: install  ## without the end-to-end, resume, multi-process and real-data tests
 	$(BIN)/python -m pytest -q -m "not slow and not integration" tests

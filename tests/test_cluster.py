@@ -24,7 +24,8 @@ BIN = Path(sys.executable).parent
 CELLS = {"intermediate-syn_nli-r0", "transfer-none-syn_rte-r0", "transfer-none-syn_tense-r0",
          "transfer-syn_nli-syn_rte-r0", "transfer-syn_nli-syn_tense-r0"}
 # the intermediate cell trains long enough (32 steps) to be killed mid-way
-TINY = {"task_overrides": {"syn_nli": {"epochs": 4}}, "train": {"eval_every": 8}}
+# syn_nli trains long enough (192 steps, seconds) for the kill test to catch its cell mid-training under load
+TINY = {"task_overrides": {"syn_nli": {"epochs": 24}}, "train": {"eval_every": 8}}
 
 
 def free_port() -> int:
@@ -245,7 +246,7 @@ def test_worker_killed_mid_cell_the_study_completes_on_the_other(cluster):
             r = r[(r["tags.stilts.cell"] == "syn_nli/syn_nli/r1") & (r["status"] == "RUNNING")] if len(r) else r
             return len(r) and "metrics.train_loss" in r and r["metrics.train_loss"].notna().any()
 
-        wait_for("the intermediate cell to train", running, every=1)
+        wait_for("the intermediate cell to train", running, every=0.2)
         victim = next(c for c in cluster["clones"] if (c / ".stilts/logs/intermediate-syn_nli-r1.log").is_file())
         orphans = _cell_children(procs, victim)
         cluster["workers"][victim.name].send_signal(signal.SIGKILL)
