@@ -63,6 +63,8 @@ def _clone(root: Path, dest: Path, params: dict | None = None) -> Path:
 def _timed(cwd: Path, *cmd: str, env: dict | None = None) -> float:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # this interpreter's stilts and dvc, also when the venv is not activated
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     start = time.perf_counter()
     out = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
