@@ -245,11 +245,14 @@ def test_cell_threads_come_from_the_worker(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as Dask's nanny sets it
     cell.CellWorker().setup(W())
     assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "4"
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # it made training 1.8× slower
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")  # the user's own value stays
     monkeypatch.setenv("STILTS_CELL_THREADS", "3")
     cell.CellWorker().setup(W())
-    assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
 
 
 def test_guard_passes_the_exit_code_while_its_stdin_stays_open():

@@ -39,8 +39,8 @@ PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.
            "mlflow.pyfunc", "stilts.tracking.models", "stilts.tracking.pyfunc", "stilts.predict"]
 
 
-# read once at import time by torch/transformers/huggingface_hub: a server serves one setting of them
-IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_")
+# read once at start or import time by glibc/torch/transformers/huggingface_hub: a server serves one setting
+IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_", "MALLOC_")
 
 
 def _code_hash() -> str:
