@@ -26,6 +26,7 @@ from stilts.errors import StiltsError
 from stilts.io import atomic_write_text
 
 WORKER_WAIT_S = 120  # how long a tcp:// scheduler may go without workers before the study gives up
+POLL_S = 0.1  # how often the head collects finished stages
 
 
 def _check_tracking(uri: str | None, shared: bool, kind: str) -> None:
@@ -125,10 +126,13 @@ class _Head:
         try:
             while not self.pending.is_empty():
                 for fut in self.pending.next_batch(block=False):
-                    del self.futures[fut.key]  # the head holds its result now: Dask may forget it
+                    del self.futures[fut.key]
                     self._finished(fut.key[:-len(self.token) - 1], fut)
+                    # the head holds the result now: release it at once, or Dask would run the cell again
+                    # (and log a second run) if the worker holding it died while any reference remained
+                    fut.release()
                     self.progress.show()
-                time.sleep(0.5)
+                time.sleep(POLL_S)
                 self.progress.show()
         except KeyboardInterrupt:
             self.stop.set()
