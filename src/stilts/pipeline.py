@@ -156,7 +156,9 @@ def _rank_tasks(params) -> list[str]:
     """The targets and candidates of the study's ranking (they need prepared data too)."""
     if not params.rank.targets:
         return []
-    return list(dict.fromkeys(params.rank.targets + (params.rank.candidates or params.tasks.intermediate)))
+    from stilts.selection.rank import candidates_for
+
+    return list(dict.fromkeys(params.rank.targets + [c for cs in candidates_for(params).values() for c in cs]))
 
 
 def _rank_stage(params, processed: Path) -> dict:

@@ -37,6 +37,10 @@ class Run:
     tokens_per_example: float
     batch_size: int = 16
 
+    def flops(self, n_params: int) -> float:
+        """6·N per training token, 2·N per evaluation token."""
+        return n_params * self.tokens_per_example * (6 * self.train_examples + 2 * self.eval_examples)
+
 
 @dataclass
 class Efficiency:
@@ -195,7 +199,7 @@ def report(params, gpu: str = "A100", mfu: float | None = None, measure: bool = 
     n, kind = non_embedding_params(params.model.name)
     train_tokens = sum(r.train_examples * r.tokens_per_example for r in rs)
     eval_tokens = sum(r.eval_examples * r.tokens_per_example for r in rs)
-    flops = 6 * n * train_tokens + 2 * n * eval_tokens
+    flops = sum(r.flops(n) for r in rs)
     lines = [f"plan for {params.source}: model {params.model.name} ({n / 1e6:.1f}M non-embedding parameters, {kind})"]
     for k in ("sweep", "intermediate", "transfer"):
         sel = [r for r in rs if r.kind == k]
@@ -204,7 +208,7 @@ def report(params, gpu: str = "A100", mfu: float | None = None, measure: bool = 
     lines.append(f"  {'total':<13} {len(rs):>6} runs  {train_tokens:>14,.0f} train tokens  "
                  f"{eval_tokens:,.0f} eval tokens")
     lines.append(f"  compute: {flops:.3e} FLOPs (6·N·tokens train + 2·N·tokens eval)")
-    lines += _gpu_hours(rs, n, gpu, mfu)
+    lines += _gpu_hours(rs, n, gpu, mfu, flops)
     if measure:
         rate = calibrate()
         lines.append(f"  on this machine (calibrated: {rate / 1e9:.1f} GFLOP/s training): "
@@ -212,27 +216,24 @@ def report(params, gpu: str = "A100", mfu: float | None = None, measure: bool = 
     return "\n".join(lines)
 
 
-def _gpu_hours(rs: list[Run], n_params: int, gpu: str, mfu: float | None) -> list[str]:
+def _gpu_hours(rs: list[Run], n_params: int, gpu: str, mfu: float | None, flops: float) -> list[str]:
     """GPU-hours per training batch size: each run's FLOPs (its evaluations too) at the efficiency of its batch."""
     peak = GPU_PEAK_TFLOPS[gpu] * 1e12
     if mfu is not None:
-        flops = sum(6 * n_params * r.train_examples * r.tokens_per_example +
-                    2 * n_params * r.eval_examples * r.tokens_per_example for r in rs)
         return [f"  on {gpu} at {mfu:.1%} of {GPU_PEAK_TFLOPS[gpu]:.0f} TFLOP/s bf16 (assumed: --mfu): "
                 f"{flops / (peak * mfu) / 3600:,.2f} GPU-hours"]
     table = calibration()
     by_batch: dict[int, float] = {}
     for r in rs:
-        by_batch[r.batch_size] = by_batch.get(r.batch_size, 0.0) + n_params * r.tokens_per_example * (
-            6 * r.train_examples + 2 * r.eval_examples)
+        by_batch[r.batch_size] = by_batch.get(r.batch_size, 0.0) + r.flops(n_params)
     lines, used, total = [], {}, 0.0
-    for batch, flops in sorted(by_batch.items()):
+    for batch, batch_flops in sorted(by_batch.items()):
         eff = efficiency(gpu, batch, table)
         if eff is None:
             return [f"  on {gpu}: no measured efficiency in {CALIBRATION.name}; give --mfu"]
-        hours = flops / (peak * eff.mfu) / 3600
+        hours = batch_flops / (peak * eff.mfu) / 3600
         total += hours
-        lines.append(f"    batch {batch:>3}: {flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:>10,.1f} GPU-hours "
+        lines.append(f"    batch {batch:>3}: {batch_flops:.2e} FLOPs at {eff.mfu:.2%} MFU: {hours:>10,.1f} GPU-hours "
                      f"({eff.how})")
         r = eff.row
         used[(r["gpu"], r["batch_size"])] = (
