@@ -31,11 +31,6 @@ def parse_source(source: str) -> tuple[str, int | None]:
     if sep and size.isdigit():
         return task, int(size)
     return source, None
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
-COMPILE = ("auto", True, False)
-PROBE_MODES = ("finetune", "frozen")
-LOG_MODELS = ("reference", "copy")
 
 
 @dataclass
@@ -143,9 +138,6 @@ class AnalysisCfg:
     degenerate_margin: float = 0.01  # score ≤ majority baseline + margin counts as degenerate
     include_degenerate: bool = True
     alpha: float = 0.05
-
-
-RANK_METHODS = ("semb", "logme")
 
 
 @dataclass

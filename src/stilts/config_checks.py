@@ -9,9 +9,16 @@ import dataclasses
 import types
 import typing
 
-from stilts.config import (ATTN_IMPLEMENTATIONS, COMPILE, LOG_MODELS, MIXED_PRECISION, PROBE_MODES, RANK_METHODS,
-                           Params, RankCfg, TrainCfg)
 from stilts.errors import StiltsError, did_you_mean
+
+# the allowed values of params keys (config.py holds the schema; it calls these checks, so they import nothing
+# from it: the classes come with the values checked)
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+COMPILE = ("auto", True, False)
+PROBE_MODES = ("finetune", "frozen")
+LOG_MODELS = ("reference", "copy")
+RANK_METHODS = ("semb", "logme")
 
 
 def check_type(value, tp, key: str, src: str):
@@ -67,7 +74,7 @@ def build(cls, raw, prefix: str, src: str):
     return cls(**kwargs)
 
 
-def check_ranges(p: Params, src: str) -> None:
+def check_ranges(p, src: str) -> None:
     def need(ok: bool, key: str, msg: str):
         if not ok:
             raise StiltsError(f"{src}: '{key}' {msg}")
@@ -107,7 +114,7 @@ def check_ranges(p: Params, src: str) -> None:
     need(p.mlflow.log_models in LOG_MODELS, "mlflow.log_models", f"must be one of {LOG_MODELS}")
 
 
-def check_tasks(p: Params, src: str) -> None:
+def check_tasks(p, src: str) -> None:
     from stilts.tasks import registry
 
     names = registry.names()
@@ -118,16 +125,16 @@ def check_tasks(p: Params, src: str) -> None:
     for t, over in p.task_overrides.items():
         if t not in names:
             raise StiltsError(f"{src}: 'task_overrides.{t}': unknown task '{t}'{did_you_mean(t, names)}")
-        fields = {f.name for f in dataclasses.fields(TrainCfg)}
+        fields = {f.name for f in dataclasses.fields(type(p.train))}
         for k, v in (over or {}).items():
             if k not in fields:
                 raise StiltsError(f"{src}: unknown key 'task_overrides.{t}.{k}'"
                                   f"{did_you_mean(k, fields, f'task_overrides.{t}.')}")
-            over[k] = check_type(v, typing.get_type_hints(TrainCfg)[k], f"task_overrides.{t}.{k}", src)
+            over[k] = check_type(v, typing.get_type_hints(type(p.train))[k], f"task_overrides.{t}.{k}", src)
         p.task_overrides[t] = over or {}
 
 
-def check_data_files(p: Params, src: str) -> None:
+def check_data_files(p, src: str) -> None:
     from stilts.tasks import registry
 
     names = registry.names()
@@ -144,9 +151,9 @@ def check_data_files(p: Params, src: str) -> None:
                 raise StiltsError(f"{src}: 'data.files.{t}.{split}' must be a file path")
 
 
-def check_sweep(p: Params, src: str) -> None:
-    hints = typing.get_type_hints(TrainCfg)
-    fields = {f.name for f in dataclasses.fields(TrainCfg)}
+def check_sweep(p, src: str) -> None:
+    hints = typing.get_type_hints(type(p.train))
+    fields = {f.name for f in dataclasses.fields(type(p.train))}
     for k, values in p.sweep.grid.items():
         if k not in fields:
             raise StiltsError(f"{src}: unknown key 'sweep.grid.{k}'{did_you_mean(k, fields, 'sweep.grid.')}")
@@ -161,7 +168,7 @@ def check_sweep(p: Params, src: str) -> None:
         raise StiltsError(f"{src}: 'sweep.grid' is empty but sweep.enabled is true")
 
 
-def check_rank(r: RankCfg, src: str) -> None:
+def check_rank(r, src: str) -> None:
     """Task names, methods and sizes of a ranking (from params, or the command line as `src`)."""
     from stilts.tasks import registry
 
