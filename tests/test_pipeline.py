@@ -47,8 +47,9 @@ def test_each_source_has_its_own_dvc_yaml_and_stale_ones_go(make_params):
     assert nli["transfer-syn_nli-syn_rte-r0"]["outs"] == ["results/syn_nli/syn_rte/r0.json"]
     none = yaml.safe_load((params.root / "pipelines" / "none" / "dvc.yaml").read_text())["stages"]
     assert set(none) == {"transfer-none-syn_rte-r0"}
-    assert pipeline.addresses(params)["transfer-none-syn_rte-r0"] == "pipelines/none/dvc.yaml:transfer-none-syn_rte-r0"
-    assert pipeline.addresses(params)["analyze"] == "analyze"
+    assert pipeline.address("pipelines/none/dvc.yaml", "transfer-none-syn_rte-r0") == \
+        "pipelines/none/dvc.yaml:transfer-none-syn_rte-r0"
+    assert pipeline.address("dvc.yaml", "analyze") == "analyze"
 
     (params.root / "pipelines" / "syn_sentiment" / "dvc.lock").write_text("schema: '2.0'\n")
     dropped = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})

@@ -18,3 +18,9 @@ def did_you_mean(name: str, choices: Iterable[str], prefix: str = "") -> str:
 def unknown(kind: str, name: str, choices: Iterable[str], where: str = "") -> StiltsError:
     prefix = f"{where}: " if where else ""
     return StiltsError(f"{prefix}unknown {kind} '{name}'{did_you_mean(name, choices)}")
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a command's output: its one-line error."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"

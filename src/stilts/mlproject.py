@@ -1,8 +1,9 @@
 """MLproject entry points → the `stilts` CLI. Typed `-P` parameters become params overrides.
 
-A cell entry point first runs what the cell needs and is missing, the way `dvc repro` would: the
-task's prepared data, its sweep (when sweep.enabled and no task_overrides fix the grid), and for a
-transfer the source's intermediate checkpoint. Each step is its own `stilts` command (its own runs).
+A cell entry point first runs what the cell needs and is missing or out of date, the way `dvc repro` would
+(the same stage graph, `stilts.stages`): the task's prepared data, its sweep (when sweep.enabled and no
+task_overrides fix the grid), and for a transfer the source's intermediate checkpoint. Each step is its
+own `stilts` command (its own runs).
 """
 
 from __future__ import annotations
@@ -64,38 +65,18 @@ def to_cli(argv: list[str] | None = None) -> list[str]:
     return args
 
 
-def _prepared(params, task: str) -> list[list[str]]:
-    from stilts import data
-
-    return [] if data.is_current(params, task) else [["prepare", "--task", task]]
-
-
-def _ready(params, task: str) -> list[list[str]]:
-    """The commands that bring a task's prepared data and sweep result up to date (none when they are)."""
-    from stilts import sweep
-
-    steps = _prepared(params, task)
-    if sweep.needs_sweep(params, task) and (steps or not sweep.is_current(params, task)):
-        steps.append(["sweep", "--task", task])
-    return steps
-
-
 def prerequisites(params, a) -> list[list[str]]:
-    """What `a.command` needs first, in order, as `stilts` arguments (without the --set options)."""
-    from stilts import cells, config
+    """What `a.command` needs first, in order, as `stilts` arguments (without the --set options): the stages
+    of what its cell needs whose outputs are missing or stale, and those downstream of them (`stilts.stages`)."""
+    from stilts import pipeline, stages
 
-    if a.command == "sweep":
-        return _prepared(params, a.task)
-    if a.command not in ("intermediate", "transfer"):
+    if a.command not in ("sweep", "intermediate", "transfer"):
         return []
-    steps = []
-    restart = str(_number(a.restart, "restart", int))
-    if a.command == "transfer" and a.source != cells.BASELINE:
-        src, size = config.parse_source(a.source)
-        if not (cells.checkpoint_dir(params, a.source, int(restart)) / "stilts.json").is_file():
-            steps += _ready(params, src)
-            steps.append(["intermediate", "--task", src, "--restart", restart] + (["--size", str(size)] if size else []))
-    return steps + _ready(params, a.task)
+    source = a.source if a.command == "transfer" else a.task
+    cell = stages.graph(pipeline.cell_layout(params, a.command, a.task, source, _number(a.restart, "restart", int)))
+    target = list(cell)[-1]
+    todo = stages.plan(cell, stages.stale_by_records(params, cell), targets=[target])
+    return [shlex.split(st.cmd)[1:] for st in todo if st.name != target]
 
 
 def _entry_point(a) -> str:

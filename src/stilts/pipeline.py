@@ -87,62 +87,71 @@ def stages(params) -> dict:
     return {name: st for group in layout(params).values() for name, st in group.items()}
 
 
-def layout(params) -> dict[str, dict]:
-    """The stages grouped by the dvc.yaml (path relative to the root) that holds them."""
-    processed = params.path(params.data.processed_dir)
-    out: dict[str, dict] = {}
-    groups: dict[str, dict] = {"dvc.yaml": out}
-    for name in dict.fromkeys(params.all_tasks + _rank_tasks(params)):
-        task = registry.get(name)
-        deps = _code(params, PREPARE_CODE)
-        keys = ["data.processed_dir"]
-        if task.generator:
-            deps += _code(params, ["src/stilts/generate"])
-            keys += ["data.generated_train", "data.generated_validation", "data.generated_seed"]
-        else:
-            raw = params.path(params.data.raw_dir) / name
-            deps.append(_rel(params, raw))
-            keys += ["data.raw_dir", f"data.files.{name}"]
-        out[f"prepare-{name}"] = {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps,
-                                  "params": _params_deps(params, keys), "outs": [_rel(params, processed / name)]}
+def _prepare(params, name: str) -> dict:
+    task = registry.get(name)
+    deps, keys = _code(params, PREPARE_CODE), ["data.processed_dir"]
+    if task.generator:
+        deps += _code(params, ["src/stilts/generate"])
+        keys += ["data.generated_train", "data.generated_validation", "data.generated_seed"]
+    else:
+        deps.append(_rel(params, params.path(params.data.raw_dir) / name))
+        keys += ["data.raw_dir", f"data.files.{name}"]
+    return {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps, "params": _params_deps(params, keys),
+            "outs": [_processed(params, name)]}
+
+
+def _processed(params, name: str) -> str:
+    return _rel(params, params.path(params.data.processed_dir) / name)
+
+
+def _swept(params, name: str) -> list[str]:
+    """The task's sweep result, when it is swept (a dependency of every cell training it)."""
     from stilts import sweep
 
-    swept = {}
-    for name in params.all_tasks:
-        if sweep.needs_sweep(params, name):
-            swept[name] = _rel(params, sweep.result_path(params, name))
-            out[f"sweep-{name}"] = {
-                "cmd": _cmd(params, f"sweep --task {name}"),
-                "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)],
-                "params": _params_deps(params, _train_keys(params, name) + ["sweep"]), "outs": [swept[name]]}
+    return [_rel(params, sweep.result_path(params, name))] if sweep.needs_sweep(params, name) else []
+
+
+def _sweep(params, name: str) -> dict:
+    from stilts import sweep
+
+    return {"cmd": _cmd(params, f"sweep --task {name}"), "deps": _code(params, TRAIN_CODE) + [_processed(params, name)],
+            "params": _params_deps(params, _train_keys(params, name) + ["sweep"]),
+            "outs": [_rel(params, sweep.result_path(params, name))]}
+
+
+def _intermediate(params, source: str, k: int) -> dict:
+    name, size = parse_source(source)
+    return {"cmd": _cmd(params, f"intermediate --task {name} --restart {k}" + (f" --size {size}" if size else "")),
+            "deps": _code(params, TRAIN_CODE) + [_processed(params, name)] + _swept(params, name),
+            "params": _params_deps(params, _train_keys(params, name)), "outs": [f"models/intermediate/{source}/r{k}"]}
+
+
+def _transfer(params, source: str, name: str, k: int) -> dict:
+    deps = _code(params, TRAIN_CODE) + [_processed(params, name)] + _swept(params, name)
+    if source != BASELINE:
+        deps.append(f"models/intermediate/{source}/r{k}")
+    return {"cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"), "deps": deps,
+            "params": _params_deps(params, _train_keys(params, name)), "outs": [f"results/{source}/{name}/r{k}.json"]}
+
+
+def layout(params) -> dict[str, dict]:
+    """The stages grouped by the dvc.yaml (path relative to the root) that holds them."""
+    top = {f"prepare-{name}": _prepare(params, name) for name in dict.fromkeys(params.all_tasks + _rank_tasks(params))}
+    top |= {f"sweep-{name}": _sweep(params, name) for name in params.all_tasks if _swept(params, name)}
+    groups: dict[str, dict] = {"dvc.yaml": top}
     restarts = range(params.study.restarts)
     for source in [BASELINE] + params.sources:
-        groups[source_file(source)] = {}
-    for source in params.sources:
-        name, size = parse_source(source)
-        for k in restarts:
-            groups[source_file(source)][f"intermediate-{source}-r{k}"] = {
-                "cmd": _cmd(params, f"intermediate --task {name} --restart {k}" + (f" --size {size}" if size else "")),
-                "deps": _code(params, TRAIN_CODE) + [_rel(params, processed / name)] + _opt(swept.get(name)),
-                "params": _params_deps(params, _train_keys(params, name)),
-                "outs": [f"models/intermediate/{source}/r{k}"]}
-    results = []
-    for source in [BASELINE] + params.sources:
+        group = groups[source_file(source)] = {}
+        if source != BASELINE:
+            group |= {f"intermediate-{source}-r{k}": _intermediate(params, source, k) for k in restarts}
         # data-size variants answer RQ4 about targets (as in the paper): no probing cells for them
         tasks = params.tasks.target if parse_source(source)[1] is not None else params.transfer_tasks
-        for name in tasks:
-            for k in restarts:
-                deps = _code(params, TRAIN_CODE) + [_rel(params, processed / name)] + _opt(swept.get(name))
-                if source != BASELINE:
-                    deps.append(f"models/intermediate/{source}/r{k}")
-                result = f"results/{source}/{name}/r{k}.json"
-                results.append(result)
-                groups[source_file(source)][f"transfer-{source}-{name}-r{k}"] = {
-                    "cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"),
-                    "deps": deps, "params": _params_deps(params, _train_keys(params, name)), "outs": [result]}
+        group |= {f"transfer-{source}-{name}-r{k}": _transfer(params, source, name, k) for name in tasks for k in restarts}
+    results = [out for group in list(groups.values())[1:] for name, st in group.items()
+               if name.startswith("transfer-") for out in st["outs"]]
     if params.rank.targets:
-        out["rank"] = _rank_stage(params, processed)
-    out["analyze"] = {
+        top["rank"] = _rank_stage(params)
+    top["analyze"] = {
         "cmd": _cmd(params, "analyze"),
         "deps": _code(params, ANALYSIS_CODE) + results + (RANK_FILES if params.rank.targets else []),
         "params": _params_deps(params, ["mlflow.experiment", "analysis", "tasks", "study.restarts"]),
@@ -150,6 +159,19 @@ def layout(params) -> dict[str, dict]:
         "metrics": [{"reports/summary.json": {"cache": False}}],
         "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
     return groups
+
+
+def cell_layout(params, command: str, task: str, source: str = BASELINE, restart: int = 0) -> dict[str, dict]:
+    """The stage of one `stilts` command (prepare, sweep, intermediate, transfer; any task, in the study or
+    not) and the stages of what it needs, as `layout` would give them; the command's own stage last."""
+    needs = ([parse_source(source)[0]] if command == "transfer" and source != BASELINE else []) + [task]
+    stages = {f"prepare-{t}": _prepare(params, t) for t in needs}
+    stages |= {f"sweep-{t}": _sweep(params, t) for t in needs if _swept(params, t) or command == "sweep"}
+    if source != BASELINE and command in ("intermediate", "transfer"):
+        stages[f"intermediate-{source}-r{restart}"] = _intermediate(params, source, restart)
+    if command == "transfer":
+        stages[f"transfer-{source}-{task}-r{restart}"] = _transfer(params, source, task, restart)
+    return {"dvc.yaml": stages}
 
 
 def _rank_tasks(params) -> list[str]:
@@ -161,13 +183,13 @@ def _rank_tasks(params) -> list[str]:
     return list(dict.fromkeys(params.rank.targets + [c for cs in candidates_for(params).values() for c in cs]))
 
 
-def _rank_stage(params, processed: Path) -> dict:
+def _rank_stage(params) -> dict:
     """`stilts rank` on the study: after the grid cells it is scored against (and, for logme, the
     intermediate checkpoints it reads), so `dvc repro` reruns it when any of them changes."""
     from stilts.selection.rank import candidates_for
 
     candidates = candidates_for(params)
-    deps = _code(params, RANK_CODE) + [_rel(params, processed / t) for t in _rank_tasks(params)]
+    deps = _code(params, RANK_CODE) + [_processed(params, t) for t in _rank_tasks(params)]
     restarts = range(params.study.restarts)
     if "logme" in params.rank.methods:
         deps += [f"models/intermediate/{c}/r{params.rank.restart}"
@@ -183,10 +205,9 @@ def source_file(source: str) -> str:
     return f"{PIPELINES_DIR}/{source}/dvc.yaml"
 
 
-def addresses(params) -> dict[str, str]:
-    """How DVC names each stage on the command line (`dvc repro ADDRESS`): `path/dvc.yaml:name` outside the root."""
-    return {name: name if file == "dvc.yaml" else f"{file}:{name}"
-            for file, group in layout(params).items() for name in group}
+def address(file: str, name: str) -> str:
+    """How DVC names a stage on the command line (`dvc repro ADDRESS`): `path/dvc.yaml:name` outside the root."""
+    return name if file == "dvc.yaml" else f"{file}:{name}"
 
 
 def render(params) -> dict[str, str]:

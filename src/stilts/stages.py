@@ -1,0 +1,133 @@
+"""What is out of date: the study's stages, the graph between them, and the one `dvc` runner.
+
+For the study, DVC says what changed (`dvc status`); everything downstream of a changed stage is out of date
+too. Commands run outside DVC (the MLproject's entry points, for any task) ask the same graph, with what the
+outputs themselves record (`stale_by_records`). Each stage knows the stages producing its inputs: in this
+run (`upstream`) or any (`inputs`: a worker without the project's files fetches their outputs).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stilts.errors import StiltsError, last_line
+
+TRAINING = ("sweep-", "intermediate-", "transfer-")  # the stages that train: they take a GPU
+
+
+def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
+    """Run `dvc ARGS` in `root` (this environment's dvc, waiting for DVC's repo lock). Captured: its output,
+    or a one-line error when it fails; else its output goes to ours and its exit code is returned."""
+    exe = Path(sys.executable).with_name("dvc")
+    cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
+    env = os.environ | (env or {})
+    if not capture:
+        return subprocess.call(cmd, cwd=root, env=env)
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise StiltsError(f"{root}: `dvc {args[0]}` failed: {last_line(out.stderr or out.stdout)}")
+    return out.stdout
+
+
+@dataclass
+class Stage:
+    name: str
+    file: str  # the dvc.yaml holding it, relative to the project root
+    cmd: str
+    outs: list[str]
+    uncached: list[str] = field(default_factory=list)  # outputs with `cache: false` (not in the DVC cache)
+    inputs: list[str] = field(default_factory=list)  # every stage producing its deps
+    upstream: list[str] = field(default_factory=list)  # the stages of this run producing its deps
+    downstream: int = 0  # stages of this run that wait for it, directly or not
+
+    @property
+    def address(self) -> str:
+        from stilts.pipeline import address
+
+        return address(self.file, self.name)
+
+    @property
+    def trains(self) -> bool:
+        return self.name.startswith(TRAINING)
+
+
+def _paths(entries: list) -> list[tuple[str, bool]]:
+    """(path, cached) for each entry of a stage's outs, metrics or plots."""
+    out = []
+    for e in entries:
+        path, opts = next(iter(e.items())) if isinstance(e, dict) else (e, {})
+        out.append((path, (opts or {}).get("cache", True)))
+    return out
+
+
+def graph(layout: dict[str, dict]) -> dict[str, Stage]:
+    """The stages of a pipeline layout (`pipeline.layout`: dvc.yaml → stages), each with its inputs."""
+    stages, produces = {}, {}
+    for file, group in layout.items():
+        for name, st in group.items():
+            outs = _paths(st.get("outs", []) + st.get("metrics", []) + st.get("plots", []))
+            stages[name] = Stage(name, file, st["cmd"], [p for p, _ in outs], [p for p, cached in outs if not cached])
+            produces |= {p: name for p, _ in outs}
+    for name, st in stages.items():
+        deps = layout[st.file][name].get("deps", [])
+        st.inputs = list(dict.fromkeys(produces[d] for d in deps if d in produces))
+    return stages
+
+
+def plan(stages: dict[str, Stage], changed: set[str], targets: list[str] | None = None) -> list[Stage]:
+    """The stages to run, each after those it depends on: the changed ones and everything downstream of
+    them; with `targets`, only what those stages need (themselves included)."""
+    try:
+        order = list(graphlib.TopologicalSorter({n: st.inputs for n, st in stages.items()}).static_order())
+    except graphlib.CycleError as e:
+        raise StiltsError(f"the pipeline has a cycle through stage '{e.args[1][0]}'") from None
+    todo = set(changed) & set(stages)
+    for name in order:
+        if any(i in todo for i in stages[name].inputs):
+            todo.add(name)
+    if targets is not None:
+        needed, stack = set(), list(targets)
+        while stack:
+            if (name := stack.pop()) not in needed:
+                needed.add(name)
+                stack += stages[name].inputs
+        todo &= needed
+    below = {name: set() for name in todo}
+    for name in reversed(order):
+        if name in todo:
+            stages[name].upstream = [i for i in stages[name].inputs if i in todo]
+            for up in stages[name].upstream:
+                below[up] |= {name} | below[name]
+    for name in todo:
+        stages[name].downstream = len(below[name])
+    return [stages[name] for name in order if name in todo]
+
+
+def changed(params) -> set[str]:
+    """The study's stages that `dvc status` reports changed (names without their dvc.yaml path)."""
+    return {name.split(":")[-1] for name in json.loads(dvc(params.root, "status", "--json") or "{}")}
+
+
+def stale_by_records(params, stages: dict[str, Stage]) -> set[str]:
+    """For commands run outside DVC: the stages whose outputs are missing, or record other inputs than there
+    are now (prepared data: its source files or generator settings; a sweep: its settings, grid and data)."""
+    from stilts import data, sweep
+
+    stale = set()
+    for name, st in stages.items():
+        kind, _, task = name.partition("-")
+        if kind == "prepare":
+            current = data.is_current(params, task)
+        elif kind == "sweep":
+            current = sweep.is_current(params, task)
+        else:
+            current = all(params.path(p).exists() for p in st.outs)
+        if not current:
+            stale.add(name)
+    return stale
