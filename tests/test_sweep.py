@@ -51,7 +51,7 @@ def test_grid_order_and_validation(make_params):
 def test_sweep_run_writes_choice_logs_children_and_cells_use_it(make_params):
     params = make_params(sweep=SWEEP, train={"epochs": 2})
     data.prepare(params, "syn_rte")
-    out = sweep.run(params, "syn_rte")
+    out = cells.sweep(params, "syn_rte")
     assert len(out["points"]) == 2 and out["chosen"]["lr"] in (1e-3, 1e-4)
     runs = tracking.search_runs(params)
     parent = runs[runs["tags.mlflow.runName"] == "sweep:syn_rte"]

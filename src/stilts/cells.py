@@ -2,6 +2,7 @@
 
 intermediate(task, restart)      → models/intermediate/<task>/r<k>/      (checkpoint, safetensors)
 transfer(source, task, restart)  → results/<source>/<task>/r<k>.json     (source "none" = baseline)
+sweep(task)                      → results/sweep/<task>.json             (one cell per grid point)
 """
 
 from __future__ import annotations
@@ -30,19 +31,13 @@ def result_path(params, source: str, task: str, restart: int) -> Path:
     return params.path("results") / source / task / f"r{restart}.json"
 
 
-def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, init_from: Path | None,
-              save_to: Path | None, size: int | None = None, settings=None, extra_tags: dict | None = None,
-              output: Path | None = None) -> dict:
-    import torch
+def _settings(params, role: str, task_name: str, size: int | None, settings):
+    """The cell's training settings, where each came from, and whether the encoder is frozen."""
+    from stilts.sweep import settings_for
 
-    from stilts import data, mlm, modeling, resume, sweep, tasktypes, tracking
-    from stilts.tracking.datasets import dataset_ids, log_datasets
-    from stilts.train import make_accelerator, resolve_mixed_precision, step_options, train
-
-    task = data.task_with_labels(params, registry.get(task_name))
     setting_source = {}
     if settings is None:
-        settings, setting_source = sweep.settings_for(params, task_name)
+        settings, setting_source = settings_for(params, task_name)
     if size is not None:
         settings = dataclasses.replace(settings, max_train_examples=size)
     # frozen probing: probe runs and the sweeps of probe tasks; the lr is the frozen one unless set or swept
@@ -50,111 +45,175 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     if frozen and role == "probe" and setting_source.get("lr") not in ("override", "sweep"):
         settings = dataclasses.replace(settings, lr=params.study.frozen_probe_lr)
         setting_source = {**setting_source, "lr": "study.frozen_probe_lr"}
-    seed = seed_for(role, restart, settings.seed)
-    torch.manual_seed(seed)
+    return settings, setting_source, frozen
+
+
+def _datasets(params, task_name: str, settings):
+    from stilts import data, modeling
+
     tokenizer = modeling.load_tokenizer(params.model)
     train_ds = data.features(params, task_name, "train", tokenizer, settings.max_seq_length)
     dev_ds = data.features(params, task_name, "validation", tokenizer, settings.max_seq_length)
     if settings.max_train_examples and len(train_ds) > settings.max_train_examples:
         # a fixed subset (same for every restart and source), so restarts differ only in their seeds
         train_ds = train_ds.shuffle(seed=0).select(range(settings.max_train_examples))
-    mlm_model, mlm_tags, mixing = None, {}, role == "intermediate" and task_name in params.mlm.tasks
-    if role == "intermediate" and (params.mlm.measure or mixing):
-        mlm_model, why = mlm.load_mlm_model(params.model.name, params.model.revision,
-                                            modeling.attn_for(params, settings))
-        if mlm_model is None:
-            if mixing:
-                raise StiltsError(f"mlm.tasks: MLM mixing for '{task_name}' needs a masked-LM head, but "
-                                  f"'{params.model.name}': {why}")
-            mlm_tags["mlm_unavailable"] = why
-    model = modeling.build(params, task, settings, init_from=init_from, mlm_model=mlm_model, frozen=frozen)
-    accelerator = make_accelerator(settings)
-    mlm_metrics, mlm_batches, mlm_ratio = {}, None, 0.0
-    if mlm_model is not None:
-        lines = mlm.corpus(params, params.mlm.eval_examples + (params.mlm.corpus_examples if mixing else 0))
-        mlm_eval = mlm.features(tokenizer, lines[:params.mlm.eval_examples], settings.max_seq_length)
-        mlm_metrics["mlm_loss_before"] = mlm.loss(mlm_model, tokenizer, mlm_eval, params.mlm.probability)
+    return tokenizer, train_ds, dev_ds
+
+
+@dataclasses.dataclass
+class _Mlm:
+    """Masked LM in an intermediate cell: its loss before/after (mlm.measure), or mixed into training (mlm.tasks)."""
+    model: object = None
+    tags: dict = dataclasses.field(default_factory=dict)
+    eval: object = None  # the features the loss is measured on
+    batches: object = None  # the MLM batches mixed into training
+    ratio: float = 0.0
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+def _mlm(params, role: str, task_name: str, settings, tokenizer, train_examples: int, seed: int) -> _Mlm:
+    from stilts import mlm, modeling
+
+    out, mixing = _Mlm(), role == "intermediate" and task_name in params.mlm.tasks
+    if not (role == "intermediate" and (params.mlm.measure or mixing)):
+        return out
+    out.model, why = mlm.load_mlm_model(params.model.name, params.model.revision, modeling.attn_for(params, settings))
+    if out.model is None:
         if mixing:
-            mix = mlm.features(tokenizer, lines[params.mlm.eval_examples:], settings.max_seq_length)
-            mlm_ratio = mlm.mixing_ratio(len(train_ds), len(mix), params.mlm.cap)
-            mlm_batches = mlm.batches(tokenizer, mix, settings.batch_size, params.mlm.probability, seed)
-            mlm_tags |= {"mlm_mixing": "true", "mlm_ratio": round(mlm_ratio, 4)}
-    collate = tasktypes.get(task.type).collator(tokenizer)
-    tags = {"role": role, "source": source, "task": task_name, "restart": restart,
-            "cell": f"{source}/{task_name}/r{restart}", "type": task.type, "metric": task.metric}
+            raise StiltsError(f"mlm.tasks: MLM mixing for '{task_name}' needs a masked-LM head, but "
+                              f"'{params.model.name}': {why}")
+        out.tags["mlm_unavailable"] = why
+        return out
+    lines = mlm.corpus(params, params.mlm.eval_examples + (params.mlm.corpus_examples if mixing else 0))
+    out.eval = mlm.features(tokenizer, lines[:params.mlm.eval_examples], settings.max_seq_length)
+    out.metrics["mlm_loss_before"] = mlm.loss(out.model, tokenizer, out.eval, params.mlm.probability)
+    if mixing:
+        mix = mlm.features(tokenizer, lines[params.mlm.eval_examples:], settings.max_seq_length)
+        out.ratio = mlm.mixing_ratio(train_examples, len(mix), params.mlm.cap)
+        out.batches = mlm.batches(tokenizer, mix, settings.batch_size, params.mlm.probability, seed)
+        out.tags |= {"mlm_mixing": "true", "mlm_ratio": round(out.ratio, 4)}
+    return out
+
+
+def _tags(params, task, role: str, source: str, restart: int, extra: dict) -> dict:
+    tags = {"role": role, "source": source, "task": task.name, "restart": restart,
+            "cell": f"{source}/{task.name}/r{restart}", "type": task.type, "metric": task.metric}
     if role == "probe":
         tags["probe_mode"] = params.study.probe_mode
-    tags |= (extra_tags or {}) | mlm_tags
+    tags |= extra
     src_task, src_size = parse_source(source)
     if source != BASELINE:
         tags |= {"source_task": src_task, "source_size": src_size if src_size is not None else "full"}
-    logged = {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(settings),
-              "settings_source": setting_source,
-              "task": {"name": task_name, "type": task.type, "metric": task.metric, "family": task.family},
-              "cell": {"role": role, "source": source, "restart": restart, "seed": seed, "frozen_encoder": frozen,
-                       "init_from": str(init_from) if init_from else "pretrained"},
-              "data": {"train_examples": len(train_ds), "dev_examples": len(dev_ds),
-                       "data_hash": read_json(params.path(params.data.processed_dir) / task_name / "meta.json")
-                       ["data_hash"]},
-              "runtime": {"mixed_precision": resolve_mixed_precision(settings.mixed_precision),
-                          "attn_implementation": modeling.attn_for(params, settings),
-                          "compiled_step": step_options(settings, accelerator).compiled,
-                          "device": str(accelerator.device), "num_processes": accelerator.num_processes,
-                          "torch": torch.__version__, "stilts": __version__, "python": platform.python_version()}}
+    return tags
+
+
+def _logged(params, task, settings, setting_source: dict, cell: dict, datasets: tuple, accelerator) -> dict:
+    """The run's params: every effective setting, where it came from, the data and the runtime."""
+    import torch
+
+    from stilts import modeling
+    from stilts.train import resolve_mixed_precision, step_options
+
+    train_ds, dev_ds = datasets
+    meta = read_json(params.path(params.data.processed_dir) / task.name / "meta.json")
+    return {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(settings),
+            "settings_source": setting_source,
+            "task": {"name": task.name, "type": task.type, "metric": task.metric, "family": task.family},
+            "cell": cell,
+            "data": {"train_examples": len(train_ds), "dev_examples": len(dev_ds), "data_hash": meta["data_hash"]},
+            "runtime": {"mixed_precision": resolve_mixed_precision(settings.mixed_precision),
+                        "attn_implementation": modeling.attn_for(params, settings),
+                        "compiled_step": step_options(settings, accelerator).compiled,
+                        "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+                        "torch": torch.__version__, "stilts": __version__, "python": platform.python_version()}}
+
+
+def _summary(task, tags: dict, seed: int, fingerprint: str, result, majority: float, run_id) -> dict:
+    return {"role": tags["role"], "source": tags["source"], "task": task.name, "restart": tags["restart"],
+            "seed": seed, "metric": task.metric, "score": result.best[task.metric], "majority": majority,
+            "metrics": result.best, "best_step": result.best_step, "steps": result.steps,
+            "stopped_early": result.stopped_early, "fingerprint": fingerprint,
+            "train_seconds": round(result.train_seconds, 3), "final_eval_seconds": round(result.final_eval_seconds, 3),
+            "examples_per_second": round(result.train_examples / max(result.train_seconds, 1e-9), 2),
+            "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
+            "mlflow_run_id": run_id}
+
+
+def _log_outputs(run, params, task, settings, summary: dict, result, save_to, model, tokenizer, mlm: _Mlm,
+                 dev_ds) -> None:
+    """The main process's outputs: the checkpoint (a logged model), the final metrics, dev predictions."""
+    from stilts import mlm as mlm_loss
+    from stilts import modeling
+    from stilts.tracking.datasets import dataset_ids
+
+    model_id = None
+    if save_to is not None:
+        meta = {**summary, "base_model": params.model.name, "stilts_version": __version__, "type": task.type,
+                "labels": list(task.labels), "max_seq_length": settings.max_seq_length}
+        modeling.save_checkpoint(model, tokenizer, save_to, meta, result.best_state)
+        if mlm.model is not None:  # the encoder now holds the best state
+            mlm.metrics["mlm_loss_after"] = mlm_loss.loss(model.mlm, tokenizer, mlm.eval, params.mlm.probability)
+            run.log_metrics(mlm.metrics, result.steps)
+            summary |= mlm.metrics
+        model_id = _log_checkpoint(run, params, save_to, summary)
+    run.log_metrics(_final_metrics(summary), result.steps, model_id=model_id,
+                    dataset=dataset_ids(params, task.name)["validation"])
+    if result.best_predictions is not None:
+        run.log_text(_predictions_jsonl(params, task, dev_ds, result.best_predictions), DEV_PREDICTIONS)
+
+
+def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, init_from: Path | None,
+              save_to: Path | None, size: int | None = None, settings=None, extra_tags: dict | None = None,
+              output: Path | None = None) -> dict:
+    """settings → data → model → (already finished? skip) → an MLflow run around the training loop → outputs."""
+    import torch
+
+    from stilts import data, modeling, resume, tasktypes, tracking
+    from stilts.tracking.datasets import log_datasets
+    from stilts.train import make_accelerator, train
+
+    task = data.task_with_labels(params, registry.get(task_name))
+    settings, setting_source, frozen = _settings(params, role, task_name, size, settings)
+    seed = seed_for(role, restart, settings.seed)
+    torch.manual_seed(seed)
+    tokenizer, train_ds, dev_ds = _datasets(params, task_name, settings)
+    mlm = _mlm(params, role, task_name, settings, tokenizer, len(train_ds), seed)
+    model = modeling.build(params, task, settings, init_from=init_from, mlm_model=mlm.model, frozen=frozen)
+    accelerator = make_accelerator(settings)
+    tags = _tags(params, task, role, source, restart, (extra_tags or {}) | mlm.tags)
+    cell = {"role": role, "source": source, "restart": restart, "seed": seed, "frozen_encoder": frozen,
+            "init_from": str(init_from) if init_from else "pretrained"}
+    logged = _logged(params, task, settings, setting_source, cell, (train_ds, dev_ds), accelerator)
     fingerprint = _fingerprint(params, settings, logged, init_from)
     state_dir = params.path(".stilts/state") / f"{source}__{task_name}__r{restart}__{role}-{fingerprint[:12]}"
+    main = accelerator.is_main_process
     if output is not None and output.is_file() and read_json(output).get("fingerprint") == fingerprint:
         print(f"{source}/{task_name}/r{restart}: already finished with these settings ({output}); skipped")
         done = read_json(output)
-        if save_to is not None and accelerator.is_main_process:
+        if save_to is not None and main:
             _complete_logging(params, done, save_to)
         return done | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
-    name = f"{role}:{source}->{task_name}:r{restart}"
-    if role == "intermediate":
-        name = f"intermediate:{task_name}:r{restart}"
-    main = accelerator.is_main_process
-    run_ctx = tracking.tracked(params, name, tags, resume_id=resume_id) if main else _nullrun()
-    with run_ctx as run:
+    name = f"intermediate:{task_name}:r{restart}" if role == "intermediate" else \
+        f"{role}:{source}->{task_name}:r{restart}"
+    with (tracking.tracked(params, name, tags, resume_id=resume_id) if main else _nullrun()) as run:
         if main:
             tracking.end_stale_runs(params, tags["cell"], keep=run.id)
             if run.id != resume_id:
                 run.log_params(logged | {"fingerprint": fingerprint})
             log_datasets(run, params, task_name, {"train": len(train_ds), "validation": len(dev_ds)})
-        result = train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed,
-                       log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
-                       mlm_batches=mlm_batches, mlm_ratio=mlm_ratio, state_dir=state_dir,
+        result = train(model, task, settings, train_ds, dev_ds, tasktypes.get(task.type).collator(tokenizer),
+                       accelerator, seed, log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
+                       mlm_batches=mlm.batches, mlm_ratio=mlm.ratio, state_dir=state_dir,
                        state_extra={"run_id": run.id}, save_every=settings.save_every,
                        keep_predictions=role == "target")
-        tt = tasktypes.get(task.type)
-        majority = tt.majority_score(task, dev_ds)
-        summary = {"role": role, "source": source, "task": task_name, "restart": restart, "seed": seed,
-                   "metric": task.metric, "score": result.best[task.metric], "majority": majority,
-                   "metrics": result.best, "best_step": result.best_step, "steps": result.steps,
-                   "stopped_early": result.stopped_early, "fingerprint": fingerprint,
-                   "train_seconds": round(result.train_seconds, 3),
-                   "final_eval_seconds": round(result.final_eval_seconds, 3),
-                   "examples_per_second": round(result.train_examples / max(result.train_seconds, 1e-9), 2),
-                   "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
-                   "mlflow_run_id": run.id if main else None}
+        majority = tasktypes.get(task.type).majority_score(task, dev_ds)
+        summary = _summary(task, tags, seed, fingerprint, result, majority, run.id if main else None)
         if main:
-            model_id = None
-            if save_to is not None:
-                meta = {**summary, "base_model": params.model.name, "stilts_version": __version__,
-                        "type": task.type, "labels": list(task.labels), "max_seq_length": settings.max_seq_length}
-                unwrapped = accelerator.unwrap_model(model)
-                modeling.save_checkpoint(unwrapped, tokenizer, save_to, meta, result.best_state)
-                if mlm_model is not None:  # the encoder now holds the best state
-                    mlm_metrics["mlm_loss_after"] = mlm.loss(unwrapped.mlm, tokenizer, mlm_eval, params.mlm.probability)
-                    run.log_metrics(mlm_metrics, result.steps)
-                    summary |= mlm_metrics
-                model_id = _log_checkpoint(run, params, save_to, summary)
-            run.log_metrics(_final_metrics(summary), result.steps, model_id=model_id,
-                            dataset=dataset_ids(params, task_name)["validation"])
-            if result.best_predictions is not None:
-                run.log_text(_predictions_jsonl(params, task, dev_ds, result.best_predictions), DEV_PREDICTIONS)
+            _log_outputs(run, params, task, settings, summary, result, save_to, accelerator.unwrap_model(model),
+                         tokenizer, mlm, dev_ds)
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
     return summary
@@ -241,15 +300,37 @@ def _predictions_jsonl(params, task, dev_ds, predictions: list) -> str:
                    for r, p, g in zip(records, pred, gold))
 
 
-def run_sweep_point(params, task: str, restart: int, settings, parent_id: str, index: int, point: dict) -> dict:
-    """One grid point of a task's sweep: from the pretrained encoder, logged as a child of the sweep run."""
-    tags = {"mlflow.parentRunId": parent_id, "sweep_point": index,
-            "sweep_values": ", ".join(f"{k}={v}" for k, v in point.items())}
+def sweep(params, task: str) -> dict:
+    """Sweep `sweep.grid` for one task from the pretrained encoder: one child run per grid point under a
+    sweep run; the best point is written to results/sweep/<task>.json (stilts.sweep says how it is used)."""
+    from stilts import sweep as grid, tracking
 
-    summary = _run_cell(params, role="sweep", source=BASELINE, task_name=task, restart=restart, init_from=None,
-                        save_to=None, settings=settings, extra_tags=tags)
-    _clear_state(summary.pop("state_dir"))
-    return summary
+    if not params.sweep.grid:
+        raise StiltsError(f"{params.source}: 'sweep.grid' is empty")
+    points, restart, explicit = grid.points(params, task), params.sweep.restart, params.task_overrides.get(task, {})
+    with tracking.tracked(params, f"sweep:{task}", {"role": "sweep", "source": BASELINE, "task": task,
+                                                      "restart": restart, "cell": f"sweep/{task}"}) as parent:
+        tracking.end_stale_runs(params, f"sweep/{task}", keep=parent.id)
+        parent.log_params({"sweep": {"grid": params.sweep.grid, "overrides": params.sweep.overrides,
+                                     "points": len(points)}})
+        results = []
+        for i, point in enumerate(points):
+            settings = dataclasses.replace(params.train, **{**point, **params.sweep.overrides, **explicit})
+            tags = {"mlflow.parentRunId": parent.id, "sweep_point": i,
+                    "sweep_values": ", ".join(f"{k}={v}" for k, v in point.items())}
+            s = _run_cell(params, role="sweep", source=BASELINE, task_name=task, restart=restart, init_from=None,
+                          save_to=None, settings=settings, extra_tags=tags)
+            _clear_state(s.pop("state_dir"))
+            results.append({"point": point, "score": s["score"], "metrics": s["metrics"],
+                            "mlflow_run_id": s["mlflow_run_id"]})
+        best = grid.choose(results)
+        parent.log_metrics({"best_score": results[best]["score"], "best_point": best})
+        parent.set_tags({"chosen": ", ".join(f"{k}={v}" for k, v in results[best]["point"].items())})
+    out = {"task": task, "chosen": {k: v for k, v in results[best]["point"].items() if k not in explicit},
+           "best_point": best, "points": results, "grid": params.sweep.grid, "overrides": params.sweep.overrides,
+           "inputs": grid.inputs_hash(params, task)}
+    atomic_write_json(grid.result_path(params, task), out)
+    return out
 
 
 def _check_restart(restart: int) -> None:

@@ -66,9 +66,9 @@ def cmd_transfer(args):
 
 
 def cmd_sweep(args):
-    from stilts import sweep
+    from stilts import cells
 
-    out = sweep.run(_params(args), args.task)
+    out = cells.sweep(_params(args), args.task)
     print(f"sweep {args.task}: chose {out['chosen'] or '(all fixed by task_overrides)'} "
           f"(score {out['points'][out['best_point']]['score']:.4f})")
 

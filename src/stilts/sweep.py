@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from stilts.errors import StiltsError
-from stilts.io import atomic_write_json, read_json, sha256_text
+from stilts.io import read_json, sha256_text
 
 
 def points(params, task: str | None = None) -> list[dict]:
@@ -72,32 +72,3 @@ def choose(results: list[dict], metric_key: str = "score") -> int:
     """Index of the best result; the first one wins ties."""
     best = max(r[metric_key] for r in results)
     return next(i for i, r in enumerate(results) if r[metric_key] == best)
-
-
-def run(params, task: str) -> dict:
-    from stilts import cells, tracking
-
-    if not params.sweep.grid:
-        raise StiltsError(f"{params.source}: 'sweep.grid' is empty")
-    grid = points(params, task)
-    restart = params.sweep.restart
-    with tracking.tracked(params, f"sweep:{task}", {"role": "sweep", "source": "none", "task": task,
-                                                      "restart": restart, "cell": f"sweep/{task}"}) as parent:
-        tracking.end_stale_runs(params, f"sweep/{task}", keep=parent.id)
-        parent.log_params({"sweep": {"grid": params.sweep.grid, "overrides": params.sweep.overrides,
-                                     "points": len(grid)}})
-        results = []
-        for i, point in enumerate(grid):
-            explicit = params.task_overrides.get(task, {})
-            settings = dataclasses.replace(params.train, **{**point, **params.sweep.overrides, **explicit})
-            s = cells.run_sweep_point(params, task, restart, settings, parent.id, i, point)
-            results.append({"point": point, "score": s["score"], "metrics": s["metrics"],
-                            "mlflow_run_id": s["mlflow_run_id"]})
-        best = choose(results)
-        chosen = {k: v for k, v in results[best]["point"].items() if k not in params.task_overrides.get(task, {})}
-        parent.log_metrics({"best_score": results[best]["score"], "best_point": best})
-        parent.set_tags({"chosen": ", ".join(f"{k}={v}" for k, v in results[best]["point"].items())})
-    out = {"task": task, "chosen": chosen, "best_point": best, "points": results,
-           "grid": params.sweep.grid, "overrides": params.sweep.overrides, "inputs": inputs_hash(params, task)}
-    atomic_write_json(result_path(params, task), out)
-    return out

@@ -204,24 +204,44 @@ def evaluate(model, dev: EvalSet, accelerator, task) -> tuple[dict, np.ndarray]:
     return out, pred
 
 
-def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
-          keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0,
-          state_dir=None, state_extra: dict | None = None, save_every: int = 0,
-          keep_predictions: bool = False) -> TrainResult:
-    """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation.
+@dataclass
+class _Loop:
+    """What the training loop works with. `L` is its position and running totals: everything a resumed run
+    needs besides tensors (saved with the training state under `state_dir`)."""
+    model: object
+    task: object
+    settings: object
+    accelerator: object
+    optimizer: object
+    scheduler: object
+    step_loss: object
+    dev: EvalSet
+    collate: object  # with the padding buckets of a compiled step
+    total: int  # optimizer steps
+    eval_every: int
+    log: object
+    mlm_batches: object
+    mlm_ratio: float
+    keep_best_state: bool
+    keep_predictions: bool
+    L: dict = field(default_factory=lambda: {
+        "epoch": 0, "batch": 0, "step": 0, "examples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0, "best": None,
+        "best_step": 0, "stale": 0, "history": [], "mlm_credit": 0.0, "mlm_batches": 0, "mlm_loss_sum": 0.0,
+        "seconds": 0.0})
+    best_state: dict | None = None
+    state_dir: object = None  # where the resumable state goes (single-process runs)
+    state_extra: dict = field(default_factory=dict)
+    save_every: int = 0
+    start: float = 0.0
+    last_save: float = 0.0
 
-    With `state_dir`, the full training state is saved at every evaluation (and every `save_every`
-    steps), and a run that finds a state there resumes from it."""
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+
+def _prepare(model, task, settings, train_ds, dev_during, collate, accelerator, seed: int, mlm_batches,
+             mlm_ratio: float):
+    """Loaders, optimizer, schedule and the step's loss, prepared by Accelerate: (loop, train loader, the
+    generator its sampler draws from)."""
     from transformers import get_linear_schedule_with_warmup
 
-    set_seed(seed)
-    log = log or (lambda metrics, step: None)
-    dev_during = dev_ds
-    if settings.max_eval_examples and len(dev_ds) > settings.max_eval_examples:
-        dev_during = dev_ds.select(range(settings.max_eval_examples))
-        keep_best_state = True  # the final full-dev evaluation must score the best state
     options = step_options(settings, accelerator)
     if options.buckets and hasattr(collate, "with_buckets"):
         collate = collate.with_buckets(options.buckets)
@@ -238,110 +258,153 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     tt = accelerator.unwrap_model(model).tasktype
     step_loss = _step_loss(model, tt, accelerator, options.compiled)
     eval_every = settings.eval_every or steps_per_epoch
+    loop = _Loop(model, task, settings, accelerator, optimizer, scheduler, step_loss, dev, collate, total,
+                 eval_every, None, mlm_batches, mlm_ratio, False, False)
+    return loop, train_loader, sampler_generator
 
-    # the loop's position and running totals: everything a resumed run needs besides tensors
-    L = {"epoch": 0, "batch": 0, "step": 0, "examples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0,
-         "best": None, "best_step": 0, "stale": 0, "history": [], "mlm_credit": 0.0, "mlm_batches": 0,
-         "mlm_loss_sum": 0.0, "seconds": 0.0}
-    best_state = None
-    unwrapped = accelerator.unwrap_model(model)
-    saving = state_dir is not None and accelerator.num_processes == 1
-    if saving:
-        restored = resume.load(state_dir, unwrapped, optimizer, scheduler)
-        if restored is not None:
-            L, best_state = restored
-            if mlm_batches is not None:
-                for _ in range(L["mlm_batches"]):
-                    next(mlm_batches)
 
-    def save_state():
-        if saving:
-            resume.save(state_dir, unwrapped, optimizer, scheduler, {**L, **(state_extra or {})}, best_state)
+def _restore(loop: _Loop) -> None:
+    """Continue from the training state a killed run saved, when there is one."""
+    restored = resume.load(loop.state_dir, loop.accelerator.unwrap_model(loop.model), loop.optimizer, loop.scheduler)
+    if restored is not None:
+        loop.L, loop.best_state = restored
+        if loop.mlm_batches is not None:
+            for _ in range(loop.L["mlm_batches"]):
+                next(loop.mlm_batches)
 
-    loss_sum = torch.tensor(L["loss_sum"], device=accelerator.device)
-    mlm_loss_sum = torch.tensor(L["mlm_loss_sum"], device=accelerator.device)
-    tokens = torch.tensor(L["tokens"], dtype=torch.long, device=accelerator.device)  # on device: no host sync
-    bar = tqdm(total=total, initial=L["step"], desc=f"{task.name}",
-               disable=not (progress and accelerator.is_local_main_process), mininterval=2.0, leave=False)
-    start = time.perf_counter() - L["seconds"]
-    last_save = [time.perf_counter()]
-    model.train()
-    done = L["step"] >= total
-    while not done:
+
+def _micro_batch(loop: _Loop, batch, totals: dict) -> bool:
+    """Forward, backward and (on sync) an optimizer step, then the MLM batches due; whether it stepped."""
+    L, accelerator = loop.L, loop.accelerator
+    with accelerator.accumulate(loop.model):
+        loss = loop.step_loss(batch)
+        accelerator.backward(loss)
+        _optimizer_step(loop.model, accelerator, loop.optimizer, loop.scheduler, loop.settings)
+    L["batch"] += 1
+    totals["loss_sum"] += loss.detach()
+    L["loss_n"] += 1
+    if loop.mlm_batches is not None and accelerator.sync_gradients:
+        L["mlm_credit"] += loop.mlm_ratio
+        while L["mlm_credit"] >= 1:  # examples-proportional mixing, interleaved deterministically
+            L["mlm_credit"] -= 1
+            L["mlm_batches"] += 1
+            totals["mlm_loss_sum"] += _mlm_step(loop.model, next(loop.mlm_batches), accelerator, loop.optimizer,
+                                                loop.scheduler, loop.settings)
+    L["examples"] += batch["labels"].shape[0]
+    totals["tokens"] += batch["attention_mask"].sum()
+    if not accelerator.sync_gradients:
+        return False
+    L["step"] += 1
+    return True
+
+
+def _log_and_evaluate(loop: _Loop, totals: dict) -> bool:
+    """Log the train loss every `log_every` steps; evaluate every `eval_every` (and at the end), keeping the
+    best evaluation. Whether it evaluated."""
+    L, step, settings = loop.L, loop.L["step"], loop.settings
+    if step % settings.log_every == 0:
+        extra = {"train_mlm_loss_sum": totals["mlm_loss_sum"].item()} if loop.mlm_batches is not None else {}
+        loop.log({"train_loss": (totals["loss_sum"] / L["loss_n"]).item(), "lr": loop.scheduler.get_last_lr()[0],
+                  **extra}, step)
+        totals["loss_sum"].zero_()
+        L["loss_n"] = 0
+    if not (step % loop.eval_every == 0 or step == loop.total):
+        return False
+    resume.fault("eval")
+    m, pred = evaluate(loop.model, loop.dev, loop.accelerator, loop.task)
+    L["history"].append({"step": step, **m})
+    loop.log({f"dev_{k}": v for k, v in m.items()}, step)
+    L["stale"] += 1
+    metric = loop.task.metric
+    if L["best"] is None or m[metric] > L["best"][metric]:
+        L["best"], L["best_step"], L["stale"] = m, step, 0
+        if loop.keep_predictions:  # in the loop state, so a resumed run still has them
+            L["best_predictions"] = pred.tolist()
+        if loop.keep_best_state:
+            unwrapped = loop.accelerator.unwrap_model(loop.model)
+            loop.best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
+    return True
+
+
+def _save_if_due(loop: _Loop, evaluated: bool, totals: dict) -> None:
+    """The resumable state: every `save_every` steps, and at evaluations at most every `save_interval_s`
+    seconds (short runs are cheaper to redo than to save); never at the end, whose result follows."""
+    now = time.perf_counter()
+    due = (loop.save_every and loop.L["step"] % loop.save_every == 0) or \
+        (evaluated and now - loop.last_save >= loop.settings.save_interval_s)
+    if due and loop.state_dir is not None:
+        loop.L.update(loss_sum=float(totals["loss_sum"]), mlm_loss_sum=float(totals["mlm_loss_sum"]),
+                      tokens=int(totals["tokens"]), seconds=now - loop.start)
+        resume.save(loop.state_dir, loop.accelerator.unwrap_model(loop.model), loop.optimizer, loop.scheduler,
+                    {**loop.L, **loop.state_extra}, loop.best_state)
+        loop.last_save = time.perf_counter()
+
+
+def _train_steps(loop: _Loop, train_loader, sampler_generator, seed: int, totals: dict, bar) -> None:
+    """Epochs of optimizer steps, until the last step or early stopping (`patience` evaluations without
+    improvement)."""
+    L, settings = loop.L, loop.settings
+    if L["step"] >= loop.total:
+        return
+    while True:
         sampler_generator.manual_seed(seed + L["epoch"])  # each epoch's order depends on (seed, epoch) only
-        loader = accelerator.skip_first_batches(train_loader, L["batch"]) if L["batch"] else train_loader
+        loader = loop.accelerator.skip_first_batches(train_loader, L["batch"]) if L["batch"] else train_loader
         for batch in loader:
-            with accelerator.accumulate(model):
-                loss = step_loss(batch)
-                accelerator.backward(loss)
-                _optimizer_step(model, accelerator, optimizer, scheduler, settings)
-            L["batch"] += 1
-            loss_sum += loss.detach()
-            L["loss_n"] += 1
-            if mlm_batches is not None and accelerator.sync_gradients:
-                L["mlm_credit"] += mlm_ratio
-                while L["mlm_credit"] >= 1:  # examples-proportional mixing, interleaved deterministically
-                    L["mlm_credit"] -= 1
-                    L["mlm_batches"] += 1
-                    mlm_loss_sum += _mlm_step(model, next(mlm_batches), accelerator, optimizer, scheduler, settings)
-            L["examples"] += batch["labels"].shape[0]
-            tokens += batch["attention_mask"].sum()
-            if not accelerator.sync_gradients:
-                continue
-            L["step"] += 1
-            step = L["step"]
+            if not _micro_batch(loop, batch, totals):
+                continue  # accumulating gradients
             bar.update(1)
             resume.fault("train_step")
-            if step % settings.log_every == 0:
-                extra = {"train_mlm_loss_sum": mlm_loss_sum.item()} if mlm_batches is not None else {}
-                log({"train_loss": (loss_sum / L["loss_n"]).item(), "lr": scheduler.get_last_lr()[0], **extra}, step)
-                loss_sum.zero_()
-                L["loss_n"] = 0
-            evaluated = False
-            if step % eval_every == 0 or step == total:
-                resume.fault("eval")
-                m, pred = evaluate(model, dev, accelerator, task)
-                L["history"].append({"step": step, **m})
-                log({f"dev_{k}": v for k, v in m.items()}, step)
-                L["stale"] += 1
-                if L["best"] is None or m[task.metric] > L["best"][task.metric]:
-                    L["best"], L["best_step"], L["stale"] = m, step, 0
-                    if keep_predictions:  # in the loop state, so a resumed run still has them
-                        L["best_predictions"] = pred.tolist()
-                    if keep_best_state:
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
-                evaluated = True
-            finished = step >= total or (settings.patience and L["stale"] >= settings.patience)
-            # the resumable state: every `save_every` steps, and at evaluations at most every `save_interval_s`
-            # seconds (short runs are cheaper to redo than to save); never at the end, whose result follows
-            now = time.perf_counter()
-            due = (save_every and step % save_every == 0) or \
-                (evaluated and now - last_save[0] >= settings.save_interval_s)
-            if due and not finished:
-                L.update(loss_sum=float(loss_sum), mlm_loss_sum=float(mlm_loss_sum), tokens=int(tokens),
-                         seconds=now - start)
-                save_state()
-                last_save[0] = time.perf_counter()
-            if finished:
-                done = True  # the last step, or early stopping: `patience` evaluations without improvement
-                break
-        else:
-            L["epoch"] += 1
-            L["batch"] = 0
-    bar.close()
-    seconds = time.perf_counter() - start
-    best = L["best"]
-    final_eval = time.perf_counter()
+            evaluated = _log_and_evaluate(loop, totals)
+            if L["step"] >= loop.total or (settings.patience and L["stale"] >= settings.patience):
+                return
+            _save_if_due(loop, evaluated, totals)
+        L["epoch"] += 1
+        L["batch"] = 0
+
+
+def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
+          keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0,
+          state_dir=None, state_extra: dict | None = None, save_every: int = 0,
+          keep_predictions: bool = False) -> TrainResult:
+    """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation.
+
+    With `state_dir`, the full training state is saved at every evaluation (and every `save_every`
+    steps), and a run that finds a state there resumes from it."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    set_seed(seed)
+    dev_during = dev_ds
+    if settings.max_eval_examples and len(dev_ds) > settings.max_eval_examples:
+        dev_during = dev_ds.select(range(settings.max_eval_examples))
+        keep_best_state = True  # the final full-dev evaluation must score the best state
+    loop, train_loader, sampler_generator = _prepare(model, task, settings, train_ds, dev_during, collate,
+                                                     accelerator, seed, mlm_batches, mlm_ratio)
+    loop.log = log or (lambda metrics, step: None)
+    loop.keep_best_state, loop.keep_predictions = keep_best_state, keep_predictions
+    if state_dir is not None and accelerator.num_processes == 1:
+        loop.state_dir, loop.state_extra, loop.save_every = state_dir, state_extra or {}, save_every
+        _restore(loop)
+    L = loop.L
+    totals = {"loss_sum": torch.tensor(L["loss_sum"], device=accelerator.device),
+              "mlm_loss_sum": torch.tensor(L["mlm_loss_sum"], device=accelerator.device),
+              "tokens": torch.tensor(L["tokens"], dtype=torch.long, device=accelerator.device)}  # on device: no sync
+    loop.start, loop.last_save = time.perf_counter() - L["seconds"], time.perf_counter()
+    loop.model.train()
+    with tqdm(total=loop.total, initial=L["step"], desc=f"{task.name}", mininterval=2.0, leave=False,
+              disable=not (progress and accelerator.is_local_main_process)) as bar:
+        _train_steps(loop, train_loader, sampler_generator, seed, totals, bar)
+    seconds = time.perf_counter() - loop.start
+    best, final_eval = L["best"], time.perf_counter()
     if dev_during is not dev_ds:  # the paper: capped dev set while training, full dev set at the end
-        if best_state is not None:
-            unwrapped.load_state_dict(best_state)
-        full = eval_loader(dev_ds, settings, collate)
+        if loop.best_state is not None:
+            accelerator.unwrap_model(loop.model).load_state_dict(loop.best_state)
+        full = eval_loader(dev_ds, settings, loop.collate)
         full.loader = accelerator.prepare(full.loader)
-        best, pred = evaluate(model, full, accelerator, task)
+        best, pred = evaluate(loop.model, full, accelerator, task)
         if keep_predictions:
             L["best_predictions"] = pred.tolist()
-    final_eval = time.perf_counter() - final_eval
     return TrainResult(best=best, best_step=L["best_step"], steps=L["step"], train_seconds=seconds,
-                       final_eval_seconds=final_eval,
-                       stopped_early=L["step"] < total, train_examples=L["examples"], train_tokens=int(tokens.item()),
-                       best_state=best_state, history=L["history"], best_predictions=L.get("best_predictions"))
+                       final_eval_seconds=time.perf_counter() - final_eval, stopped_early=L["step"] < loop.total,
+                       train_examples=L["examples"], train_tokens=int(totals["tokens"].item()),
+                       best_state=loop.best_state, history=L["history"], best_predictions=L.get("best_predictions"))
