@@ -1,11 +1,14 @@
-"""The Dask engine's parts, without a study: the stage graph, GPU shares, the SLURM job script, progress,
-cells dying with their worker, the command line's checks and the no-shared-filesystem preconditions."""
+"""The Dask engine's parts, without a study: the stage graph, GPU slots, the SLURM job script, cells dying
+with their worker or stopped by the head, the command line's checks and the no-shared-filesystem
+preconditions."""
 
+import contextlib
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,41 +16,43 @@ import psutil
 import pytest
 import yaml
 
-from stilts import cli, pipeline
-from stilts.engine import cell, clusters, stages, transport
-from stilts.engine.progress import Progress
+from stilts import cli, pipeline, stages
+from stilts.engine import cell, clusters, transport
 from stilts.errors import StiltsError
 from tests.conftest import tiny_params_dict
 
 
 def test_plan_orders_out_of_date_stages_after_their_inputs(make_params):
     params = make_params()
-    plan = stages.plan(params, changed_names={"prepare-syn_rte"})
-    names = [st.name for st in plan]
-    assert names == ["prepare-syn_rte", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"]
-    by = {st.name: st for st in plan}
+
+    def plan(changed):
+        return stages.plan(stages.graph(pipeline.layout(params)), changed)
+
+    names = [st.name for st in plan({"prepare-syn_rte"})]
+    assert sorted(names) == ["analyze", "prepare-syn_rte", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0"]
+    assert names[0] == "prepare-syn_rte" and names[-1] == "analyze"
+    by = {st.name: st for st in plan({"prepare-syn_rte"})}
     assert by["transfer-syn_nli-syn_rte-r0"].upstream == ["prepare-syn_rte"]
     assert set(by["transfer-syn_nli-syn_rte-r0"].inputs) == {"prepare-syn_rte", "intermediate-syn_nli-r0"}
     assert by["transfer-syn_nli-syn_rte-r0"].address == "pipelines/syn_nli/dvc.yaml:transfer-syn_nli-syn_rte-r0"
     assert by["prepare-syn_rte"].downstream == 3 and by["analyze"].downstream == 0
     assert by["transfer-none-syn_rte-r0"].trains and not by["prepare-syn_rte"].trains
     assert "reports/summary.json" in by["analyze"].uncached and "reports/report.md" not in by["analyze"].uncached
-    everything = stages.plan(params, changed_names={"prepare-syn_nli", "prepare-syn_rte", "prepare-syn_tense"})
+    everything = plan({"prepare-syn_nli", "prepare-syn_rte", "prepare-syn_tense"})
     assert len(everything) == len(pipeline.stages(params)) == 9
-    assert everything[-1].name == "analyze"
-    assert stages.plan(params, changed_names=set()) == []
+    done: set = set()
+    for st in everything:  # each stage after every stage it needs
+        assert set(st.inputs) <= done
+        done.add(st.name)
+    assert plan(set()) == []
 
 
-@pytest.mark.parametrize("k", range(1, 9))
-def test_k_cells_fit_one_gpu_after_many_starts_and_ends(k):
-    share, available = clusters.gpu_share(k), 1.0
-    for _ in range(1000):  # a worker acquiring and releasing the resource, as Dask's worker state does
-        for _ in range(k):
-            assert available >= share
-            available -= share
-        assert not available >= share  # k + 1 never fit
-        for _ in range(k):
-            available += share
+def test_a_plan_for_one_target_holds_only_what_it_needs(make_params):
+    graph = stages.graph(pipeline.layout(make_params()))
+    todo = stages.plan(graph, {"prepare-syn_nli", "prepare-syn_rte"}, targets=["transfer-syn_nli-syn_rte-r0"])
+    assert [st.name for st in todo][-1] == "transfer-syn_nli-syn_rte-r0"
+    assert {st.name for st in todo} == {"prepare-syn_nli", "prepare-syn_rte", "intermediate-syn_nli-r0",
+                                        "transfer-syn_nli-syn_rte-r0"}
 
 
 def test_slurm_job_script_one_gpu_k_cells_and_loopback_only_when_told(monkeypatch):
@@ -63,7 +68,7 @@ def test_slurm_job_script_one_gpu_k_cells_and_loopback_only_when_told(monkeypatc
         finally:
             cluster.close()
     assert "#SBATCH --gres=gpu:1" in script and "#SBATCH --cpus-per-task=8" in script and "#SBATCH -p gpu" in script
-    assert "--resources GPU=1" in script and "--nthreads 2" in script and "export STILTS_CELL_THREADS=4" in script
+    assert "--resources GPU=2" in script and "--nthreads 2" in script and "export STILTS_CELL_THREADS=4" in script
     with dask.config.set({"jobqueue.slurm": slurm_cfg | {"scheduler-options": {}}}):
         with pytest.raises(StiltsError, match="set where the scheduler listens"):
             clusters.slurm(clusters.Options())
@@ -73,39 +78,12 @@ def test_local_cluster_workers_pin_their_gpu_and_share_the_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)))
     gpus = clusters.local_workers(clusters.Options(devices=["0", "3"], cells_per_gpu=2))
     assert [w["options"]["env"]["CUDA_VISIBLE_DEVICES"] for w in gpus.values()] == ["0", "3"]
-    assert all(w["options"]["resources"] == {"GPU": 1} and w["options"]["nthreads"] == 2 and
+    assert all(w["options"]["resources"] == {"GPU": 2} and w["options"]["nthreads"] == 2 and
                w["options"]["env"]["STILTS_CELL_THREADS"] == "4" and w["options"]["host"] == "127.0.0.1"
                for w in gpus.values())
     cpus = clusters.local_workers(clusters.Options(jobs=3))
     assert len(cpus) == 3 and all(w["options"]["nthreads"] == 1 and "resources" not in w["options"] and
                                   w["options"]["env"]["STILTS_CELL_THREADS"] == "5" for w in cpus.values())
-
-
-def test_progress_counts_and_eta():
-    now = [0.0]
-    lines = []
-
-    class Out:
-        def write(self, text):
-            lines.append(text)
-
-        def flush(self):
-            pass
-
-    p = Progress(4, out=Out(), clock=lambda: now[0])
-    p.event((0, {"started": "a"}))
-    p.event((0, {"started": "b"}))
-    assert p.line() == "stages: 0/4 done, 2 running, 2 left, elapsed 0s"
-    now[0] = 10.0
-    p.finished("a", True, 10.0)
-    p.event((0, {"started": "c"}))
-    assert p.line().startswith("stages: 1/4 done, 2 running, 1 left, elapsed 10s, ETA ")
-    assert p.eta() == pytest.approx(10.0 * (1 + 2 / 2))  # 10 s a stage, one cell at a time so far
-    p.show(), p.show()
-    assert len(lines) == 2  # printed once per change of counts (plus newline) when not a terminal
-    p.finished("b", False)
-    p.not_run("c")
-    assert p.line() == "stages: 1/4 done, 0 running, 1 failed, 1 not run, 1 left, elapsed 10s, ETA 10s"
 
 
 def test_error_line_is_the_cells_own_one_line_error(tmp_path):
@@ -116,12 +94,12 @@ def test_error_line_is_the_cells_own_one_line_error(tmp_path):
     assert cell.error_line(log) == "ValueError: bad"
 
 
-RUNNER = """
+ENV = {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"}
+RUNNER = f"""
 import sys
 from pathlib import Path
 from stilts.engine import cell
-cell.run_command(sys.argv[1], Path(sys.argv[2]), {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"},
-                 Path(sys.argv[2]) / "log")
+cell.run_command(sys.argv[1], Path(sys.argv[2]), {ENV}, Path(sys.argv[2]) / "log")
 """
 
 
@@ -147,21 +125,33 @@ def test_a_cell_without_the_warm_server_dies_with_its_worker(tmp_path):
         worker.kill()
 
 
-def test_a_cancelled_cell_is_killed(tmp_path):
+def _gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_head_stops_a_studys_running_cells(tmp_path):
+    """Ctrl-C in the head: `client.run(cell.stop, study)` kills that study's cells on each worker."""
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(cell.run_command(
+        "echo $$ > pid; exec sleep 300", tmp_path, ENV, tmp_path / "log", study="s1")))
+    runner.start()
+    sleeper = _pid(tmp_path / "pid")
+    assert cell.stop("s2") == 0 and not _gone(sleeper)  # another study's cells stay
     start = time.monotonic()
-    code = cell.run_command("echo $$ > pid; exec sleep 300", tmp_path, {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"},
-                            tmp_path / "log", cancelled=lambda: (tmp_path / "pid").is_file())
-    assert code is None and time.monotonic() - start < 60
-    assert not psutil.pid_exists(int((tmp_path / "pid").read_text())) or \
-        psutil.Process(int((tmp_path / "pid").read_text())).status() == psutil.STATUS_ZOMBIE
-    assert cell.run_command("echo hi; exit 3", tmp_path, {"PATH": "/usr/bin:/bin", "STILTS_WORKER": "0"},
-                            tmp_path / "log") == 3
+    assert cell.stop("s1") == 1
+    runner.join(60)
+    assert codes == [137] and time.monotonic() - start < 30
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.wait_procs([psutil.Process(sleeper)], timeout=10)
+    assert _gone(sleeper)
+    assert cell.run_command("echo hi; exit 3", tmp_path, ENV, tmp_path / "log") == 3
     assert "hi" in (tmp_path / "log").read_text()
 
 
 @pytest.mark.parametrize("argv, message", [
     (["study", "--jobs", "2"], "add --cluster local"),
-    (["study", "--cluster", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs and --devices are for local and slurm"),
+    (["study", "--cluster", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs, --devices and --cells-per-gpu are for"),
+    (["study", "--cluster", "tcp://127.0.0.1:1", "--cells-per-gpu", "2"], "--nthreads K --resources GPU=K"),
     (["study", "--cluster", "locla"], "'locla' is not local, slurm or tcp://HOST:PORT"),
     (["study", "--cluster", "local", "--cells-per-gpu", "2"], "name them with --devices"),
     (["study", "--cluster", "local", "--devices", "0", "--jobs", "2"], "--jobs counts CPU workers: use one"),
@@ -219,10 +209,11 @@ def test_without_a_shared_filesystem_the_head_refuses_uncommitted_study_files(ma
 
 
 def test_lock_entries_round_trip(tmp_path):
-    transport.write_lock(tmp_path, "pipelines/a/dvc.yaml", {"s1": {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}})
-    transport.write_lock(tmp_path, "pipelines/a/dvc.yaml", {"s2": {"cmd": "y"}})
-    assert transport.read_lock(tmp_path, "pipelines/a/dvc.yaml") == {
-        "s1": {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}, "s2": {"cmd": "y"}}
+    a, b = "pipelines/a/dvc.yaml", "dvc.yaml"
+    transport.write_locks(tmp_path, {"s1": (a, {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}), "t": (b, {"cmd": "z"})})
+    transport.write_locks(tmp_path, {"s2": (a, {"cmd": "y"})})
+    assert transport.read_lock(tmp_path, a) == {"s1": {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}, "s2": {"cmd": "y"}}
+    assert transport.read_lock(tmp_path, b) == {"t": {"cmd": "z"}}
     assert yaml.safe_load((tmp_path / "pipelines/a/dvc.lock").read_text())["schema"] == "2.0"
 
 
@@ -235,24 +226,19 @@ def test_local_cluster_listens_on_loopback_only():
         assert listening == {"127.0.0.1"}
 
 
-def test_cell_threads_come_from_the_worker(monkeypatch):
-    class W:
-        class state:
-            nthreads = 2
-
+def test_cells_get_the_threads_their_cluster_gives_and_no_dask_malloc_threshold(monkeypatch):
     monkeypatch.setenv("STILTS_WORKER", "0")
-    monkeypatch.delenv("STILTS_CELL_THREADS", raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(8)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("STILTS_CELL_THREADS", "4")  # as the local and SLURM clusters set it
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as Dask's nanny sets it
-    cell.CellWorker().setup(W())
+    cell.CellWorker().setup(None)
     assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "4"
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # it made training 1.8× slower
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")  # the user's own value stays
-    monkeypatch.setenv("STILTS_CELL_THREADS", "3")
-    cell.CellWorker().setup(W())
-    assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
+    monkeypatch.delenv("STILTS_CELL_THREADS")
+    cell.CellWorker().setup(None)
+    assert os.environ["OMP_NUM_THREADS"] == "4" and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
 
 
 def test_guard_passes_the_exit_code_while_its_stdin_stays_open():

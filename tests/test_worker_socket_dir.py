@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stilts import worker
+from stilts import warm
 from tests.conftest import tiny_params_dict
 
 
@@ -18,32 +18,32 @@ def runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("STILTS_WORKER", "1")
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(worker, "_WARNED", [])
+    monkeypatch.setattr(warm, "_WARNED", [])
     return tmp_path
 
 
 def test_a_fresh_folder_is_private_and_used(runtime):
-    assert worker.enabled()
+    assert warm.enabled()
     base = runtime / f"stilts-{os.getuid()}"
-    assert oct(base.stat().st_mode & 0o777) == "0o700" and worker.socket_path().parent == base
+    assert oct(base.stat().st_mode & 0o777) == "0o700" and warm.socket_path().parent == base
 
 
 def test_a_folder_open_to_others_is_refused_once(runtime, capsys):
     base = runtime / f"stilts-{os.getuid()}"
     base.mkdir()
     base.chmod(0o755)
-    assert not worker.enabled() and not worker.enabled()
+    assert not warm.enabled() and not warm.enabled()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is open to others (mode 0755; it must be 0700)" in err
     with pytest.raises(OSError, match="unsafe cell server folder"):
-        worker.socket_path()
+        warm.socket_path()
 
 
 def test_a_folder_of_another_user_is_refused(runtime, monkeypatch, capsys):
     me = os.getuid()
     monkeypatch.setattr(os, "getuid", lambda: me + 1)  # the folder below then belongs to someone else
     (runtime / f"stilts-{me + 1}").mkdir(mode=0o700)
-    assert not worker.enabled()
+    assert not warm.enabled()
     assert f"belongs to uid {me}, not to you (uid {me + 1})" in capsys.readouterr().err
 
 
@@ -51,7 +51,7 @@ def test_a_symlinked_folder_is_refused(runtime, tmp_path_factory, capsys):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     elsewhere.chmod(0o700)
     (runtime / f"stilts-{os.getuid()}").symlink_to(elsewhere)
-    assert not worker.enabled()
+    assert not warm.enabled()
     assert "is not a directory (a symlink or a file)" in capsys.readouterr().err
 
 

@@ -125,9 +125,9 @@ def cmd_pipeline(args):
     else:
         path = pipeline.write(params)
         print(f"wrote {path} and the pipelines/ of its sources")
-        from stilts import worker
+        from stilts import warm
 
-        worker.prestart()  # `dvc repro` usually follows: warm the cell server meanwhile
+        warm.prestart()  # `dvc repro` usually follows: warm the cell server meanwhile
 
 
 def cmd_generate(args):
@@ -168,9 +168,7 @@ def cmd_server(args):
 
 
 def cmd_study(args):
-    import subprocess
-
-    from stilts import pipeline
+    from stilts import pipeline, stages, warm
 
     if args.set:
         raise StiltsError("study: --set is not applied to DVC stages; edit params.yaml "
@@ -189,11 +187,9 @@ def cmd_study(args):
         raise StiltsError("study: --jobs, --devices, --cells-per-gpu and --dashboard run cells side by side on a "
                           "Dask cluster: add --cluster local (or --cluster tcp://HOST:PORT, --cluster slurm)")
     pipeline.write(params)
-    from stilts import worker
-
-    worker.prestart()
-    env = dict(os.environ) | ({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {})
-    return subprocess.call(["dvc", "repro"], cwd=params.root, env=env)
+    warm.prestart()
+    env = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
+    return stages.dvc(params.root, "repro", env=env, capture=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,11 +272,11 @@ WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "ran
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.command in WARM_COMMANDS:
-        from stilts import worker
+    if args.command in WARM_COMMANDS:  # in a fork of the warm cell server where there is one, else here
+        from stilts import warm
 
-        if worker.enabled():
-            code = worker.run_via_worker(argv)
+        if warm.enabled():
+            code = warm.run(argv)
             if code is not None:
                 return code
     try:

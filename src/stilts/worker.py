@@ -1,29 +1,26 @@
-"""A warm fork server for cells, so each DVC stage does not pay Python + torch + MLflow start-up.
+"""The warm cell server: torch, transformers, datasets and MLflow imported once, not once per DVC stage.
 
-`dvc repro` starts one process per stage. Importing torch, transformers, datasets and MLflow costs
-several seconds each time, which is most of a small cell. The first `stilts` cell command starts
-this server in the background (imports done once); every cell command then connects over a unix
-socket, hands over its stdin/stdout/stderr, argv, working directory and environment, and the
-server forks a fresh child that runs the command exactly as the CLI would. The client exits with
-the child's exit code; killing the client kills the child. The server exits after
-`STILTS_WORKER_IDLE` seconds (default 300) without work, and a code change gives a new server
-(the socket name includes a hash of the package source). `STILTS_WORKER=0` turns it off.
+Each `stilts` cell command (its client, `stilts.warm`) hands it argv, working directory, environment and
+stdin/stdout/stderr; the server forks a child that runs the command as the CLI would, waits on the child
+and the client together (pidfd + select), returns the exit code, and kills the child if the client goes
+away first. It exits after `STILTS_WORKER_IDLE` seconds (default 300) without work.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
+import select
 import signal
 import socket
-import stat
 import struct
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from stilts.warm import unsafe
 
 # transformers and MLflow import most of their machinery lazily, at first use: name it here
 PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.tracking", "safetensors.torch",
@@ -37,184 +34,7 @@ PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.
            "stilts.cells", "stilts.train", "stilts.modeling", "stilts.data", "stilts.tracking", "stilts.mlm",
            "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report",
            "mlflow.pyfunc", "stilts.tracking.models", "stilts.tracking.pyfunc", "stilts.predict"]
-
-
-# read once at start or import time by glibc/torch/transformers/huggingface_hub: a server serves one setting
-IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_", "MALLOC_")
-
-
-def _code_hash() -> str:
-    h = hashlib.sha256(sys.executable.encode())
-    for p in sorted(Path(__file__).parent.rglob("*.py")):
-        h.update(p.read_bytes())
-    for k in sorted(os.environ):
-        if k.startswith(IMPORT_TIME_ENV):
-            h.update(f"{k}={os.environ[k]}".encode())
-    return h.hexdigest()[:12]
-
-
-def _socket_dir() -> Path:
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"stilts-{os.getuid()}"
-
-
-def _unsafe(base: Path) -> str | None:
-    """Why the socket folder must not be used (None when it is safe): it has to be a real directory of this
-    user, closed to everyone else, as tmux and ssh-agent require of theirs. Otherwise another local user
-    could listen there and receive a client's argv, environment and terminal."""
-    try:
-        base.mkdir(mode=0o700, exist_ok=True)
-        st = os.lstat(base)
-    except OSError as e:
-        return f"cannot create {base}: {e.strerror}"
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        return f"{base} is not a directory (a symlink or a file)"
-    if st.st_uid != os.getuid():
-        return f"{base} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
-    if st.st_mode & 0o077:
-        return f"{base} is open to others (mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700)"
-    return None
-
-
-_WARNED: list = []
-
-
-def socket_path() -> Path:
-    base = _socket_dir()
-    why = _unsafe(base)
-    if why:
-        raise OSError(f"stilts: unsafe cell server folder: {why}")
-    return base / f"worker-{_code_hash()}.sock"
-
-
-def enabled() -> bool:
-    distributed = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-    if not (os.environ.get("STILTS_WORKER", "1") != "0" and not distributed and hasattr(socket, "send_fds")
-            and hasattr(os, "fork")):
-        return False
-    why = _unsafe(_socket_dir())
-    if why and not _WARNED:
-        _WARNED.append(why)
-        print(f"stilts: not using the cell server: {why}; cells run in-process (set XDG_RUNTIME_DIR to a private "
-              "folder, or STILTS_WORKER=0 to silence this)", file=sys.stderr)
-    return why is None
-
-
-# ------------------------------------------------------------------------------------------ client
-
-
-def _connect(path: Path) -> socket.socket | None:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(str(path))
-        return s
-    except OSError:
-        s.close()
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _start_server(path: Path) -> None:
-    """Start the server unless another client already is: two servers importing at once on a small
-    machine would each take twice as long. The `.starting` file holds the starting server's pid."""
-    marker = path.with_suffix(".starting")
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        try:
-            if _alive(int(marker.read_text() or 0)):
-                return
-        except (OSError, ValueError):
-            pass
-        marker.unlink(missing_ok=True)  # its server died while starting
-        return _start_server(path)
-    log = path.with_suffix(".log")
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "stilts.worker", str(path)], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out, start_new_session=True, close_fds=True)
-    os.write(fd, str(proc.pid).encode())
-    os.close(fd)
-
-
-def prestart() -> None:
-    """Start the server in the background now (before `dvc repro`), so its imports overlap DVC's start."""
-    if enabled():
-        path = socket_path()
-        conn = _connect(path)
-        if conn is None:
-            _start_server(path)
-        else:
-            conn.close()
-
-
-def request(argv: list[str], *, cwd: str | None = None, env: dict | None = None,
-            fds: tuple[int, int, int] = (0, 1, 2)) -> socket.socket | None:
-    """Hand `stilts argv` to the warm server, with `fds` as its stdin/stdout/stderr (default: ours).
-    Returns the connection, on which the exit code arrives (`exit_code`); closing it kills the command,
-    and so does this process's death. None when no server could be reached."""
-    path = socket_path()
-    conn = _connect(path)
-    if conn is None:
-        _start_server(path)
-        deadline = time.monotonic() + 60
-        while conn is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            conn = _connect(path)
-        if conn is None:
-            return None
-    message = json.dumps({"argv": argv, "cwd": cwd or os.getcwd(),
-                          "env": dict(os.environ) if env is None else env}).encode()
-    try:
-        socket.send_fds(conn, [struct.pack("!I", len(message))], list(fds))
-        conn.sendall(message)
-    except OSError:
-        conn.close()
-        return None
-    return conn
-
-
-def exit_code(conn: socket.socket) -> int | None:
-    """Wait for the command's exit code (None: the server went away). Honours the socket's timeout."""
-    reply = b""
-    while len(reply) < 4:
-        chunk = conn.recv(4 - len(reply))
-        if not chunk:
-            return None
-        reply += chunk
-    return struct.unpack("!i", reply)[0]
-
-
-def run_via_worker(argv: list[str]) -> int | None:
-    """Run `stilts argv` in the warm server; None when no server could be reached (run in-process)."""
-    conn = request(argv)
-    if conn is None:
-        return None
-    with conn:
-        try:
-            return exit_code(conn)
-        except KeyboardInterrupt:
-            return 130
-
-
-# ------------------------------------------------------------------------------------------ server
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("client went away")
-        data += chunk
-    return data
+MAX_REQUEST = 1 << 20  # bytes: argv, working directory and environment, as one message (SOCK_SEQPACKET)
 
 
 def _child(fds: list[int], request: dict) -> None:
@@ -257,34 +77,27 @@ def _peer_is_us(conn: socket.socket) -> bool:
 def _serve_one(conn: socket.socket) -> None:
     if not _peer_is_us(conn):
         return
-    msg, fds, _, _ = socket.recv_fds(conn, 4, 3)
-    if not msg and not fds:
-        return  # connected and closed without a request: a liveness check (`prestart`) or a client killed early
-    (length,) = struct.unpack("!I", _recv_exact(conn, 4 - len(msg)) if len(msg) < 4 else msg)
-    request = json.loads(_recv_exact(conn, length))
+    msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
+    if not msg:  # closed without a request: a liveness check (`stilts.warm.prestart`), or a client killed early
+        for fd in fds:
+            os.close(fd)
+        return
+    request = json.loads(msg)
     pid = os.fork()
     if pid == 0:
         conn.close()
         _child(fds, request)
     for fd in fds:
         os.close(fd)
-    conn.setblocking(False)
-    while True:  # wait for the child; kill it if the client disappears
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        try:
-            if conn.recv(1) == b"":
-                os.kill(pid, signal.SIGKILL)
-        except BlockingIOError:
-            pass
-        except OSError:
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    code = os.waitstatus_to_exitcode(status)
-    conn.setblocking(True)
+    pidfd = os.pidfd_open(pid)
+    try:  # the child ends, or the client goes away first (its end of the connection closes): kill the child
+        if pidfd not in select.select([pidfd, conn], [], [])[0]:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     try:
-        conn.sendall(struct.pack("!i", code if code >= 0 else 128 - code))
+        conn.send(struct.pack("!i", code if code >= 0 else 128 - code))
     except OSError:
         pass
 
@@ -299,13 +112,8 @@ def _warm_caches() -> None:
         pass
 
 
-def serve(path: Path) -> None:
+def _preload() -> None:
     import importlib
-    import threading
-
-    why = _unsafe(path.parent)
-    if why:
-        raise SystemExit(f"stilts worker: not serving: {why}")
 
     for name in PRELOAD:
         try:
@@ -317,42 +125,50 @@ def serve(path: Path) -> None:
     # copying) every import in each child: without it a child's first full collection cost ~0.4 s here.
     gc.collect()
     gc.freeze()
-    idle = float(os.environ.get("STILTS_WORKER_IDLE", "300"))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(tmp))
-    server.listen(16)
-    os.replace(tmp, path)  # the socket appears only when the imports are done
-    path.with_suffix(".starting").unlink(missing_ok=True)
-    inode = os.stat(path).st_ino
-    server.settimeout(1.0)
-    active, last = [0], time.monotonic()
-    lock = threading.Lock()
+
+
+def _accept_until_idle(server: socket.socket, idle: float) -> None:
+    """Serve each connection in a thread; return once no command has run for `idle` seconds."""
+    handlers: list[threading.Thread] = []
+    last_done = [time.monotonic()]
 
     def handle(conn):
         try:
             with conn:
                 _serve_one(conn)
         finally:
-            with lock:
-                active[0] -= 1
+            last_done[0] = time.monotonic()
 
+    while True:
+        handlers = [t for t in handlers if t.is_alive()]
+        wait = idle if handlers else last_done[0] + idle - time.monotonic()
+        if wait <= 0:
+            return
+        server.settimeout(wait)
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
+        handlers.append(threading.Thread(target=handle, args=(conn,), daemon=True))
+        handlers[-1].start()
+
+
+def serve(path: Path, lock_fd: int) -> None:
+    """Import, then listen on `path`; `lock_fd` is the starting client's lock, released once we listen."""
+    why = unsafe(path.parent)
+    if why:
+        raise SystemExit(f"stilts worker: not serving: {why}")
+    _preload()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(str(tmp))
+    server.listen(16)
+    os.replace(tmp, path)  # the socket appears only when the imports are done
+    os.close(lock_fd)
+    inode = os.stat(path).st_ino
     try:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                with lock:
-                    busy = active[0] > 0
-                if busy:
-                    last = time.monotonic()
-                elif time.monotonic() - last > idle:
-                    break
-                continue
-            with lock:
-                active[0] += 1
-            last = time.monotonic()
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        _accept_until_idle(server, float(os.environ.get("STILTS_WORKER_IDLE", "300")))
     finally:
         try:
             if os.stat(path).st_ino == inode:
@@ -366,4 +182,4 @@ def serve(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]))
+    serve(Path(sys.argv[1]), int(sys.argv[2]))

@@ -2,10 +2,11 @@
 
   local            a cluster on this machine, on 127.0.0.1 only: `--jobs N` CPU workers (one cell each),
                    or one worker per GPU of `--devices` (CUDA_VISIBLE_DEVICES pinned, k cells each)
-  tcp://HOST:PORT  a running scheduler, with workers you started (`dask worker ... --resources GPU=1`)
+  tcp://HOST:PORT  a running scheduler, with workers you started (`dask worker ... --resources GPU=K`)
   slurm            dask-jobqueue's SLURMCluster: `--jobs N` batch jobs of one GPU and one worker each;
                    queue, account, cores, memory and walltime come from dask's `jobqueue.slurm` config
 
+A GPU worker has the resource `GPU=K`: the K cells its GPU holds at once; a training cell asks for `GPU=1`.
 Nothing here picks a network address: the local cluster binds 127.0.0.1, and SLURM's scheduler binds
 where `jobqueue.slurm.interface` or `jobqueue.slurm.scheduler-options.host` says, or refuses to start.
 """
@@ -31,15 +32,14 @@ class Options:
     dashboard: str | None = None  # address for the dashboard (needs bokeh); None: off
 
 
-def gpu_share(cells_per_gpu: int) -> float:
-    """The GPU resource one cell asks for: a hair under 1/k, so k cells always fit on a GPU=1 worker
-    after any number of float additions and subtractions of it there, and k + 1 never do."""
-    return (1.0 / cells_per_gpu) * (1 - 1e-6)
-
-
 def cpus() -> int:
     """The CPUs this process may run on (a SLURM job's share, not the whole node)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cell_threads(cores: int, cells: int) -> str:
+    """CPU threads per cell (`STILTS_CELL_THREADS`, which `cell.CellWorker` applies): the cores shared out."""
+    return str(max(1, cores // cells))
 
 
 def _dashboard(address: str | None) -> dict:
@@ -53,12 +53,11 @@ def local_workers(opts: Options) -> dict:
     workers, on 127.0.0.1, the machine's cores shared out among the cells."""
     from distributed import Nanny
 
-    slots = len(opts.devices) * opts.cells_per_gpu if opts.devices else opts.jobs
-    threads = str(max(1, cpus() // slots))
+    threads = cell_threads(cpus(), len(opts.devices) * opts.cells_per_gpu if opts.devices else opts.jobs)
     common = {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0", "silence_logs": logging.ERROR}
     if opts.devices:
         workers = {f"gpu{d}": {"cls": Nanny, "options": common | {
-            "nthreads": opts.cells_per_gpu, "resources": {"GPU": 1},
+            "nthreads": opts.cells_per_gpu, "resources": {"GPU": opts.cells_per_gpu},
             "env": {"CUDA_VISIBLE_DEVICES": d, "STILTS_CELL_THREADS": threads}}} for d in opts.devices}
     else:
         workers = {f"cpu{i}": {"cls": Nanny, "options": common | {
@@ -75,7 +74,7 @@ def local(opts: Options):
 
 
 def slurm(opts: Options):
-    """A SLURMCluster whose every job is one worker with one GPU (`GPU=1`, k cells at once)."""
+    """A SLURMCluster whose every job is one worker with one GPU (`GPU=k`: k cells at once)."""
     import dask
     from dask_jobqueue import SLURMCluster
 
@@ -96,17 +95,17 @@ def slurm(opts: Options):
     sched |= _dashboard(opts.dashboard)
     return SLURMCluster(
         cores=k, processes=1, job_cpu=int(cores),  # k Dask threads = k cells; the job's cores are theirs
-        worker_extra_args=list(cfg.get("worker-extra-args") or []) + ["--resources", "GPU=1"],
+        worker_extra_args=list(cfg.get("worker-extra-args") or []) + ["--resources", f"GPU={k}"],
         job_extra_directives=directives,
         job_script_prologue=list(cfg.get("job-script-prologue") or []) +
-        [f"export STILTS_CELL_THREADS={max(1, int(cores) // k)}"],
+        [f"export STILTS_CELL_THREADS={cell_threads(int(cores), k)}"],
         scheduler_options=sched)
 
 
 @dataclass
 class Opened:
     address: str
-    gpus: bool  # whether cells ask for a GPU share
+    gpus: bool  # whether training cells ask for a GPU
     dashboard: str | None
     describe: str
 
@@ -119,9 +118,10 @@ def check(kind: str, opts: Options) -> None:
     """The command line's cluster options, before anything starts."""
     if not (kind in ("local", "slurm") or is_remote(kind)):
         raise StiltsError(f"--cluster: '{kind}' is not local, slurm or tcp://HOST:PORT")
-    if is_remote(kind) and (opts.jobs != 1 or opts.devices):
-        raise StiltsError(f"--cluster {kind}: --jobs and --devices are for local and slurm clusters; "
-                          f"this scheduler's workers are the ones you started")
+    if is_remote(kind) and (opts.jobs != 1 or opts.devices or opts.cells_per_gpu != 1):
+        raise StiltsError(f"--cluster {kind}: --jobs, --devices and --cells-per-gpu are for local and slurm "
+                          f"clusters; this scheduler's workers are the ones you started (K cells on a GPU: "
+                          f"dask worker ... --nthreads K --resources GPU=K)")
     if is_remote(kind) and opts.dashboard:
         raise StiltsError(f"--cluster {kind}: the dashboard is that scheduler's own (dask scheduler "
                           f"--dashboard-address 127.0.0.1:8787)")

@@ -1,17 +1,11 @@
-"""How a stage's inputs reach the worker that runs it, and how its outputs come home.
+"""How a stage's inputs reach the worker that runs it, and how its outputs come home (docs/cluster.md).
 
-`cluster.shared_filesystem: true` (the default; SLURM with NFS, a local cluster): every worker sees the
-project at the head's path, cells write into it as under `dvc repro`, and the head records the stages
-that ran with one `dvc commit`.
-
-`false` (cloud nodes): each worker has its own working copy, a git clone of the project at the head's
-commit (the worker's working directory, or `STILTS_WORKDIR`). Before a stage, the worker writes the
-dvc.lock entries of the stages producing its inputs into its copy and `dvc pull`s them from the DVC
-remote; after it, `dvc commit` hashes the outputs, `dvc push` uploads them, and the stage's dvc.lock
-entry travels back (with any `cache: false` outputs, which the remote does not hold). The head writes
-the entries, `dvc pull`s the outputs and records them with one `dvc commit`. In the copy, dvc.lock files
-are restored after each use and DVC runs with `core.no_scm`, so a `git pull` of the next commit there
-never meets local changes.
+`cluster.shared_filesystem: true`: workers see the project at the head's path; the head records what ran
+with one `dvc commit`. `false`: each worker has a git clone at the head's commit; it writes the dvc.lock
+entries of the stage's inputs, `dvc pull`s them, and after the cell `dvc commit`s and `dvc push`es its
+outputs; the entry (and any `cache: false` output) travels back, and the head writes it, `dvc pull`s and
+commits. dvc.lock entries are written here rather than taken from DVC's run-cache: restoring one stage from
+the run-cache needs every stage upstream of it present, and a missing entry makes DVC run the stage.
 """
 
 from __future__ import annotations
@@ -20,39 +14,25 @@ import contextlib
 import fcntl
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import yaml
 
-from stilts.errors import StiltsError
+from stilts.errors import StiltsError, last_line
 from stilts.io import atomic_write_bytes, atomic_write_text
+from stilts.pipeline import address, layout
+from stilts.stages import dvc
 
 LOCK_SCHEMA = "2.0"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # lock files of the paper's study hold ~9,000 lines
 _copy_locks: dict[Path, threading.Lock] = {}
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def dvc(root: Path, *args: str) -> str:
-    """Run a DVC command in `root` (waiting for DVC's repo lock); a one-line error when it fails."""
-    exe = Path(sys.executable).with_name("dvc")
-    cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
-    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    if out.returncode:
-        raise StiltsError(f"{root}: `dvc {args[0]}` failed: {_last_line(out.stderr or out.stdout)}")
-    return out.stdout
-
-
 def git(root: Path, *args: str) -> str:
     out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     if out.returncode:
-        raise StiltsError(f"{root}: `git {args[0]}` failed: {_last_line(out.stderr)}")
+        raise StiltsError(f"{root}: `git {args[0]}` failed: {last_line(out.stderr)}")
     return out.stdout.strip()
 
 
@@ -65,27 +45,14 @@ def read_lock(root: Path, file: str) -> dict:
     return (yaml.load(path.read_text(), Loader=_Loader) or {}).get("stages", {}) if path.is_file() else {}
 
 
-def write_lock(root: Path, file: str, entries: dict) -> None:
-    """Put these stages' entries into the dvc.lock next to `file` (the others stay)."""
-    path = lock_path(root, file)
-    data = (yaml.load(path.read_text(), Loader=_Loader) or {}) if path.is_file() else {}
-    data.setdefault("schema", LOCK_SCHEMA)
-    data.setdefault("stages", {}).update(entries)
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, width=120))
-
-
-def _by_file(entries: dict[str, tuple[str, dict]]) -> dict[str, dict]:
-    files: dict[str, dict] = {}
-    for name, (file, entry) in entries.items():
-        files.setdefault(file, {})[name] = entry
-    return files
-
-
-def _address(file: str, name: str) -> str:
-    return name if file == "dvc.yaml" else f"{file}:{name}"
-
-
-# ------------------------------------------------------------------------------------------ worker side
+def write_locks(root: Path, entries: dict[str, tuple[str, dict]]) -> None:
+    """Put stages' entries (name → (its dvc.yaml, entry)) into the dvc.lock files beside them (others stay)."""
+    for file in dict.fromkeys(f for f, _ in entries.values()):
+        path = lock_path(root, file)
+        data = (yaml.load(path.read_text(), Loader=_Loader) or {}) if path.is_file() else {}
+        data.setdefault("schema", LOCK_SCHEMA)
+        data.setdefault("stages", {}).update({n: entry for n, (f, entry) in entries.items() if f == file})
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, width=120))
 
 
 class SharedWorker:
@@ -160,13 +127,10 @@ class CopyWorker:
         self.before = self._files(spec["uncached"])
         entries = {name: tuple(v) for name, v in spec["recorded"].items()}
         entries |= {u["stage"]: (u["file"], u["entry"]) for u in upstream}
-        if not entries:
-            return
-        files = _by_file(entries)
-        with self._locked(list(files)):
-            for file, group in files.items():
-                write_lock(self.root, file, group)
-            dvc(self.root, "pull", "--force", "--quiet", *[_address(entries[n][0], n) for n in entries])
+        if entries:
+            with self._locked([f for f, _ in entries.values()]):
+                write_locks(self.root, entries)
+                dvc(self.root, "pull", "--force", "--quiet", *[address(f, n) for n, (f, _) in entries.items()])
 
     def store(self, spec: dict) -> dict:
         with self._locked([spec["file"]]):
@@ -185,12 +149,9 @@ def for_worker(spec: dict):
     return SharedWorker(spec) if spec["shared"] else CopyWorker(spec)
 
 
-# ------------------------------------------------------------------------------------------ head side
-
-
-def _commit(params, addresses: list[str]) -> None:
+def _commit(root, addresses: list[str]) -> None:
     if addresses:
-        dvc(params.root, "commit", "--force", "--quiet", *addresses)
+        dvc(root, "commit", "--force", "--quiet", *addresses)
 
 
 class SharedFilesystem:
@@ -203,7 +164,7 @@ class SharedFilesystem:
         return {"shared": True, "root": str(Path(self.params.root).resolve())}
 
     def record(self, results: list[dict], stages: dict) -> None:
-        _commit(self.params, [stages[r["stage"]].address for r in results])
+        _commit(self.params.root, [stages[r["stage"]].address for r in results])
 
 
 class DvcRemote:
@@ -215,14 +176,12 @@ class DvcRemote:
         self.params = params
 
     def _check_clean(self, root: Path) -> str:
-        from stilts import pipeline
-
         try:
             commit = git(root, "rev-parse", "HEAD")
         except StiltsError:
             raise StiltsError(f"{root}: cluster.shared_filesystem is false, so workers check out the project's "
                               f"git commit, but this is not a git repository with a commit") from None
-        needed = [Path(self.params.source).resolve(), *(root / f for f in pipeline.layout(self.params))]
+        needed = [Path(self.params.source).resolve(), *(root / f for f in layout(self.params))]
         for path in needed:
             rel = os.path.relpath(path, root)
             if not git(root, "ls-files", "--", rel):
@@ -241,38 +200,28 @@ class DvcRemote:
             raise StiltsError("cluster.shared_filesystem is false: outputs travel through a DVC remote that the "
                               "head and every worker reach; add one with `dvc remote add -d NAME URL` and commit it")
         todo = {st.name for st in plan}
-        files = {st.name: st.file for st in plan}
-        recorded: dict[str, tuple[str, dict]] = {}
-        from stilts import pipeline
-
-        for file, group in pipeline.layout(self.params).items():
-            lock = read_lock(root, file)
-            for name in group:
-                files.setdefault(name, file)
-                if name not in todo and name in lock:
-                    recorded[name] = (file, lock[name])
-        needed = {i for st in plan for i in st.inputs if i not in todo}
-        missing = sorted(n for n in needed if n not in recorded)
-        if missing:
-            raise StiltsError(f"stage '{missing[0]}' is up to date but not in its dvc.lock; run `dvc commit` first")
+        needed = sorted({i for st in plan for i in st.inputs if i not in todo})  # up to date, made before
+        locks = {file: read_lock(root, file) for file in layout(self.params)}
+        recorded = {n: (f, lock[n]) for f, lock in locks.items() for n in needed if n in lock}
+        for name in needed:
+            if name not in recorded:
+                raise StiltsError(f"stage '{name}' is up to date but not in its dvc.lock; run `dvc commit` first")
         if needed:  # the workers fetch these from the remote: make sure it has them
-            dvc(root, "push", "--quiet", *[_address(files[n], n) for n in sorted(needed)])
-        prefix = git(root, "rev-parse", "--show-prefix")
-        return {"shared": False, "commit": commit, "prefix": prefix,
-                "recorded": {n: recorded[n] for n in sorted(needed)}}
+            dvc(root, "push", "--quiet", *[address(f, n) for n, (f, _) in recorded.items()])
+        return {"shared": False, "commit": commit, "prefix": git(root, "rev-parse", "--show-prefix"),
+                "recorded": recorded}
 
     def record(self, results: list[dict], stages: dict) -> None:
         if not results:
             return
         root = Path(self.params.root)
-        for file, group in _by_file({r["stage"]: (r["file"], r["entry"]) for r in results}).items():
-            write_lock(root, file, group)
+        write_locks(root, {r["stage"]: (r["file"], r["entry"]) for r in results})
         for r in results:
             for rel, data in r["files"].items():
                 atomic_write_bytes(root / rel, data)
         addresses = [stages[r["stage"]].address for r in results]
         dvc(root, "pull", "--force", "--quiet", *addresses)  # a stale output here gives way to the recorded one
-        _commit(self.params, addresses)
+        _commit(root, addresses)
 
 
 def for_head(params):
