@@ -90,10 +90,14 @@ def _connect(path: Path) -> socket.socket | None:
 def _server(path: Path, wait: bool) -> socket.socket | None:
     """A connection to the server, starting one when none listens. The client that starts it hands the server
     its lock on `<socket>.lock`; the server lets go of it once it listens (or dies trying). Clients arriving
-    meanwhile block on that lock, so clients starting together start one server, and nobody polls."""
+    meanwhile wait on that lock (`wait`; else they leave it to the one starting), so clients starting
+    together start one server, and nobody polls."""
     lock_path = path.with_suffix(".lock")
     with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # a server is starting
         conn = _connect(path)
         if conn is None:
             with open(path.with_suffix(".log"), "ab") as log:

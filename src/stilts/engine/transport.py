@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import yaml
@@ -26,7 +25,6 @@ from stilts.stages import dvc
 
 LOCK_SCHEMA = "2.0"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # lock files of the paper's study hold ~9,000 lines
-_copy_locks: dict[Path, threading.Lock] = {}
 
 
 def git(root: Path, *args: str) -> str:
@@ -97,11 +95,11 @@ class CopyWorker:
 
     @contextlib.contextmanager
     def _locked(self, files: list[str]):
-        """One DVC operation on this copy at a time, its dvc.lock files restored afterwards."""
-        lock = _copy_locks.setdefault(self.root, threading.Lock())
+        """One DVC operation on this copy at a time (cells in this worker's threads or in other workers on the
+        machine: each open of the file is locked apart), its dvc.lock files restored afterwards."""
         guard = self.root / ".dvc" / "tmp" / "stilts-copy.lock"
         guard.parent.mkdir(parents=True, exist_ok=True)
-        with lock, open(guard, "a") as g:
+        with open(guard, "a") as g:
             fcntl.flock(g, fcntl.LOCK_EX)
             self._leave_git_alone()
             saved = {p: p.read_bytes() if p.is_file() else None for p in {lock_path(self.root, f) for f in files}}
