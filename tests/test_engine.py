@@ -210,9 +210,10 @@ def test_without_a_shared_filesystem_the_head_refuses_uncommitted_study_files(ma
 
 def test_lock_entries_round_trip(tmp_path):
     a, b = "pipelines/a/dvc.yaml", "dvc.yaml"
-    transport.write_locks(tmp_path, {"s1": (a, {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}), "t": (b, {"cmd": "z"})})
+    s1 = {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}
+    transport.write_locks(tmp_path, {"s1": (a, s1), "t": (b, {"cmd": "z"})})
     transport.write_locks(tmp_path, {"s2": (a, {"cmd": "y"})})
-    assert transport.read_lock(tmp_path, a) == {"s1": {"cmd": "x", "outs": [{"path": "o", "md5": "1"}]}, "s2": {"cmd": "y"}}
+    assert transport.read_lock(tmp_path, a) == {"s1": s1, "s2": {"cmd": "y"}}
     assert transport.read_lock(tmp_path, b) == {"t": {"cmd": "z"}}
     assert yaml.safe_load((tmp_path / "pipelines/a/dvc.lock").read_text())["schema"] == "2.0"
 

@@ -303,7 +303,8 @@ def _predictions_jsonl(params, task, dev_ds, predictions: list) -> str:
 def sweep(params, task: str) -> dict:
     """Sweep `sweep.grid` for one task from the pretrained encoder: one child run per grid point under a
     sweep run; the best point is written to results/sweep/<task>.json (stilts.sweep says how it is used)."""
-    from stilts import sweep as grid, tracking
+    from stilts import sweep as grid
+    from stilts import tracking
 
     if not params.sweep.grid:
         raise StiltsError(f"{params.source}: 'sweep.grid' is empty")

@@ -146,7 +146,8 @@ def layout(params) -> dict[str, dict]:
             group |= {f"intermediate-{source}-r{k}": _intermediate(params, source, k) for k in restarts}
         # data-size variants answer RQ4 about targets (as in the paper): no probing cells for them
         tasks = params.tasks.target if parse_source(source)[1] is not None else params.transfer_tasks
-        group |= {f"transfer-{source}-{name}-r{k}": _transfer(params, source, name, k) for name in tasks for k in restarts}
+        group |= {f"transfer-{source}-{name}-r{k}": _transfer(params, source, name, k)
+                  for name in tasks for k in restarts}
     results = [out for group in list(groups.values())[1:] for name, st in group.items()
                if name.startswith("transfer-") for out in st["outs"]]
     if params.rank.targets:

@@ -29,7 +29,8 @@ def _check_tracking(uri: str | None, shared: bool, kind: str) -> None:
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).read()
         except OSError as e:
-            raise StiltsError(f"--tracking-uri {uri}: no MLflow server answers ({e}); start one with `stilts server`")
+            raise StiltsError(f"--tracking-uri {uri}: no MLflow server answers ({e}); "
+                              "start one with `stilts server`") from None
     if kind == "local" and not shared:
         raise StiltsError("--cluster local: its workers share this machine's filesystem; "
                           "set cluster.shared_filesystem: true")
