@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from stilts.errors import StiltsError
 
 LOOPBACK = "127.0.0.1"
-DASHBOARD = f"{LOOPBACK}:8787"
 
 
 @dataclass
