@@ -140,6 +140,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                    "tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
                    "mlflow_run_id": run.id if main else None}
         if main:
+            run.set_tags(result.compile_tags)
             model_id = None
             if save_to is not None:
                 meta = {**summary, "base_model": params.model.name, "stilts_version": __version__,
