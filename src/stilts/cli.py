@@ -288,8 +288,10 @@ WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "ran
 TRACKED_COMMANDS = ("sweep", "intermediate", "transfer", "analyze", "import-results", "rank", "study")
 
 
-def check_tracking(args) -> None:
-    """Before a command that logs to MLflow does anything: its tracking store answers (one line, exit 2)."""
+def check_tracking(args, quick: bool = False) -> None:
+    """Before a command that logs to MLflow does anything: its tracking store answers (one line, exit 2).
+    `quick`: what takes milliseconds and no MLflow import (a server's port opens, a local store is writable),
+    before handing the command to the cell server, which checks the rest with MLflow already imported."""
     from stilts import tracking
     from stilts.tracking import service
 
@@ -297,21 +299,24 @@ def check_tracking(args) -> None:
     uri = given or tracking.uri_for(Path(args.params).resolve().parent)
     origin = "--tracking-uri" if given else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI")
                                              else "the project's default store")
-    service.check_store(uri, origin)
+    service.check_store(uri, origin, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.command in WARM_COMMANDS:
-        from stilts import worker
-
-        if worker.enabled():
-            code = worker.run_via_worker(argv)
-            if code is not None:
-                return code
+    tracked = args.command in TRACKED_COMMANDS
     try:
-        if args.command in TRACKED_COMMANDS:
+        if args.command in WARM_COMMANDS:
+            from stilts import worker
+
+            if worker.enabled():
+                if tracked:
+                    check_tracking(args, quick=True)  # before a cell server starts (seconds)
+                code = worker.run_via_worker(argv)
+                if code is not None:
+                    return code
+        if tracked:
             check_tracking(args)
         return args.fn(args) or 0
     except StiltsError as e:

@@ -36,18 +36,19 @@ def timeout_s() -> float:
     return seconds
 
 
-def check_store(uri: str, origin: str = "MLFLOW_TRACKING_URI") -> None:
-    """Raise StiltsError unless the tracking store `uri` (set by `origin`) can be used now."""
+def check_store(uri: str, origin: str = "MLFLOW_TRACKING_URI", quick: bool = False) -> None:
+    """Raise StiltsError unless the tracking store `uri` (set by `origin`) can be used now. `quick`: only what
+    needs no MLflow import (a server's port opens; a local store's folder is writable)."""
     scheme = urlparse(uri).scheme.lower()
     if scheme in ("http", "https"):
-        _check_server(uri, origin, timeout_s())
+        _check_server(uri, origin, timeout_s(), quick)
     elif scheme == "sqlite":
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
         if path:  # sqlite:// alone is an in-memory database
             check_writable(Path(path), f"tracking store {uri} ({origin})", database=True)
     elif scheme in ("", "file"):
         check_writable(Path(urlparse(uri).path if scheme else uri), f"tracking store {uri} ({origin})")
-    else:  # a database server (postgresql://, mysql://, ...) or a hosted service (databricks)
+    elif not quick:  # a database server (postgresql://, mysql://, ...) or a hosted service (databricks)
         _check_client(uri, origin, timeout_s())
 
 
@@ -108,7 +109,7 @@ def _connects(uri: str, seconds: float) -> tuple[bool, Exception | None]:
     return bool(opened), error
 
 
-def _check_server(uri: str, origin: str, seconds: float) -> None:
+def _check_server(uri: str, origin: str, seconds: float, quick: bool = False) -> None:
     start = time.monotonic()
     local = urlparse(uri).hostname in ("127.0.0.1", "localhost", "::1")
     todo = (f"start it (`stilts server --port {urlparse(uri).port}`) or set {origin} to a running server" if local
@@ -120,6 +121,8 @@ def _check_server(uri: str, origin: str, seconds: float) -> None:
         raise StiltsError(f"MLflow tracking server {uri} ({origin}) does not answer ({_reason(error)}); {todo}")
     if not opened:
         raise late
+    if quick:
+        return
 
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
