@@ -2,11 +2,13 @@
 written; a tracking server that is down within 15 s. Every server here binds 127.0.0.1 only."""
 
 import contextlib
+import http.server
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +122,25 @@ def test_a_web_server_that_is_not_mlflow_is_named(project):
         web.wait(10)
     assert code == 2 and len(err.splitlines()) == 1
     assert "answered HTTP 501 to /api/2.0/mlflow/experiments/search: not an MLflow tracking server" in err
+
+
+def test_a_server_that_refuses_the_credentials():
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        uri = f"http://127.0.0.1:{web.server_address[1]}"
+        with pytest.raises(StiltsError) as e:
+            service.check_store(uri)
+        web.shutdown()
+    assert str(e.value) == (f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) refused the credentials (HTTP 401); "
+                            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
 
 
 def test_a_tracking_store_that_cannot_be_written(project):

@@ -1,8 +1,9 @@
 """The services around a command, checked before it trains or logs anything: the tracking store answers,
 and `stilts server` can start (its port is free, its stores are writable).
 
-A remote tracking server (http/https) must answer one cheap API call within STILTS_TRACKING_TIMEOUT seconds
-(default 10), without MLflow's retries (MLflow's own default retries a server that is down for minutes).
+A remote tracking server (http/https) must open a connection (milliseconds, before MLflow is imported) and
+answer one cheap API call, within STILTS_TRACKING_TIMEOUT seconds (default 10) and without MLflow's retries
+(MLflow's own defaults retry a server that is down for minutes). A local store's folder must be writable.
 Every failure is a StiltsError: one line naming the URI and what to do, exit status 2.
 """
 
