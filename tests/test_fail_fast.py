@@ -100,7 +100,7 @@ def test_a_server_that_never_answers_stops_after_the_timeout(project):
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"stilts: error: MLflow tracking server {uri} (MLFLOW_TRACKING_URI) did not answer "
                           "within 2 s;") and err.endswith("(STILTS_TRACKING_TIMEOUT sets the wait)")
-    assert seconds < 15
+    assert seconds < 60  # importing MLflow (~7 s on a busy 2-core machine), then 2 s for the server
     assert not (root / "data").exists() and not (root / "mlflow.db").exists()
 
 

@@ -2,8 +2,9 @@
 and `stilts server` can start (its port is free, its stores are writable).
 
 A remote tracking server (http/https) must open a connection (milliseconds, before MLflow is imported) and
-answer one cheap API call, within STILTS_TRACKING_TIMEOUT seconds (default 10) and without MLflow's retries
-(MLflow's own defaults retry a server that is down for minutes). A local store's folder must be writable.
+answer one cheap API call, within STILTS_TRACKING_TIMEOUT seconds (default 10) of its own time (importing
+MLflow is not counted) and without MLflow's retries (MLflow's own defaults retry a server that is down for
+minutes). A local store's folder must be writable.
 Every failure is a StiltsError: one line naming the URI and what to do, exit status 2.
 """
 
@@ -125,10 +126,10 @@ def _check_server(uri: str, origin: str, seconds: float, quick: bool = False) ->
     if quick:
         return
 
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
+    left = max(seconds - (time.monotonic() - start), 1.0)  # the server's time: connecting, then answering
 
-    left = max(seconds - (time.monotonic() - start), 1.0)  # importing MLflow is not the server's time
+    from mlflow.utils.credentials import get_default_host_creds  # seconds on a busy machine: not the server's
+    from mlflow.utils.rest_utils import http_request
 
     def probe():
         return http_request(get_default_host_creds(uri), PROBE_ENDPOINT, "POST", max_retries=0, timeout=left,
