@@ -4,7 +4,8 @@
 #   2. throughput   RoBERTa-large shape (random init), RTE, max length 256, batch 32 and 4:
 #                   stilts defaults vs stilts with the eager step vs tuned HF Trainer vs run_glue defaults
 #   3. concurrency  1, 2 and 4 cells at once on the GPU (batch 4): aggregate examples/s
-#   4. summary      $OUT/gpu_check.md (the table, with the targets) and $OUT/calibration.csv (rows for
+#   4. summary      $OUT/gpu_check.md (the table, with the targets, and whether any run's compiled step
+#                   fell back to the eager one: then the exit status is 1) and $OUT/calibration.csv (rows for
 #                   src/stilts/gpu_calibration.csv, which `stilts plan` reads)
 # Results go to $OUT when set (the device tool's folder), else .gpu_check/out; each step's log beside them.
 #

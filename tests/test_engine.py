@@ -157,7 +157,7 @@ def test_the_head_stops_a_studys_running_cells(tmp_path):
     (["study", "--cluster", "local", "--devices", "0", "--jobs", "2"], "--jobs counts CPU workers: use one"),
     (["study", "--cluster", "local", "--dashboard"], "--dashboard needs bokeh"),
     (["study", "--cluster", "tcp://127.0.0.1:1"], "pass --tracking-uri"),
-    (["study", "--cluster", "local", "--tracking-uri", "http://127.0.0.1:1"], "no MLflow server answers"),
+    (["study", "--cluster", "local", "--tracking-uri", "http://127.0.0.1:1"], "does not answer (connection refused)"),
 ])
 def test_study_command_line_errors(tiny_model, tmp_path, monkeypatch, capsys, argv, message):
     if "bokeh" in message and importlib.util.find_spec("bokeh"):

@@ -212,6 +212,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         majority = tasktypes.get(task.type).majority_score(task, dev_ds)
         summary = _summary(task, tags, seed, fingerprint, result, majority, run.id if main else None)
         if main:
+            run.set_tags(result.compile_tags)
             _log_outputs(run, params, task, settings, summary, result, save_to, accelerator.unwrap_model(model),
                          tokenizer, mlm, dev_ds)
     accelerator.wait_for_everyone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from stilts.errors import StiltsError
 
@@ -150,18 +151,31 @@ def cmd_server(args):
     import shutil
 
     from stilts import tracking
+    from stilts.tracking import service
 
     params = _params_or_defaults(args)
     store = args.backend_store_uri or f"sqlite:///{(params.root / 'mlflow.db').resolve()}"
     artifacts = args.artifacts_destination or str((params.root / "mlartifacts").resolve())
+    workers = service.server_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise StiltsError(f"server: --workers {workers}: must be ≥ 1")
+    service.check_port(args.host, args.port)
+    service.check_store(store, "--backend-store-uri")
+    if "://" not in artifacts or artifacts.startswith("file:"):
+        service.check_writable(Path(artifacts.removeprefix("file://")), "--artifacts-destination")
     if store.startswith("sqlite:///"):
-        tracking.prepare_store(store)  # schema and WAL mode now, before the server's workers open it at once
+        try:  # schema and WAL mode now, before the server's workers open it at once
+            tracking.prepare_store(store)
+        except Exception as e:  # noqa: BLE001 — sqlalchemy/MLflow errors: one line, exit 2
+            raise StiltsError(f"server: backend store {store} cannot be used: {str(e).splitlines()[0][:300]}") \
+                from None
     url = f"http://{args.host}:{args.port}"
-    print(f"MLflow tracking server for {store} at {url} (artifacts in {artifacts})\n"
+    print(f"MLflow tracking server for {store} at {url} (artifacts in {artifacts}, {workers} worker"
+          f"{'s' if workers > 1 else ''})\n"
           f"cells: stilts study --tracking-uri {url} ..., or export MLFLOW_TRACKING_URI={url}", flush=True)
     exe = shutil.which("mlflow", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [exe or "mlflow", "server", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port),
-           "--artifacts-destination", artifacts] + (["--workers", str(args.workers)] if args.workers else [])
+           "--artifacts-destination", artifacts, "--workers", str(workers)]
     # MLflow 3's job runner (GenAI evaluation jobs, trace rollups) adds 7 processes that no stilts run uses
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
     os.execvpe(cmd[0], cmd, env)  # become the server: a signal to `stilts server` reaches it
@@ -250,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "postgresql://USER@HOST/DB (default: sqlite:///mlflow.db in the project)")
     sp.add_argument("--artifacts-destination", help="where the server keeps artifacts it serves "
                     "(default: mlartifacts/ in the project; or s3://..., gs://...)")
-    sp.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
+    sp.add_argument("--workers", type=int, help="server processes (default: one per 4 cores, 1 to 4)")
     sp = add("study", cmd_study, "write dvc.yaml and run the out-of-date stages: `dvc repro`, or on a Dask cluster")
     sp.add_argument("--cluster", metavar="local|tcp://HOST:PORT|slurm",
                     help="run the stages as Dask tasks: a local cluster on 127.0.0.1, a running scheduler, "
@@ -267,19 +281,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "rank")
+TRACKED_COMMANDS = ("sweep", "intermediate", "transfer", "analyze", "import-results", "rank", "study")
+
+
+def check_tracking(args, quick: bool = False) -> None:
+    """Before a command that logs to MLflow does anything: its tracking store answers (one line, exit 2).
+    `quick`: what takes milliseconds and no MLflow import (a server's port opens, a local store is writable),
+    before handing the command to the cell server, which checks the rest with MLflow already imported."""
+    from stilts import tracking
+    from stilts.tracking import service
+
+    given = getattr(args, "tracking_uri", None)
+    uri = given or tracking.uri_for(Path(args.params).resolve().parent)
+    origin = "--tracking-uri" if given else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI")
+                                             else "the project's default store")
+    service.check_store(uri, origin, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.command in WARM_COMMANDS:  # in a fork of the warm cell server where there is one, else here
-        from stilts import warm
-
-        if warm.enabled():
-            code = warm.run(argv)
-            if code is not None:
-                return code
+    tracked = args.command in TRACKED_COMMANDS
     try:
+        if args.command in WARM_COMMANDS:  # in a fork of the warm cell server where there is one, else here
+            from stilts import warm
+
+            if warm.enabled():
+                if tracked:
+                    check_tracking(args, quick=True)  # before a cell server starts (seconds)
+                code = warm.run(argv)
+                if code is not None:
+                    return code
+        if tracked:
+            check_tracking(args)
         return args.fn(args) or 0
     except StiltsError as e:
         print(f"stilts: error: {e}", file=sys.stderr)

@@ -114,6 +114,15 @@ def check_ranges(p, src: str) -> None:
     need(p.mlflow.log_models in LOG_MODELS, "mlflow.log_models", f"must be one of {LOG_MODELS}")
 
 
+def no_duplicates(values: list, key: str, src: str) -> None:
+    """A list of names (tasks, methods) names each once: a repeated task would be trained and counted twice."""
+    first: dict = {}
+    for i, v in enumerate(values):
+        if v in first:
+            raise StiltsError(f"{src}: '{key}[{i}]': '{v}' is listed twice (also {key}[{first[v]}])")
+        first[v] = i
+
+
 def check_tasks(p, src: str) -> None:
     from stilts.tasks import registry
 
@@ -122,6 +131,10 @@ def check_tasks(p, src: str) -> None:
         for i, t in enumerate(getattr(p.tasks, role)):
             if t not in names:
                 raise StiltsError(f"{src}: 'tasks.{role}[{i}]': unknown task '{t}'{did_you_mean(t, names)}")
+        no_duplicates(getattr(p.tasks, role), f"tasks.{role}", src)
+    no_duplicates(p.mlm.tasks, "mlm.tasks", src)
+    no_duplicates(p.study.size_sweep_tasks, "study.size_sweep_tasks", src)
+    no_duplicates(p.study.size_sweep_sizes, "study.size_sweep_sizes", src)
     for t, over in p.task_overrides.items():
         if t not in names:
             raise StiltsError(f"{src}: 'task_overrides.{t}': unknown task '{t}'{did_you_mean(t, names)}")
@@ -177,6 +190,8 @@ def check_rank(r, src: str) -> None:
         for i, t in enumerate(getattr(r, key)):
             if t not in names:
                 raise StiltsError(f"{src}: 'rank.{key}[{i}]': unknown task '{t}'{did_you_mean(t, names)}")
+        no_duplicates(getattr(r, key), f"rank.{key}", src)
+    no_duplicates(r.methods, "rank.methods", src)
     for i, m in enumerate(r.methods):
         if m not in RANK_METHODS:
             raise StiltsError(f"{src}: 'rank.methods[{i}]': unknown method '{m}'{did_you_mean(m, RANK_METHODS)} "

@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
         params = config.load("params.yaml", _overrides(a))
         steps = prerequisites(params, a) + [to_cli(argv)]
+        last = cli.build_parser().parse_args(steps[-1])
+        if last.command in cli.TRACKED_COMMANDS:  # before the steps that come first train or prepare anything
+            cli.check_tracking(last)
     except StiltsError as e:
         print(f"stilts: error: {e}", file=sys.stderr)
         return 2

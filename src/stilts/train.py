@@ -30,6 +30,7 @@ class TrainResult:
     stopped_early: bool = False
     history: list = field(default_factory=list)
     final_eval_seconds: float = 0.0  # the full-dev evaluation after a capped-dev run
+    compile_tags: dict = field(default_factory=dict)  # stilts.compile: on, off, fallback (and its reason)
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -68,13 +69,29 @@ def step_options(settings, accelerator) -> StepOptions:
     return StepOptions(compiled, buckets)
 
 
+# A compiled step falls back to the eager one when torch._dynamo would compile one function a 9th time: a run
+# compiles one graph (batch size and padded length are dynamic) and one more for a batch of a single example
+# (dynamo specialises sizes 0 and 1); 8 is dynamo's own recompile_limit, past which it would silently run
+# that function uncompiled while still checking the guards of every graph it keeps.
+COMPILE_RECOMPILE_LIMIT = 8
+COMPILE_FALLBACK_WARNING = "stilts: warning: the compiled training step failed"  # benchmarks/gpu_check reads it
+
+
 def _step_loss(model, tt, accelerator, compiled: bool):
-    """batch → loss. The prepared model autocasts its forward and returns fp32 outputs (Accelerate)."""
+    """batch → loss, with its gradients accumulated (forward and backward: a compiled backward can fail too).
+    The prepared model autocasts its forward and returns fp32 outputs (Accelerate). The step's `tags` say how
+    it ran: stilts.compile on, off, or fallback (with stilts.compile_fallback_reason)."""
     def loss_of(batch):
         return tt.loss(model(batch), batch)
 
+    def eager_step(batch):
+        loss = loss_of(batch)
+        accelerator.backward(loss)
+        return loss
+
     if not compiled:
-        return loss_of
+        eager_step.tags = {"compile": "off"}
+        return eager_step
     mode = "reduce-overhead" if accelerator.device.type == "cuda" else None  # CUDA graphs, replayed per shape
     if mode:  # one CUDA graph per (batch size, bucket) is the design: the buckets bound their count
         import torch._inductor.config as inductor
@@ -83,7 +100,7 @@ def _step_loss(model, tt, accelerator, compiled: bool):
             inductor.triton.cudagraph_dynamic_shape_warn_limit = None
     fn = torch.compile(loss_of, backend=COMPILE_BACKEND, mode=mode)
 
-    def compiled_loss(batch):
+    def compiled_step(batch):
         length = batch["input_ids"].shape[-1]
         for t in batch.values():  # one graph for every batch size and padded length: no recompiles
             if isinstance(t, torch.Tensor) and t.dim():
@@ -92,9 +109,65 @@ def _step_loss(model, tt, accelerator, compiled: bool):
                         torch._dynamo.maybe_mark_dynamic(t, d)
         if mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
-        return fn(batch)
+        dynamo = torch._dynamo.config  # set around the call only (config.patch costs ~1 ms a step)
+        before = dynamo.recompile_limit, dynamo.fail_on_recompile_limit_hit
+        dynamo.recompile_limit, dynamo.fail_on_recompile_limit_hit = COMPILE_RECOMPILE_LIMIT, True
+        try:
+            loss = fn(batch)
+        finally:
+            dynamo.recompile_limit, dynamo.fail_on_recompile_limit_hit = before
+        accelerator.backward(loss)
+        return loss
 
-    return compiled_loss
+    return _FallbackStep(compiled_step, eager_step, model, accelerator)
+
+
+class _FallbackStep:
+    """The compiled step until it raises (compilation, graph capture, past COMPILE_RECOMPILE_LIMIT), then the
+    eager step for the rest of the run. The failure comes before the optimizer step, so parameters and
+    optimizer state are untouched; the gradients a partial backward may have accumulated are dropped and the
+    optimizer step's batches so far (gradient accumulation) are computed again, eagerly."""
+
+    def __init__(self, compiled, eager, model, accelerator):
+        self.compiled, self.eager, self.model, self.accelerator = compiled, eager, model, accelerator
+        self.window: list = []  # this optimizer step's batches so far
+        self.tags = {"compile": "on"}
+
+    def __call__(self, batch):
+        if self.compiled is None:
+            return self.eager(batch)
+        self.window.append(batch)
+        try:
+            loss = self.compiled(batch)
+        except (MemoryError, torch.OutOfMemoryError):
+            raise  # the eager step needs more memory, not less
+        except Exception as e:  # noqa: BLE001 — any failure of the compiled path: the eager step runs instead
+            return self._fall_back(e)
+        if self.accelerator.sync_gradients:
+            self.window = []
+        return loss
+
+    def _fall_back(self, error: Exception):
+        import contextlib
+        import sys
+
+        if isinstance(error, torch._dynamo.exc.FailOnRecompileLimitHit):
+            reason = f"more than {COMPILE_RECOMPILE_LIMIT} compilations of one function (recompile_limit)"
+        else:
+            lines = [x.strip() for x in str(error).splitlines() if x.strip()]
+            reason = f"{type(error).__name__}: {' '.join(lines[:3])}"[:500]
+        print(f"{COMPILE_FALLBACK_WARNING} ({reason}); this run continues on the eager step from the same step "
+              "and state", file=sys.stderr, flush=True)
+        self.tags = {"compile": "fallback", "compile_fallback_reason": reason}
+        self.compiled = None
+        with contextlib.suppress(Exception):  # its graphs (and CUDA graph memory pools) are not used again
+            torch._dynamo.reset()
+        for p in self.model.parameters():
+            p.grad = None  # the state before this optimizer step's first batch (zero_grad sets None)
+        window, self.window = self.window, []
+        for earlier in window[:-1]:
+            self.eager(earlier)
+        return self.eager(window[-1])
 
 
 def make_accelerator(settings, cpu: bool = False):
@@ -277,8 +350,7 @@ def _micro_batch(loop: _Loop, batch, totals: dict) -> bool:
     """Forward, backward and (on sync) an optimizer step, then the MLM batches due; whether it stepped."""
     L, accelerator = loop.L, loop.accelerator
     with accelerator.accumulate(loop.model):
-        loss = loop.step_loss(batch)
-        accelerator.backward(loss)
+        loss = loop.step_loss(batch)  # forward and backward
         _optimizer_step(loop.model, accelerator, loop.optimizer, loop.scheduler, loop.settings)
     L["batch"] += 1
     totals["loss_sum"] += loss.detach()
@@ -407,4 +479,5 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     return TrainResult(best=best, best_step=L["best_step"], steps=L["step"], train_seconds=seconds,
                        final_eval_seconds=time.perf_counter() - final_eval, stopped_early=L["step"] < loop.total,
                        train_examples=L["examples"], train_tokens=int(totals["tokens"].item()),
-                       best_state=loop.best_state, history=L["history"], best_predictions=L.get("best_predictions"))
+                       best_state=loop.best_state, history=L["history"], best_predictions=L.get("best_predictions"),
+                       compile_tags=loop.step_loss.tags)

@@ -23,14 +23,7 @@ WORKER_WAIT_S = 120  # how long a tcp:// scheduler may go without workers before
 
 
 def _check_tracking(uri: str | None, shared: bool, kind: str) -> None:
-    if uri and uri.startswith(("http://", "https://")):
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).read()
-        except OSError as e:
-            raise StiltsError(f"--tracking-uri {uri}: no MLflow server answers ({e}); "
-                              "start one with `stilts server`") from None
+    """Where the cells log (that the store answers is checked by `stilts` before any command runs)."""
     if kind == "local" and not shared:
         raise StiltsError("--cluster local: its workers share this machine's filesystem; "
                           "set cluster.shared_filesystem: true")

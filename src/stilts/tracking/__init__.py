@@ -22,7 +22,17 @@ TAG = "stilts."
 
 
 def tracking_uri(params) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(params.root) / 'mlflow.db').resolve()}"
+    return uri_for(params.root)
+
+
+def uri_for(root) -> str:
+    """$MLFLOW_TRACKING_URI, else the sqlite store of the project in `root`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
+
+
+# `mlflow ui` opens an experiment in the view its kind names: the machine-learning (model training) one, not
+# the GenAI one (traces, prompts). The UI's own kind switch writes this value for "Machine learning".
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 _CLIENTS: dict = {}
@@ -89,9 +99,13 @@ def _experiment_id(client, name: str) -> str:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
+            for key, value in EXPERIMENT_KIND.items():  # made by an earlier stilts, or by hand: a kind chosen stays
+                if key not in exp.tags:
+                    _retry(client.set_experiment_tag, exp.experiment_id, key, value)
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name))
+            return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name),
+                                            tags=EXPERIMENT_KIND)
         except Exception:  # another process created it first; look it up again
             time.sleep(0.2 * (attempt + 1))
     raise StiltsError(f"mlflow.experiment: could not create or find experiment '{name}'")
