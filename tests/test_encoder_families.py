@@ -198,3 +198,136 @@ def test_task_type_trains_and_scores(project, family, task_type):
     assert np.isfinite(result.best[task.metric])
     changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"encoder", "head"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_token_types_reach_only_families_that_have_several(project, family):
+    """BERT and ELECTRA read token types; RoBERTa and XLM-R have one, DeBERTa-v3 none, and ModernBERT takes no
+    token_type_ids: type ids a tokenizer of any family may emit reach only the first two."""
+    params = project(family)
+    model = modeling.build(params, registry.get("syn_rte"), params.train_for("syn_rte")).eval()
+    assert ("token_type_ids" in model.inputs) == (family in ("bert", "electra"))
+    tok = modeling.load_tokenizer(params.model)
+    batch = dict(tok(["A cat.", "The dog sat."], ["It sat.", "On a mat."], padding=True, return_tensors="pt"))
+    batch["token_type_ids"] = torch.ones_like(batch["input_ids"])
+    with torch.no_grad():
+        assert model(batch).shape == (2, 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frozen_probe_trains_the_scalar_mix_and_head_only(project, family):
+    """Frozen probing (edge probing with a scalar mix, as Tenney et al.): one mix weight per hidden state the
+    family returns (embeddings + every layer); the encoder stays as it was."""
+    params, name = project(family), "ep_spr1"
+    task = data.task_with_labels(params, registry.get(name))
+    tok, train_ds, dev_ds = _features(params, name)
+    model = modeling.build(params, task, params.train_for(name), frozen=True)
+    batch = tasktypes.get(task.type).collator(tok)([dict(train_ds.remove_columns(["length"])[0])])
+    states = model.encoder(**{k: batch[k] for k in model.inputs}, output_hidden_states=True).hidden_states
+    assert len(states) == model.mix.weights.numel() == model.encoder.config.num_hidden_layers + 1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _train(params, name, model, tok, train_ds, dev_ds)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert {k.split(".")[0] for k in changed} == {"mix", "head"} and "mix.weights" in changed
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attention_auto_loads_what_the_family_has(project, family, monkeypatch):
+    """`model.attn_implementation: auto`: eager on this CPU; on a GPU sdpa where the family has it (DeBERTa-v2/v3
+    has eager only). The GPU's choice loads here too and computes what eager computes."""
+    params = project(family)
+    settings = params.train_for("syn_rte")
+    assert params.model.attn_implementation == "auto" and modeling.attn_for(params, settings) == "eager"
+    model = modeling.build(params, registry.get("syn_rte"), settings)
+    assert model.encoder.config._attn_implementation == "eager"
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        m.delenv("ACCELERATE_USE_CPU", raising=False)
+        on_gpu = modeling.attn_for(params, settings)
+    assert on_gpu == ("eager" if family == "deberta-v3" else "sdpa")
+    tok = modeling.load_tokenizer(params.model)
+    enc = tok(["The cat sat on the mat, and the dog chased the cat around the garden twice.", "A plane."],
+              padding=True, return_tensors="pt")  # longer than ModernBERT's window of 16 tokens; padded
+    inputs = {k: enc[k] for k in modeling.encoder_inputs(model.encoder)}
+    outs = []
+    for attn in ("eager", on_gpu):
+        encoder = modeling.load_encoder(params.model.name, None, attn).eval()
+        assert encoder.config._attn_implementation == attn
+        with torch.no_grad():
+            outs.append(encoder(**inputs).last_hidden_state[enc["attention_mask"].bool()])
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_step_trains_like_the_eager_one(project, family, monkeypatch):
+    """train.compile: true captures loss, forward and backward of each family in one dynamic graph (here without
+    code generation: aot_eager) and reaches the eager step's losses over batches of 4, 4 and 2 in two buckets."""
+    aot_eager, graphs = torch._dynamo.lookup_backend("aot_eager"), []
+
+    def counting_aot_eager(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+    monkeypatch.setattr("stilts.train.COMPILE_BACKEND", counting_aot_eager)
+    params, name = project(family), "syn_rte"
+    task = registry.get(name)
+    tok, train_ds, dev_ds = _features(params, name)
+    runs = []
+    for compiled in (False, True):
+        settings = dataclasses.replace(params.train_for(name), compile=compiled, max_steps=0, epochs=1,
+                                       group_by_length=False, pad_buckets=[32, 128])
+        torch.manual_seed(0)
+        model = modeling.build(params, task, settings)
+        for m in model.modules():  # compiled and eager code draw different dropout masks
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        if hasattr(model.encoder.config, "embedding_dropout"):
+            model.encoder.config.embedding_dropout = 0.0
+        losses = []
+        torch._dynamo.reset()
+        _train(params, name, model, tok, train_ds.select(range(10)), dev_ds.select(range(4)), settings,
+               log=lambda m, s: losses.append(m["train_loss"]) if "train_loss" in m else None)
+        runs.append((losses, torch.cat([p.detach().flatten() for p in model.parameters()])))
+    (eager_losses, eager_w), (compiled_losses, compiled_w) = runs
+    assert len(graphs) == 1  # captured whole: no graph break, no recompilation for the new batch size or length
+    assert len(eager_losses) == 3 and compiled_losses == pytest.approx(eager_losses, abs=1e-5)
+    assert torch.allclose(eager_w, compiled_w, atol=1e-5)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_interrupted_training_resumes_to_the_same_weights(project, family, monkeypatch, tmp_path):
+    """Training state saved every 2 steps; a run stopped after step 3 resumes from step 2 in a fresh model and
+    ends with the weights and dev scores of an uninterrupted run."""
+    from stilts import resume
+
+    params, name = project(family), "wic"
+    task = data.task_with_labels(params, registry.get(name))
+    tok, train_ds, dev_ds = _features(params, name)
+    settings = dataclasses.replace(params.train_for(name), max_steps=4, eval_every=2)
+
+    def run(state_dir=None):
+        torch.manual_seed(0)
+        model = modeling.build(params, task, settings)
+        result = _train(params, name, model, tok, train_ds, dev_ds, settings, state_dir=state_dir, save_every=2)
+        return result, model.state_dict()
+
+    reference, weights = run()
+    calls = []
+
+    def stop_at_step_3(point):
+        calls.append(point)
+        if calls.count("train_step") == 3:
+            raise Interrupted
+
+    with monkeypatch.context() as m:
+        m.setattr(resume, "fault", stop_at_step_3)
+        with pytest.raises(Interrupted):
+            run(tmp_path / "state")
+    assert resume.read_loop(tmp_path / "state")["step"] == 2
+    resumed, resumed_weights = run(tmp_path / "state")
+    assert resumed.steps == 4 and resumed.history == reference.history
+    assert all(torch.equal(resumed_weights[k], v) for k, v in weights.items())

@@ -51,7 +51,10 @@ def load_config(name: str, revision: str | None = None):
     try:
         config = _load(AutoConfig.from_pretrained, name, revision)
     except ValueError as e:  # a model type this transformers does not know
-        raise StiltsError(f"model.name: cannot load '{name}': {_first_line(e)}") from None
+        import transformers
+
+        raise StiltsError(f"model.name: cannot load '{name}' with transformers {transformers.__version__}: "
+                          f"{_first_line(e)}") from None
     check_family(config, name)
     return config
 
@@ -68,14 +71,16 @@ def check_family(config, name: str) -> None:
     elif family not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         why = "not a bidirectional (masked-LM) encoder"
     if why:
-        raise StiltsError(f"model.name: '{name}' is a {family} model, {why}; stilts fine-tunes encoders such as "
-                          f"BERT, RoBERTa, DeBERTa-v3, ELECTRA, XLM-RoBERTa and ModernBERT (docs/encoders.md)")
+        raise StiltsError(f"model.name: '{name}' is a model of the {family} family, {why}; stilts fine-tunes "
+                          "encoders such as BERT, RoBERTa, DeBERTa-v3, ELECTRA, XLM-RoBERTa and ModernBERT "
+                          "(docs/encoders.md)")
 
 
 def load_tokenizer(model_cfg):
     from transformers import AutoTokenizer
 
-    load_config(model_cfg.name, model_cfg.revision)
+    config = load_config(model_cfg.name, model_cfg.revision)
+    check_attention(config, getattr(model_cfg, "attn_implementation", None))  # before any data is tokenised
     return _load(AutoTokenizer.from_pretrained, model_cfg.name, model_cfg.revision)
 
 
@@ -116,6 +121,21 @@ def supports_attention(config, implementation: str) -> bool:
     return flag is None or bool(getattr(cls, flag, False))
 
 
+def check_attention(config, implementation: str | None) -> None:
+    """An explicit attention implementation the family or this machine lacks: one line, before any work."""
+    import transformers.utils
+
+    if implementation in (None, "auto"):
+        return
+    if not supports_attention(config, implementation):
+        raise StiltsError(f"model.attn_implementation: '{implementation}' is not available for "
+                          f"{config.model_type} models in transformers; use auto or eager")
+    available = getattr(transformers.utils, f"is_{implementation.replace('attention', 'attn')}_available", None)
+    if available is not None and not available():  # flash_attention_N: its package and a GPU it supports
+        raise StiltsError(f"model.attn_implementation: '{implementation}' needs its flash-attn package and a "
+                          "supported GPU, not found here; use auto")
+
+
 def attn_for(params, settings) -> str:
     from stilts.train import resolve_mixed_precision
 
@@ -132,9 +152,7 @@ def load_encoder(name_or_path: str, revision: str | None = None, attn_implementa
     logging.disable_progress_bar()
     logging.set_verbosity_error()  # the load report lists the unused pooler as missing: noise
     config = load_config(name_or_path, revision)
-    if attn_implementation is not None and not supports_attention(config, attn_implementation):
-        raise StiltsError(f"model.attn_implementation: '{attn_implementation}' is not available for "
-                          f"{config.model_type} models in transformers; use auto or eager")
+    check_attention(config, attn_implementation)
     try:
         encoder = _load(AutoModel.from_pretrained, name_or_path, revision, config=config, use_safetensors=True,
                         attn_implementation=attn_implementation)
