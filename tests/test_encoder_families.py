@@ -13,7 +13,6 @@ import torch
 import yaml
 
 from stilts import config, data, metrics, modeling, tasktypes
-from stilts.errors import StiltsError
 from stilts.tasks import registry
 from stilts.tasktypes.common import char_span_to_tokens, encode_words, word_span_to_tokens
 from stilts.train import make_accelerator, train
@@ -258,6 +257,22 @@ def test_attention_auto_loads_what_the_family_has(project, family, monkeypatch):
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
 
 
+def _losses_and_weights(params, compiled: bool, name: str = "syn_rte"):
+    tok, train_ds, dev_ds = _features(params, name)
+    settings = dataclasses.replace(params.train_for(name), compile=compiled, max_steps=0, epochs=1,
+                                   group_by_length=False, pad_buckets=[32, 128])
+    torch.manual_seed(0)
+    model = modeling.build(params, registry.get(name), settings)
+    for m in model.modules():  # compiled and eager code draw different dropout masks
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    losses = []
+    torch._dynamo.reset()
+    _train(params, name, model, tok, train_ds.select(range(10)), dev_ds.select(range(4)), settings,
+           log=lambda m, s: losses.append(m["train_loss"]) if "train_loss" in m else None)
+    return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_compiled_step_trains_like_the_eager_one(project, family, monkeypatch):
     """train.compile: true captures loss, forward and backward of each family in one dynamic graph (here without
@@ -269,26 +284,9 @@ def test_compiled_step_trains_like_the_eager_one(project, family, monkeypatch):
         return aot_eager(gm, example_inputs)
 
     monkeypatch.setattr("stilts.train.COMPILE_BACKEND", counting_aot_eager)
-    params, name = project(family), "syn_rte"
-    task = registry.get(name)
-    tok, train_ds, dev_ds = _features(params, name)
-    runs = []
-    for compiled in (False, True):
-        settings = dataclasses.replace(params.train_for(name), compile=compiled, max_steps=0, epochs=1,
-                                       group_by_length=False, pad_buckets=[32, 128])
-        torch.manual_seed(0)
-        model = modeling.build(params, task, settings)
-        for m in model.modules():  # compiled and eager code draw different dropout masks
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
-        if hasattr(model.encoder.config, "embedding_dropout"):
-            model.encoder.config.embedding_dropout = 0.0
-        losses = []
-        torch._dynamo.reset()
-        _train(params, name, model, tok, train_ds.select(range(10)), dev_ds.select(range(4)), settings,
-               log=lambda m, s: losses.append(m["train_loss"]) if "train_loss" in m else None)
-        runs.append((losses, torch.cat([p.detach().flatten() for p in model.parameters()])))
-    (eager_losses, eager_w), (compiled_losses, compiled_w) = runs
+    params = project(family)
+    eager_losses, eager_w = _losses_and_weights(params, compiled=False)
+    compiled_losses, compiled_w = _losses_and_weights(params, compiled=True)
     assert len(graphs) == 1  # captured whole: no graph break, no recompilation for the new batch size or length
     assert len(eager_losses) == 3 and compiled_losses == pytest.approx(eager_losses, abs=1e-5)
     assert torch.allclose(eager_w, compiled_w, atol=1e-5)

@@ -4,6 +4,7 @@ families and attention implementations that cannot work."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
@@ -153,3 +154,22 @@ def test_an_attention_the_family_lacks_is_one_line_at_load(env, tiny_family, tmp
     err = [line for line in capsys.readouterr().err.splitlines() if "%|" not in line]  # not progress bars
     assert len(err) == 1 and err[0].startswith("stilts: error: ") and re.search(reason, err[0]), err
     assert not (tmp_path / "models").exists()
+
+
+def test_a_sentencepiece_model_without_its_package_is_one_line_at_load(env, tiny_family, tmp_path, capsys):
+    """DeBERTa-v3 as released holds its tokenizer only as a SentencePiece model (spm.model, no tokenizer.json);
+    transformers converts it with the sentencepiece package, and without it stilts says so."""
+    import shutil
+
+    if importlib.util.find_spec("sentencepiece"):
+        pytest.skip("sentencepiece is installed: the model file would be converted")
+    model = tmp_path / "deberta-v3-spm"
+    model.mkdir()
+    shutil.copy2(tiny_family("deberta-v3") / "config.json", model)
+    (model / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "DebertaV2Tokenizer"}))
+    (model / "spm.model").write_bytes(b"\x0a\x03abc")  # never parsed without the package
+    path = _project(tmp_path / "project", model, "deberta-v3")
+    assert stilts(path, "intermediate", "--task", "syn_nli") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(deberta-v2); a tokenizer saved only as a SentencePiece model" in err[0]
+    assert "`pip install sentencepiece`" in err[0]

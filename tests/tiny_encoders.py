@@ -78,8 +78,14 @@ def _unigram(special: list[str], unk: str):
 def build_tokenizer(family: str):
     """The family's tokenizer class around a `tokenizers` pipeline trained on `corpus()`."""
     from tokenizers import processors
-    from transformers import (BertTokenizerFast, DebertaV2TokenizerFast, ElectraTokenizerFast,
-                              PreTrainedTokenizerFast, RobertaTokenizerFast, XLMRobertaTokenizerFast)
+    from transformers import (
+        BertTokenizerFast,
+        DebertaV2TokenizerFast,
+        ElectraTokenizerFast,
+        PreTrainedTokenizerFast,
+        RobertaTokenizerFast,
+        XLMRobertaTokenizerFast,
+    )
 
     common = {"model_max_length": MAX_POSITIONS}
     if family in ("bert", "electra"):
@@ -114,8 +120,14 @@ def build_tokenizer(family: str):
 
 
 def build_config(family: str, tokenizer):
-    from transformers import (BertConfig, DebertaV2Config, ElectraConfig, ModernBertConfig, RobertaConfig,
-                              XLMRobertaConfig)
+    from transformers import (
+        BertConfig,
+        DebertaV2Config,
+        ElectraConfig,
+        ModernBertConfig,
+        RobertaConfig,
+        XLMRobertaConfig,
+    )
 
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     if family == "bert":

@@ -78,10 +78,21 @@ def check_family(config, name: str) -> None:
 
 def load_tokenizer(model_cfg):
     from transformers import AutoTokenizer
+    from transformers.utils import logging
 
+    logging.set_verbosity_error()  # failures are raised below, in one line
     config = load_config(model_cfg.name, model_cfg.revision)
     check_attention(config, getattr(model_cfg, "attn_implementation", None))  # before any data is tokenised
-    return _load(AutoTokenizer.from_pretrained, model_cfg.name, model_cfg.revision)
+    try:
+        return _load(AutoTokenizer.from_pretrained, model_cfg.name, model_cfg.revision)
+    except (ValueError, ImportError) as e:
+        import importlib.util
+
+        hint = "" if importlib.util.find_spec("sentencepiece") else \
+            "; a tokenizer saved only as a SentencePiece model (spm.model, no tokenizer.json) needs " \
+            "`pip install sentencepiece`"
+        raise StiltsError(f"model.name: cannot load the tokenizer of '{model_cfg.name}' ({config.model_type})"
+                          f"{hint}: {_first_line(e)}") from None
 
 
 # `model.attn_implementation: auto`, per device and precision: what measured fastest in training.
