@@ -1,7 +1,7 @@
 """Tiny randomly initialised encoders of each supported family, each with a tokenizer of its own kind trained
 offline and saved as a local model folder (config.json, model.safetensors, tokenizer files).
 
-family       model type   tokenizer (as the family's released checkpoints have it)
+family       model type   tokenizer (modelled on the family's released ones)
 bert         bert         WordPiece, lowercased, [CLS]/[SEP], token types
 electra      electra      WordPiece, lowercased (embedding size below the hidden size, as ELECTRA-small)
 roberta      roberta      byte-level BPE, <s>/</s>, offsets trimmed of the leading space
@@ -12,26 +12,19 @@ modernbert   modernbert   byte-level BPE whose offsets keep the leading space, [
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 FAMILIES = ("bert", "electra", "roberta", "xlm-roberta", "deberta-v3", "modernbert")
-TOKENIZER_KIND = {"bert": "WordPiece", "electra": "WordPiece", "roberta": "byte-level BPE",
-                  "xlm-roberta": "SentencePiece Unigram", "deberta-v3": "SentencePiece Unigram",
-                  "modernbert": "byte-level BPE"}
 SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 MAX_POSITIONS = 128
 
 
 def corpus() -> list[str]:
-    """Sentences of the generated suite and of the hand-written task files the tests use (no data is downloaded)."""
-    from stilts.generate import suite
+    """The tiny BERT's corpus (tests/conftest.py) and the hand-written texts of the tests that use these models."""
+    from tests.conftest import _corpus
 
-    rng = random.Random(0)
-    lines = [r["premise"] + " " + r["hypothesis"] for r in suite.gen_syn_nli(rng, 300)]
-    lines += [r["sentence"] for r in suite.gen_syn_sentiment(rng, 300)]
-    lines += ["What was the cause? What happened as a result? yes no true false the a an of to is was",
-              "Do you want to come over to my place later? A political system with no place for groups.",
+    lines = _corpus()
+    lines += ["Do you want to come over to my place later? A political system with no place for groups.",
               "Mark told Pete many lies about himself, which Pete included in his book.",
               "The cat sat on the mat. It was happy. Pierre Vinken will join the board.",
               "A plane is taking off. An air plane is taking off. The cat chased the dog."]
@@ -39,11 +32,11 @@ def corpus() -> list[str]:
     return lines  # every character the tests' texts use: no unknown tokens
 
 
-def _wordpiece(lowercase: bool = True):
+def _wordpiece():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(corpus(), trainers.WordPieceTrainer(
         vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
