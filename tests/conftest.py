@@ -90,3 +90,19 @@ def make_params(tiny_model, tmp_path, monkeypatch):
         return config.load(path)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """family → folder of a tiny random encoder of that family with a tokenizer of its kind, each built once
+    (tests/tiny_encoders.py lists the families)."""
+    from tests import tiny_encoders
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = tiny_encoders.build(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return built[family]
+
+    return get

@@ -22,7 +22,7 @@ from stilts.tasks import registry
 from stilts.tasks.base import Task
 
 SPLITS = ("train", "validation")
-FEATURIZER_VERSION = "2"
+FEATURIZER_VERSION = "3"  # 3: word ids skip the space that SentencePiece and byte-level BPE offsets include
 
 
 def _expected_files(task: Task) -> str:

@@ -37,14 +37,62 @@ def _load(fn, name: str, revision: str | None, **kw):
     try:
         return fn(path, revision=revision, trust_remote_code=False, **kw)
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StiltsError(f"model.name: cannot load '{name}' (offline, or not a model?): {first}") from None
+        raise StiltsError(f"model.name: cannot load '{name}' (offline, or not a model?): {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def load_config(name: str, revision: str | None = None):
+    """The model's config, refused in one line when stilts cannot fine-tune its family (docs/encoders.md)."""
+    from transformers import AutoConfig
+
+    try:
+        config = _load(AutoConfig.from_pretrained, name, revision)
+    except ValueError as e:  # a model type this transformers does not know
+        import transformers
+
+        raise StiltsError(f"model.name: cannot load '{name}' with transformers {transformers.__version__}: "
+                          f"{_first_line(e)}") from None
+    check_family(config, name)
+    return config
+
+
+def check_family(config, name: str) -> None:
+    """The heads read the first token and every token of a bidirectional encoder, as masked-LM families are;
+    encoder-decoders, decoder-only models and XLNet (its summary token comes last) are not."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    family = config.model_type
+    why = None
+    if getattr(config, "is_encoder_decoder", False):
+        why = "an encoder-decoder"
+    elif family not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        why = "not a bidirectional (masked-LM) encoder"
+    if why:
+        raise StiltsError(f"model.name: '{name}' is a model of the {family} family, {why}; stilts fine-tunes "
+                          "encoders such as BERT, RoBERTa, DeBERTa-v3, ELECTRA, XLM-RoBERTa and ModernBERT "
+                          "(docs/encoders.md)")
 
 
 def load_tokenizer(model_cfg):
     from transformers import AutoTokenizer
+    from transformers.utils import logging
 
-    return _load(AutoTokenizer.from_pretrained, model_cfg.name, model_cfg.revision)
+    logging.set_verbosity_error()  # failures are raised below, in one line
+    config = load_config(model_cfg.name, model_cfg.revision)
+    check_attention(config, getattr(model_cfg, "attn_implementation", None))  # before any data is tokenised
+    try:
+        return _load(AutoTokenizer.from_pretrained, model_cfg.name, model_cfg.revision)
+    except (ValueError, ImportError) as e:
+        import importlib.util
+
+        hint = "" if importlib.util.find_spec("sentencepiece") else \
+            "; a tokenizer saved only as a SentencePiece model (spm.model, no tokenizer.json) needs " \
+            "`pip install sentencepiece`"
+        raise StiltsError(f"model.name: cannot load the tokenizer of '{model_cfg.name}' ({config.model_type})"
+                          f"{hint}: {_first_line(e)}") from None
 
 
 # `model.attn_implementation: auto`, per device and precision: what measured fastest in training.
@@ -57,35 +105,84 @@ def load_tokenizer(model_cfg):
 CPU_ATTENTION = {"bf16": "eager", "no": "eager"}
 
 
-def resolve_attn_implementation(setting: str, mixed_precision: str) -> str:
-    """'auto' → the attention implementation that measured fastest here; an explicit value wins."""
+def resolve_attn_implementation(setting: str, mixed_precision: str, config=None) -> str:
+    """'auto' → the attention implementation that measured fastest here, or eager where the model's family
+    has no other (DeBERTa-v2/v3 in transformers has only eager); an explicit value wins."""
     import os
 
     if setting != "auto":
         return setting
     if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes"):
-        return "sdpa"
-    return CPU_ATTENTION.get(mixed_precision, "eager")
+        choice = "sdpa"
+    else:
+        choice = CPU_ATTENTION.get(mixed_precision, "eager")
+    return choice if config is None or supports_attention(config, choice) else "eager"
+
+
+def supports_attention(config, implementation: str) -> bool:
+    """Whether the family's transformers model class implements `implementation` (eager: always)."""
+    from transformers import AutoModel
+
+    try:
+        cls = AutoModel._model_mapping[type(config)]
+    except KeyError:  # not a family transformers maps: loading will tell
+        return True
+    flag = {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}.get(
+        implementation, "_supports_flash_attn" if implementation.startswith("flash_attention") else None)
+    return flag is None or bool(getattr(cls, flag, False))
+
+
+def check_attention(config, implementation: str | None) -> None:
+    """An explicit attention implementation the family or this machine lacks: one line, before any work."""
+    import transformers.utils
+
+    if implementation in (None, "auto"):
+        return
+    if not supports_attention(config, implementation):
+        raise StiltsError(f"model.attn_implementation: '{implementation}' is not available for "
+                          f"{config.model_type} models in transformers; use auto or eager")
+    available = getattr(transformers.utils, f"is_{implementation.replace('attention', 'attn')}_available", None)
+    if available is not None and not available():  # flash_attention_N: its package and a GPU it supports
+        raise StiltsError(f"model.attn_implementation: '{implementation}' needs its flash-attn package and a "
+                          "supported GPU, not found here; use auto")
 
 
 def attn_for(params, settings) -> str:
     from stilts.train import resolve_mixed_precision
 
     return resolve_attn_implementation(params.model.attn_implementation,
-                                       resolve_mixed_precision(settings.mixed_precision))
+                                       resolve_mixed_precision(settings.mixed_precision),
+                                       load_config(params.model.name, params.model.revision))
 
 
-def load_encoder(name_or_path: str, revision: str | None = None, attn_implementation: str = "eager"):
+def load_encoder(name_or_path: str, revision: str | None = None, attn_implementation: str | None = "eager"):
+    """The encoder alone (no pooler). `attn_implementation` None: the family's default."""
     from transformers import AutoModel
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()  # the load report lists the unused pooler as missing: noise
-    encoder = _load(AutoModel.from_pretrained, name_or_path, revision, use_safetensors=True,
-                    attn_implementation=attn_implementation)
+    config = load_config(name_or_path, revision)
+    check_attention(config, attn_implementation)
+    try:
+        encoder = _load(AutoModel.from_pretrained, name_or_path, revision, config=config, use_safetensors=True,
+                        attn_implementation=attn_implementation)
+    except (ValueError, ImportError) as e:  # e.g. flash_attention_2 without its package, or on a CPU
+        raise StiltsError(f"model.name: cannot load '{name_or_path}' ({config.model_type}): {_first_line(e)}") \
+            from None
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused by every head; unused parameters break DDP
     return encoder
+
+
+def encoder_inputs(encoder) -> tuple[str, ...]:
+    """The tokenizer outputs the encoder reads. Token types only where the family has several (BERT, ELECTRA):
+    RoBERTa and XLM-R have one type, DeBERTa-v3 none, ModernBERT takes no token_type_ids at all."""
+    import inspect
+
+    names = ("input_ids", "attention_mask")
+    takes_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+    return names + ("token_type_ids",) if takes_types and getattr(encoder.config, "type_vocab_size", 0) > 1 else names
 
 
 def max_positions(config) -> int:
@@ -101,6 +198,7 @@ class StiltsModel(nn.Module):
         from stilts import tasktypes
 
         self.encoder = encoder
+        self.inputs = encoder_inputs(encoder)
         self.tasktype = tasktypes.get(task.type)
         self.head = self.tasktype.Head(encoder.config.hidden_size, task, head_dropout)
         self.mix = ScalarMix(encoder.config.num_hidden_layers + 1) if frozen else None
@@ -111,7 +209,7 @@ class StiltsModel(nn.Module):
         if "mlm_labels" in batch:  # a masked-LM batch (MLM mixing): the loss of the shared encoder + MLM head
             return self.mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             labels=batch["mlm_labels"]).loss
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        inputs = {k: batch[k] for k in self.inputs if k in batch}
         if inputs["input_ids"].dim() == 3:  # multiple choice: fold the choices into the batch
             inputs = {k: v.flatten(0, 1) for k, v in inputs.items()}
         if self.mix is None:

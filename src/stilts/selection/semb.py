@@ -89,8 +89,9 @@ class Encoder:
         if self._model is None:
             from stilts import modeling
 
-            # sdpa: faster than eager attention for inference here (bf16 on CPU: 17 vs 24 s per 16k tokens)
-            self._model = modeling.load_encoder(self.name, self.revision, "sdpa").eval().to(self.device)
+            # the family's default: sdpa where it has it (faster than eager for inference here: bf16 on CPU
+            # 17 vs 24 s per 16k tokens), else eager (DeBERTa-v2/v3)
+            self._model = modeling.load_encoder(self.name, self.revision, None).eval().to(self.device)
         return self._model
 
     def embed(self, encodings: list[dict], batch_size: int, pooling: str | None = None):
@@ -101,8 +102,10 @@ class Encoder:
         pooling = pooling or self.pooling
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]["input_ids"]))
         out = np.zeros((len(encodings), self.model.config.hidden_size), dtype=np.float32)
-        keys = ("input_ids", "attention_mask", "token_type_ids")
+        from stilts.modeling import encoder_inputs
+
         model = self.model
+        keys = encoder_inputs(model)  # token types only for families that have several
         with torch.inference_mode(), torch.autocast(self.device, self.dtype, enabled=self.dtype is not None):
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]

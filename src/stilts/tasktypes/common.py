@@ -56,8 +56,9 @@ def char_span_to_tokens(offsets, sequence_ids, seq: int, start: int, end: int) -
     """Token span [first, last + 1) covering characters [start, end) of sequence `seq`, from a fast
     tokenizer's offset mapping; None if the span was truncated away or covers no token.
 
-    BERT-style offsets are per word piece; RoBERTa-style (byte-level BPE, trim_offsets) exclude the
-    leading space, so a token belongs to the span when their character ranges overlap."""
+    A token belongs to the span when their character ranges overlap. This holds for every tokenizer kind:
+    WordPiece offsets cover the piece; byte-level BPE ('Ġword') and SentencePiece ('▁word') offsets may
+    or may not include the space before the word, which lies outside the span either way."""
     first = last = None
     for i, ((a, b), s) in enumerate(zip(offsets, sequence_ids)):
         if s != seq or b <= a:  # special tokens and zero-width pieces
@@ -70,14 +71,16 @@ def char_span_to_tokens(offsets, sequence_ids, seq: int, start: int, end: int) -
 
 def encode_words(tokenizer, words_batch: list[list[str]], max_length: int):
     """Encode pre-split sentences as their words joined by single spaces, and return the encoding with,
-    per sentence, the word index of every token (None for special tokens).
+    per sentence, the word index of every token (None for special tokens and for tokens that are only
+    the space between words, such as a lone SentencePiece '▁').
 
     Joining and mapping back through offsets works the same for every fast tokenizer; the
-    `is_split_into_words` route would need RoBERTa-style tokenizers built with add_prefix_space=True."""
+    `is_split_into_words` route would need RoBERTa-style tokenizers built with add_prefix_space=True.
+    Offsets that include the space before a word ('Ġword', '▁word') are read from the word's first character."""
     from bisect import bisect_right
 
-    enc = tokenizer([" ".join(w) for w in words_batch], truncation=True, max_length=max_length,
-                    return_offsets_mapping=True)
+    texts = [" ".join(w) for w in words_batch]
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True)
     word_ids = []
     for i, (words, offsets) in enumerate(zip(words_batch, enc.pop("offset_mapping"))):
         starts, pos = [], 0
@@ -86,6 +89,8 @@ def encode_words(tokenizer, words_batch: list[list[str]], max_length: int):
             pos += len(w) + 1
         ids = []
         for (a, b), s in zip(offsets, enc.sequence_ids(i)):
+            while a < b and texts[i][a].isspace():
+                a += 1
             w = bisect_right(starts, a) - 1 if s == 0 and b > a else -1
             ids.append(w if w >= 0 and a < starts[w] + len(words[w]) else None)
         word_ids.append(ids)
