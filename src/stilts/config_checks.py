@@ -166,9 +166,11 @@ def check_rank(r: RankCfg, src: str) -> None:
     from stilts.tasks import registry
 
     names = registry.names()
+    # prior and hybrid also rank tasks known only from a measured grid (checked when the grids are read)
+    grid_only = set(r.methods) <= {"prior", "hybrid"}
     for key in ("targets", "candidates"):
         for i, t in enumerate(getattr(r, key)):
-            if t not in names:
+            if t not in names and not grid_only:
                 raise StiltsError(f"{src}: 'rank.{key}[{i}]': unknown task '{t}'{did_you_mean(t, names)}")
     for i, m in enumerate(r.methods):
         if m not in RANK_METHODS:
