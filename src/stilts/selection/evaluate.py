@@ -16,7 +16,7 @@ a grid with baseline runs: "beats" = the candidate's measured mean is above the 
 AUROC = the probability that a pair that beats the baseline gets a higher P than one that does not
 (ties count half; undefined when every pair is on one side), Brier = mean (P − beats)². Per target
 over its candidates; in the `mean` rows over all (candidate, target) pairs pooled. A random
-ranking's AUROC is 0.5; it has no Brier score.
+ranking's AUROC is 0.5 (for targets with a baseline); it has no Brier score.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def score_target(target: str, method: str, scores: dict[str, float], measured: d
 def score_random(target: str, measured: dict[str, float]) -> dict:
     row = {"target": target, "method": "random", "n_candidates": len(measured)}
     row |= {f"regret_at_{k}": random_regret_at_k(measured, k) for k in KS}
-    return row | {"ndcg": random_ndcg(measured), "spearman": 0.0, "auroc": 0.5}
+    return row | {"ndcg": random_ndcg(measured), "spearman": 0.0}
 
 
 def measured_means(runs: pd.DataFrame) -> dict[tuple[str, str], float]:
@@ -152,7 +152,7 @@ def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.D
                 row |= {"auroc": auroc(pairs["beats"], pairs["p"]), "brier": brier(pairs["beats"], pairs["p"])}
                 harm.setdefault(method, []).append(pairs)
             rows.append(row)
-        rows.append(score_random(target, measured))
+        rows.append(score_random(target, measured) | ({"auroc": 0.5} if (target, BASELINE) in means else {}))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if table.empty:
         return table

@@ -1,12 +1,16 @@
 """hybrid: one score from the prior, semb and (where checkpoints exist) logme.
 
 For a target t, each signal is put on one scale over t's candidates: the prior's source effects
-centred (they are normalised gains already), semb and logme standardised (mean 0, sd 1); a
+centred (they are normalised gains already), semb and logme centred and divided by their spread
+within targets pooled over all targets (one scale per signal: a target whose candidates barely
+differ in semb keeps small differences, instead of having them blown up to unit variance); a
 candidate without a signal (no data, no checkpoint) gets 0 there, the neutral value. The score is
 ā + Σ w_k · signal_k, with non-negative weights w learned by least squares (scipy's nnls) on the
 prior grids only, leave-one-target-out twice over: for every other grid target u, the prior is
-refitted without t and u, and the centred normalised gains of u are regressed on u's signals. The
-target t is never part of it. The residual variance of that regression is the spread of a
+refitted without t and u, and the centred normalised gains of u are regressed on u's signals.
+Which side signals enter at all is chosen the same way: the combination (prior alone, prior + semb,
+prior + logme, all three) with the smallest error on each training target when fitted on the
+others. The target t is never part of it. The residual variance of that regression is the spread of a
 candidate's gain around its score, which gives P(beats the baseline), the interval and P(best) as
 for the prior (prior.harm_columns, prior.p_best).
 
@@ -26,15 +30,24 @@ from stilts.selection import harm, prior
 SIGNALS = ("prior", "semb", "logme")
 
 
-def standardised(values: dict[str, float], candidates: list[str]) -> np.ndarray:
-    """The signal over the candidates, mean 0 and sd 1 over those that have it; 0 where it is missing."""
+def pooled_sd(pairs: dict[tuple[str, str], float]) -> float:
+    """The signal's spread within targets, pooled over every target: √ mean (x − its target's mean)²."""
+    by_target: dict[str, list[float]] = {}
+    for (t, _), v in pairs.items():
+        by_target.setdefault(t, []).append(v)
+    dev = [v - np.mean(vs) for vs in by_target.values() if len(vs) >= 2 for v in vs]
+    return float(np.sqrt(np.mean(np.square(dev)))) if dev else 0.0
+
+
+def standardised(values: dict[str, float], candidates: list[str], scale: float) -> np.ndarray:
+    """The signal over the candidates, centred over those that have it and divided by its pooled
+    within-target spread (one scale for every target, so a target whose candidates barely differ
+    keeps small differences); 0, the neutral value, where it is missing."""
     have = [c for c in candidates if c in values]
-    if len(have) < 2:
+    if len(have) < 2 or scale <= 0:
         return np.zeros(len(candidates))
-    v = np.array([values[c] for c in have], dtype=float)
-    sd = v.std()
-    z = dict(zip(have, (v - v.mean()) / sd if sd > 0 else np.zeros(len(v))))
-    return np.array([z.get(c, 0.0) for c in candidates])
+    mean = np.mean([values[c] for c in have])
+    return np.array([(values[c] - mean) / scale if c in values else 0.0 for c in candidates])
 
 
 def features(a: dict[str, float], signals: dict[str, dict], target: str, candidates: list[str]) -> np.ndarray:
@@ -43,14 +56,15 @@ def features(a: dict[str, float], signals: dict[str, dict], target: str, candida
     cols = [p - p.mean()]
     for name in SIGNALS[1:]:
         pairs = signals.get(name, {})
-        cols.append(standardised({c: pairs[(target, c)] for c in candidates if (target, c) in pairs}, candidates))
+        values = {c: pairs[(target, c)] for c in candidates if (target, c) in pairs}
+        cols.append(standardised(values, candidates, pooled_sd(pairs)))
     return np.column_stack(cols)
 
 
-def _training_rows(grid_list, target: str, signals: dict[str, dict]):
-    """(X, y) over every other grid target u: its signals (prior refitted without target and u) and
-    its centred normalised gains."""
-    xs, ys = [], []
+def _training_rows(grid_list, target: str, signals: dict[str, dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(X, y) for every other grid target u: its signals (prior refitted without target and u) and its
+    centred normalised gains."""
+    blocks = []
     names = dict.fromkeys(t for g in grid_list for t in g.targets if t != target)
     for u in names:
         eff = prior.fit(grid_list, {target, u})
@@ -65,26 +79,45 @@ def _training_rows(grid_list, target: str, signals: dict[str, dict]):
                 continue
             cands = list(row.index)
             scored, _, _ = prior.candidate_effects(eff, cands)
-            xs.append(features({c: scored[c][0] for c in cands}, signals, u, cands))
-            ys.append(row.to_numpy(float) - row.mean())
-    if not xs:
-        return None
-    return np.vstack(xs), np.concatenate(ys)
+            blocks.append((features({c: scored[c][0] for c in cands}, signals, u, cands),
+                           row.to_numpy(float) - row.mean()))
+    return blocks
+
+
+def _nnls(blocks, columns: tuple[int, ...]) -> np.ndarray:
+    from scipy import optimize
+
+    x = np.vstack([b[0] for b in blocks])
+    w = np.zeros(x.shape[1])
+    w[list(columns)], _ = optimize.nnls(x[:, list(columns)], np.concatenate([b[1] for b in blocks]))
+    return w
+
+
+def _held_out_error(blocks, columns: tuple[int, ...]) -> float:
+    """Squared error of the combination on each training target, with weights fitted on the others."""
+    return sum(float(np.sum((y - x @ _nnls(blocks[:i] + blocks[i + 1:], columns)) ** 2))
+               for i, (x, y) in enumerate(blocks))
 
 
 def weights(grid_list, target: str, signals: dict[str, dict]) -> tuple[np.ndarray, float] | None:
-    """(non-negative weights of prior, semb, logme; residual variance), learned without `target`."""
-    rows = _training_rows(grid_list, target, signals)
-    if rows is None:
+    """(non-negative weights of prior, semb, logme; residual variance), learned without `target`.
+    Which side signals enter is chosen by leave-one-target-out error among the training targets
+    (prior alone, prior with each side signal, prior with all): a signal that does not predict the
+    gains of held-out targets gets weight 0."""
+    blocks = _training_rows(grid_list, target, signals)
+    if not blocks:
         return None
-    from scipy import optimize
-
-    x, y = rows
-    used = np.abs(x).sum(axis=0) > 0  # a signal absent from every training row gets no weight
-    w = np.zeros(x.shape[1])
-    w[used], _ = optimize.nnls(x[:, used], y)
+    present = [k for k in range(1, len(SIGNALS)) if any(np.abs(x[:, k]).sum() > 0 for x, _ in blocks)]
+    choices = [(0,), *((0, k) for k in present)] + ([(0, *present)] if len(present) > 1 else [])
+    if len(choices) > 1 and len(blocks) > 2:
+        errors = [_held_out_error(blocks, c) for c in choices]
+        best = choices[int(np.argmin(errors))]  # the first (fewest signals) among equals
+    else:
+        best = choices[-1]
+    w = _nnls(blocks, best)
+    x, y = np.vstack([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
     resid = y - x @ w
-    return w, float(resid @ resid / max(len(y) - int(used.sum()), 1))
+    return w, float(resid @ resid / max(len(y) - len(best), 1))
 
 
 def _basis(scored: dict, c: str, w: np.ndarray, signals: dict, target: str) -> str:
@@ -123,7 +156,7 @@ def fallback(target: str, candidates: list[str], signals: dict[str, dict]) -> pd
         pairs = signals.get(name, {})
         values = {c: pairs[(target, c)] for c in candidates if (target, c) in pairs}
         if len(values) >= 2:
-            cols.append(standardised(values, candidates))
+            cols.append(standardised(values, candidates, pooled_sd(pairs)))
             used.append(name)
     if not cols:
         raise StiltsError(f"rank: hybrid has no signal for target '{target}': no prior grid (--prior-experiment) "
