@@ -21,7 +21,8 @@ def runs_of(scores: dict[tuple[str, str], float], restarts: int = 2, jitter: flo
     for (s, t), v in scores.items():
         offsets = rng.normal(0, jitter, restarts) if jitter else np.zeros(restarts)
         offsets -= offsets.mean()  # the mean over restarts stays exactly v
-        rows += [{"source": s, "task": t, "role": "target", "restart": k, "score": v + o} for k, o in enumerate(offsets)]
+        rows += [{"source": s, "task": t, "role": "target", "restart": k, "score": v + o}
+                 for k, o in enumerate(offsets)]
     return pd.DataFrame(rows)
 
 
