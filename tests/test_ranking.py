@@ -154,7 +154,8 @@ def test_rank_semb_and_logme_scored_against_an_imported_grid(rank_params, tmp_pa
     rank.run(rank_params, "grid")
     out = tmp_path / "reports" / "grid"
     ranking = pd.read_csv(out / "ranking.csv")
-    assert list(ranking.columns) == ["target", "candidate", "method", "score", "rank"]
+    assert list(ranking.columns) == rank.COLUMNS
+    assert set(ranking["basis"]) == {"semb", "logme"} and ranking["p_beats_baseline"].isna().all()
     assert len(ranking) == 2 * 2 * 3 and set(ranking["method"]) == {"semb", "logme"}
     for _, g in ranking.groupby(["target", "method"]):
         assert list(g["rank"]) == [1, 2, 3] and g["score"].is_monotonic_decreasing
@@ -279,14 +280,14 @@ def test_rank_params_are_validated(make_params):
 
 
 def test_report_section(tmp_path):
-    from stilts.selection import rank
+    from stilts.selection import rank, ranking_report
 
-    assert "No ranking in this study" in rank.report_section(tmp_path)
+    assert "No ranking in this study" in ranking_report.report_section(tmp_path)
     ranking = pd.DataFrame({"target": ["t"] * 3, "candidate": ["a", "b", "c"], "method": ["semb"] * 3,
                             "score": [0.9, 0.5, 0.1], "rank": [1, 2, 3]})
     ranking.to_csv(tmp_path / rank.RANKING, index=False)
     evaluate.evaluate(ranking, {("t", "a"): 0.6, ("t", "b"): 0.8, ("t", "c"): 0.7}).to_csv(
         tmp_path / rank.RANKING_EVAL, index=False)
-    text = rank.report_section(tmp_path)
-    assert "| t | semb | a | b | c |" in text
+    text = ranking_report.report_section(tmp_path, tmp_path)
+    assert "| t | semb | a | b | c |  |" in text and (tmp_path / ranking_report.PLOT).stat().st_size > 0
     assert "| t | semb | 0.250 | 0.000 |" in text and "| mean | random |" in text

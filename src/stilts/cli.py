@@ -102,17 +102,18 @@ def cmd_rank(args):
     import dataclasses
 
     from stilts import config_checks
-    from stilts.selection import rank
+    from stilts.selection import rank, ranking_report
 
     params = _params_or_defaults(args)
-    given = {"targets": args.targets, "candidates": args.candidates, "methods": args.method}
+    given = {"targets": args.targets, "candidates": args.candidates, "methods": args.method,
+             "prior_experiments": args.prior_experiment}
     over = {k: [x.strip() for x in v.split(",") if x.strip()] for k, v in given.items() if v}
     if args.sample_size is not None:
         over["sample_size"] = args.sample_size
     params.rank = dataclasses.replace(params.rank, **over)
     config_checks.check_rank(params.rank, "stilts rank")
     result = rank.run(params, args.experiment)
-    print(rank.summary(result))
+    print(ranking_report.summary(result))
     print(f"wrote {result['out'] / rank.RANKING} and {result['out'] / rank.RANKING_EVAL}")
 
 
@@ -242,11 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mfu", type=float, default=None, help="assume this fraction of the GPU's dense bf16 peak "
                     "(default: stilts' measured efficiency, src/stilts/gpu_calibration.csv)")
     sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
-    sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (semb, logme); score against a grid")
+    sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (prior, semb, logme, hybrid); score "
+             "against a grid")
     sp.add_argument("--targets", help="comma-separated target tasks (default: rank.targets)")
     sp.add_argument("--candidates", help="comma-separated candidates (default: rank.candidates, else "
                     "tasks.intermediate)")
-    sp.add_argument("--method", help="semb, logme or both, comma-separated (default: rank.methods)")
+    sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
+    sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
+                    "import-results) that prior and hybrid learn from (default: rank.prior_experiments)")
     sp.add_argument("--experiment", help="score against this experiment's transfer results (default: mlflow.experiment)")
     sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")

@@ -18,7 +18,7 @@ ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_att
 COMPILE = ("auto", True, False)
 PROBE_MODES = ("finetune", "frozen")
 LOG_MODELS = ("reference", "copy")
-RANK_METHODS = ("semb", "logme")
+RANK_METHODS = ("semb", "logme", "prior", "hybrid")
 
 
 def check_type(value, tp, key: str, src: str):
@@ -186,9 +186,11 @@ def check_rank(r, src: str) -> None:
     from stilts.tasks import registry
 
     names = registry.names()
+    # prior and hybrid also rank tasks known only from a measured grid (checked when the grids are read)
+    grid_only = set(r.methods) <= {"prior", "hybrid"}
     for key in ("targets", "candidates"):
         for i, t in enumerate(getattr(r, key)):
-            if t not in names:
+            if t not in names and not grid_only:
                 raise StiltsError(f"{src}: 'rank.{key}[{i}]': unknown task '{t}'{did_you_mean(t, names)}")
         no_duplicates(getattr(r, key), f"rank.{key}", src)
     no_duplicates(r.methods, "rank.methods", src)

@@ -232,9 +232,9 @@ def run(params, experiment: str | None = None, out: Path | None = None) -> Path:
         rho, sig = correlate.matrix(r["correlations"])
         plots.heatmap(rho, tmp / "correlation_heatmap.png", "Spearman ρ across models (* Holm-significant)", sig,
                       fmt="{:+.2f}", limit=1.0)
-        from stilts.selection.rank import report_section
+        from stilts.selection.ranking_report import report_section
 
-        r["ranking_section"] = report_section(out)  # from the rank stage's tables, when it ran
+        r["ranking_section"] = report_section(out, tmp)  # from the rank stage's tables, when it ran
         (tmp / "report.md").write_text(_report_md(r, params, experiment), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with tracking.tracked(params, "analysis", {"role": "analysis", "source": "-", "task": "-"}, experiment) as run_:

@@ -1,8 +1,14 @@
 """Which intermediate task? Rank candidate intermediate tasks for a target without the transfer grid.
 
-sample    a fixed random sample of a task's training examples (what both methods read)
-semb      dataset similarity: cosine of mean sentence embeddings (Poth et al., 2021)
-logme     LogME evidence of the target's labels given a candidate checkpoint's features (You et al., 2021)
-evaluate  a ranking against a measured grid: Regret@k, NDCG, Spearman, and their random expectation
-rank      `stilts rank`: the rankings, their evaluation, reports/ranking*.csv and an MLflow run
+sample          a fixed random sample of a task's training examples (what semb and logme read)
+semb            dataset similarity: cosine of mean sentence embeddings (Poth et al., 2021)
+logme           LogME evidence of the target's labels given a candidate checkpoint's features (You et al., 2021)
+grids           measured transfer grids (MLflow experiments) and their per-target normalised gains
+prior           source + target effects fitted on the grids, each target left out of its own fit
+harm            the target effect predicted from cheap facts: P(a candidate beats the baseline)
+signals         semb and logme where their data and checkpoints exist (absent: no signal, not an error)
+hybrid          prior, semb and logme combined, weights learned leave-one-target-out on the grids
+evaluate        a ranking against a measured grid: Regret@k, NDCG, Spearman, AUROC, Brier, random expectation
+rank            `stilts rank`: the rankings, their evaluation, reports/ranking*.csv and an MLflow run
+ranking_report  what `stilts rank` prints and report.md's "Which intermediate task?" section
 """

@@ -10,6 +10,13 @@ A random ranking (every order equally likely) is scored by its exact expectation
 expected best of k candidates drawn without replacement (the i-th smallest of n is the best of the k
 with probability C(i−1, k−1) / C(n, k)); for NDCG, every position's expected gain is the mean gain;
 Spearman's expectation is 0.
+
+Harm prediction (methods that give P(candidate beats the baseline), i.e. prior and hybrid), against
+a grid with baseline runs: "beats" = the candidate's measured mean is above the baseline mean.
+AUROC = the probability that a pair that beats the baseline gets a higher P than one that does not
+(ties count half; undefined when every pair is on one side), Brier = mean (P − beats)². Per target
+over its candidates; in the `mean` rows over all (candidate, target) pairs pooled. A random
+ranking's AUROC is 0.5 (for targets with a baseline); it has no Brier score.
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 KS = (1, 3)
-COLUMNS = ["target", "method", *[f"regret_at_{k}" for k in KS], "ndcg", "spearman", "n_candidates"]
+COLUMNS = ["target", "method", *[f"regret_at_{k}" for k in KS], "ndcg", "spearman", "auroc", "brier", "n_candidates"]
+BASELINE = "none"
 
 
 def order(scores: dict[str, float]) -> list[str]:
@@ -59,7 +66,12 @@ def spearman(scores: dict[str, float], measured: dict[str, float]) -> float:
     a, b = [scores[c] for c in names], [measured[c] for c in names]
     if len(set(a)) < 2 or len(set(b)) < 2:
         return math.nan
-    return float(stats.spearmanr(a, b).statistic)
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+
+
+def _ranks(values) -> np.ndarray:
+    """1-based ranks, ties averaged (as scipy.stats.rankdata; pandas is loaded already, scipy.stats is slow)."""
+    return pd.Series(values, dtype=float).rank(method="average").to_numpy()
 
 
 def random_regret_at_k(measured: dict[str, float], k: int) -> float:
@@ -79,6 +91,18 @@ def random_ndcg(measured: dict[str, float]) -> float:
     return math.nan if ideal == 0 else float(gains.mean() * disc.sum() / ideal)
 
 
+def auroc(beats, p) -> float:
+    y, p = np.asarray(beats, dtype=bool), np.asarray(p, dtype=float)
+    if y.all() or not y.any():
+        return math.nan
+    n1, n0 = int(y.sum()), int((~y).sum())
+    return float((_ranks(p)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))  # Mann–Whitney U / (n1 n0)
+
+
+def brier(beats, p) -> float:
+    return float(np.mean((np.asarray(p, dtype=float) - np.asarray(beats, dtype=float)) ** 2)) if len(p) else math.nan
+
+
 def score_target(target: str, method: str, scores: dict[str, float], measured: dict[str, float]) -> dict:
     """One row of ranking_eval.csv: the candidates both ranked and measured."""
     both = {c: measured[c] for c in scores if c in measured}
@@ -95,28 +119,49 @@ def score_random(target: str, measured: dict[str, float]) -> dict:
 
 
 def measured_means(runs: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """(target, source) → mean score over restarts, from analysis.collect's table."""
+    """(target, source) → mean score over restarts, from analysis.collect's table (source `none`: the baseline)."""
     if runs.empty:
         return {}
     means = runs.groupby(["task", "source"])["score"].mean()
     return {(t, s): float(v) for (t, s), v in means.items()}
 
 
+def _harm_pairs(m: pd.DataFrame, target: str, measured: dict, means: dict) -> pd.DataFrame:
+    """The method's (P, beats) for the target's measured candidates, when both exist."""
+    if "p_beats_baseline" not in m or (target, BASELINE) not in means:
+        return pd.DataFrame(columns=["p", "beats"])
+    rows = m[m["candidate"].isin(measured) & m["p_beats_baseline"].notna()]
+    base = means[(target, BASELINE)]
+    return pd.DataFrame({"p": rows["p_beats_baseline"].to_numpy(float),
+                         "beats": [measured[c] > base for c in rows["candidate"]]})
+
+
 def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.DataFrame:
     """ranking.csv's table scored against the measured means: a row per target and method (the
-    random ranking too), for targets with ≥ 2 ranked candidates measured, and their means over targets."""
-    rows = []
+    random ranking too), for targets with ≥ 2 ranked candidates measured, and their means over targets
+    (AUROC and Brier: over all pairs pooled)."""
+    rows, harm = [], {}
     for target, g in ranking.groupby("target", sort=False):
         measured = {c: means[(target, c)] for c in dict.fromkeys(g["candidate"]) if (target, c) in means}
         if len(measured) < 2:
             continue
         for method, m in g.groupby("method", sort=False):
-            rows.append(score_target(target, method, dict(zip(m["candidate"], m["score"])), measured))
-        rows.append(score_random(target, measured))
+            row = score_target(target, method, dict(zip(m["candidate"], m["score"])), measured)
+            pairs = _harm_pairs(m, target, measured, means)
+            if len(pairs):
+                row |= {"auroc": auroc(pairs["beats"], pairs["p"]), "brier": brier(pairs["beats"], pairs["p"])}
+                harm.setdefault(method, []).append(pairs)
+            rows.append(row)
+        rows.append(score_random(target, measured) | ({"auroc": 0.5} if (target, BASELINE) in means else {}))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if table.empty:
         return table
     metrics = [c for c in COLUMNS if c not in ("target", "method")]
     mean = table.groupby("method", sort=False)[metrics].mean().reset_index()
+    for method, parts in harm.items():
+        pooled = pd.concat(parts)
+        at = mean["method"] == method
+        mean.loc[at, "auroc"], mean.loc[at, "brier"] = auroc(pooled["beats"], pooled["p"]), brier(pooled["beats"],
+                                                                                                   pooled["p"])
     mean.insert(0, "target", "mean")
     return pd.concat([table, mean[COLUMNS]], ignore_index=True)

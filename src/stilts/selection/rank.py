@@ -1,15 +1,22 @@
 """`stilts rank`: rank candidate intermediate tasks for each target, and score the ranking against
 the measured grid when the experiment holds one.
 
-reports/ranking.csv        target, candidate, method, score, rank (1 = the best candidate)
-reports/ranking_eval.csv   target, method, regret_at_1, regret_at_3, ndcg, spearman, n_candidates
-                           (rows with method `random`: its expectation; rows with target `mean`)
+reports/ranking.csv        target, candidate, method, score, rank (1 = the best candidate), basis (where
+                           the score came from), p_beats_baseline, p_best, gain_low, gain_high (prior
+                           and hybrid: see prior.py)
+reports/ranking_eval.csv   target, method, regret_at_1, regret_at_3, ndcg, spearman, auroc, brier,
+                           n_candidates (rows with method `random`: its expectation; rows with target `mean`)
 For another experiment than the study's (e.g. imported results), both go to reports/<experiment>/,
 as the analysis does. Each ranking is one MLflow run (stilts.role=ranking) with both tables.
+
+When the prior grids are other experiments than the scored one, a reference method `prior-within`
+is added: the prior fitted on the scored experiment itself (leave-one-target-out), so the table
+shows what the prior from elsewhere loses against one from the same setting.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -18,17 +25,23 @@ import pandas as pd
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_text
 from stilts.selection import evaluate
+from stilts.selection import grids as grids_
 
 RANKING = "ranking.csv"
 RANKING_EVAL = "ranking_eval.csv"
+COLUMNS = ["target", "candidate", "method", "score", "rank", "basis", "p_beats_baseline", "p_best", "gain_low",
+           "gain_high"]
+GRID_METHODS = ("prior", "hybrid")
+WITHIN = "prior-within"
 
 
-def candidates_for(params) -> dict[str, list[str]]:
-    """target → its candidates (rank.candidates, else tasks.intermediate), the target itself left out."""
+def candidates_for(params, fallback: list[str] = ()) -> dict[str, list[str]]:
+    """target → its candidates (rank.candidates, else tasks.intermediate, else `fallback`: the prior
+    grids' sources), the target itself left out."""
     r = params.rank
     if not r.targets:
         raise StiltsError("rank: no targets; give --targets T1,T2 or set rank.targets in params")
-    pool = r.candidates or params.tasks.intermediate
+    pool = r.candidates or params.tasks.intermediate or list(fallback)
     if not pool:
         raise StiltsError("rank: no candidates; give --candidates A,B or set rank.candidates "
                           "(or tasks.intermediate) in params")
@@ -40,12 +53,13 @@ def candidates_for(params) -> dict[str, list[str]]:
 
 
 def _check_inputs(params, candidates: dict[str, list[str]]) -> None:
-    """Everything a method needs, before any work: prepared data (prepared now if missing), checkpoints."""
+    """What semb and logme need, before any work: prepared data (prepared now if missing), checkpoints."""
     from stilts.cells import checkpoint_dir
     from stilts.selection.logme import check_target
     from stilts.selection.sample import ensure_prepared
 
-    if "logme" in params.rank.methods:
+    methods = params.rank.methods
+    if "logme" in methods:
         for t in candidates:
             check_target(t)
         k = params.rank.restart
@@ -54,29 +68,141 @@ def _check_inputs(params, candidates: dict[str, list[str]]) -> None:
             if not (ckpt / "stilts.json").is_file():
                 raise StiltsError(f"{ckpt}: no intermediate checkpoint for logme; run `stilts intermediate --task "
                                   f"{c} --restart {k}` first (or dvc repro), or rank with --method semb")
-    for task in dict.fromkeys([*candidates, *(c for cs in candidates.values() for c in cs)]):
-        ensure_prepared(params, task)
+    if "semb" in methods or "logme" in methods:
+        for task in dict.fromkeys([*candidates, *(c for cs in candidates.values() for c in cs)]):
+            ensure_prepared(params, task)
 
 
-def _scores(params, method: str, targets: list[str], candidates: dict[str, list[str]]):
+def _check_names(candidates: dict[str, list[str]], grid_list: list[grids_.Grid]) -> None:
+    """A task the registry does not know must be in a prior grid (the prior knows it from there)."""
+    from stilts.errors import did_you_mean
+    from stilts.tasks import registry
+
+    known = set(registry.names()) | {t for g in grid_list for t in [*g.targets, *g.sources]}
+    where = ", ".join(g.name for g in grid_list) or "none given"
+    for role, names in (("target", list(candidates)), ("candidate", [c for cs in candidates.values() for c in cs])):
+        for name in dict.fromkeys(names):
+            if name not in known:
+                raise StiltsError(f"rank: {role} '{name}' is in no prior grid ({where}) and is not a known "
+                                  f"task{did_you_mean(name, sorted(known))}")
+
+
+def _check_request(params) -> None:
+    """What can be checked before reading anything."""
+    r = params.rank
+    if not r.targets:
+        raise StiltsError("rank: no targets; give --targets T1,T2 or set rank.targets in params")
+    if "prior" in r.methods and not r.prior_experiments:
+        raise StiltsError("rank: method prior needs a measured grid: give --prior-experiment E1[,E2] "
+                          "(rank.prior_experiments): your own study or results brought in with import-results")
+
+
+def _load_grids(params, experiment: str, runs: pd.DataFrame) -> list[grids_.Grid]:
+    r = params.rank
+    if not any(m in GRID_METHODS for m in r.methods):
+        return []
+    return [grids_.load(params, e, runs if e == experiment else None) for e in dict.fromkeys(r.prior_experiments)]
+
+
+def _side_scores(params, method: str, candidates: dict[str, list[str]]) -> pd.DataFrame:
     from stilts.selection import logme, semb
 
-    return {"semb": semb.scores, "logme": logme.scores}[method](params, targets, candidates)
+    by_pair = {"semb": semb.scores, "logme": logme.scores}[method](params, list(candidates), candidates)
+    return pd.DataFrame([{"target": t, "candidate": c, "score": by_pair[(t, c)], "basis": method}
+                         for t, cs in candidates.items() for c in cs])
 
 
-def ranking_table(scores: dict[str, dict[tuple[str, str], float]], candidates: dict[str, list[str]]) -> pd.DataFrame:
+def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: list[str]) -> pd.DataFrame:
+    """prior, prior-within or hybrid: one frame per target, its own pairs always left out of the fit."""
+    from stilts.selection import prior, signals
+
+    in_grid = {s for g in grid_list for s in g.sources}
+    absent = [c for cs in candidates.values() for c in cs if c not in in_grid]
+    sig, emb = {}, {}
+    if method == "hybrid":
+        pairs = {t: list(cs) for t, cs in candidates.items()}
+        for g in grid_list:
+            for u in g.targets:
+                pairs[u] = list(dict.fromkeys([*pairs.get(u, []), *(s for s in g.sources if s != u)]))
+        sig, emb = signals.gather(params, pairs, sorted(in_grid) if absent else [])
+        _note_missing(sig, candidates, notes)
+        if not grid_list:
+            notes.append("hybrid: no prior grid (--prior-experiment): the mean of the standardised semb and logme "
+                         "scores there are, without a harm prediction")
+    elif absent:
+        emb = signals.embeddings(params, [*absent, *sorted(in_grid)])
+    frames = []
+    for t, cs in candidates.items():
+        if method == "hybrid":
+            from stilts.selection import hybrid
+
+            f = hybrid.rank_target(grid_list, t, cs, sig, emb, baselines.get(t))
+        else:
+            f = prior.rank_target(grid_list, t, cs, emb, baselines.get(t))
+        if f.empty:
+            raise StiltsError(f"rank: the prior grids ({', '.join(g.name for g in grid_list)}) hold no transfer "
+                              f"results for any target other than '{t}'")
+        frames.append(f.assign(target=t))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _note_missing(sig: dict, candidates: dict[str, list[str]], notes: list[str]) -> None:
+    without = [t for t in candidates if not any(p[0] == t for p in sig.get("semb", {}))]
+    if without:
+        notes.append(f"hybrid: no semb signal for target(s) {', '.join(without)} (data files absent or not a "
+                     "registered task): their hybrid score comes from the other signals")
+
+
+def ranking_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """method → its (target, candidate, score, ...) frame → ranking.csv's rows, best first per target."""
     rows = []
-    for target, cands in candidates.items():
-        for method, by_pair in scores.items():
-            ordered = evaluate.order({c: by_pair[(target, c)] for c in cands})
-            rows += [{"target": target, "candidate": c, "method": method, "score": by_pair[(target, c)],
-                      "rank": i + 1} for i, c in enumerate(ordered)]
-    return pd.DataFrame(rows, columns=["target", "candidate", "method", "score", "rank"])
+    for method, f in frames.items():
+        for target, g in f.groupby("target", sort=False):
+            by_name = g.set_index("candidate")
+            ordered = evaluate.order(dict(zip(g["candidate"], g["score"])))
+            for i, c in enumerate(ordered):
+                row = {"target": target, "candidate": c, "method": method, "rank": i + 1}
+                rows.append(row | {k: by_name.at[c, k] for k in COLUMNS if k in by_name.columns and k not in row})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    order = {t: i for i, t in enumerate(dict.fromkeys(r["target"] for r in rows))}
+    return table.sort_values("target", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
 def out_dir(params, experiment: str) -> Path:
     reports = params.path("reports")
     return reports if experiment == params.mlflow.experiment else reports / experiment
+
+
+def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, list[str]]:
+    """(method → frame, method → seconds, notes) for every method of rank.methods (and prior-within)."""
+    r = params.rank
+    grid_list = _load_grids(params, experiment, runs)
+    candidates = candidates_for(params, sorted({s for g in grid_list for s in g.sources}))
+    if set(r.methods) <= set(GRID_METHODS):
+        _check_names(candidates, grid_list)
+    if grid_list:
+        _check_inputs(params, candidates)  # without grids, run() checked them before reading MLflow
+    first = grids_.first_baselines(runs)
+    baselines = {t: float(first[t]) if t in first.index else grids_.target_baseline(grid_list, t)
+                 for t in candidates}
+    methods = list(r.methods)
+    within = None
+    if "prior" in methods and experiment not in r.prior_experiments:
+        try:
+            within = [grids_.from_runs(experiment, runs)]
+            methods.append(WITHIN)
+        except StiltsError:  # the scored experiment holds no grid: nothing to compare with
+            pass
+    frames, seconds, notes = {}, {}, []
+    for method in methods:
+        start = time.perf_counter()
+        if method in ("semb", "logme"):
+            frames[method] = _side_scores(params, method, candidates)
+        else:
+            frames[method] = _grid_scores(params, method, within if method == WITHIN else grid_list, candidates,
+                                          baselines, notes)
+        seconds[method] = time.perf_counter() - start
+    return frames, seconds, notes
 
 
 def run(params, experiment: str | None = None) -> dict:
@@ -85,83 +211,31 @@ def run(params, experiment: str | None = None) -> dict:
     from stilts.analysis.collect import collect
 
     experiment = experiment or params.mlflow.experiment
-    candidates = candidates_for(params)
-    targets = list(candidates)
-    _check_inputs(params, candidates)
-    scores, seconds = {}, {}
-    for method in params.rank.methods:
-        start = time.perf_counter()
-        scores[method] = _scores(params, method, targets, candidates)
-        seconds[method] = time.perf_counter() - start
-    ranking = ranking_table(scores, candidates)
-    means = evaluate.measured_means(collect(params, experiment))
-    table = evaluate.evaluate(ranking, means)
+    _check_request(params)
+    if not any(m in GRID_METHODS for m in params.rank.methods) or not params.rank.prior_experiments:
+        _check_inputs(params, candidates_for(params))  # bad input fails before anything is read or written
+    runs = collect(params, experiment)
+    frames, seconds, notes = rankings(params, experiment, runs)
+    ranking = ranking_table(frames)
+    table = evaluate.evaluate(ranking, evaluate.measured_means(runs))
     out = out_dir(params, experiment)
     atomic_write_text(out / RANKING, ranking.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out / RANKING_EVAL, table.to_csv(index=False, float_format="%.6f"))
     r = params.rank
+    targets = list(dict.fromkeys(ranking["target"]))
     with tracking.tracked(params, "ranking", {"role": "ranking", "source": "-", "task": "-"}, experiment) as run_:
         run_.log_params({"rank": {"targets": ",".join(targets), "methods": ",".join(r.methods),
-                                  "candidates": ",".join(dict.fromkeys(c for cs in candidates.values() for c in cs)),
+                                  "candidates": ",".join(dict.fromkeys(ranking["candidate"])),
+                                  "prior_experiments": ",".join(r.prior_experiments),
                                   "sample_size": r.sample_size, "seed": r.seed, "encoder": r.encoder,
                                   "max_seq_length": r.max_seq_length, "restart": r.restart},
                          "scored_against": experiment})
         metrics = {f"{m}_seconds": s for m, s in seconds.items()}
         for row in table[table["target"] == "mean"].itertuples():
-            metrics |= {f"{row.method}_{k}": getattr(row, k) for k in evaluate.COLUMNS[2:-1]}
+            metrics |= {f"{row.method}_{k}": getattr(row, k) for k in evaluate.COLUMNS[2:-1]
+                        if not math.isnan(getattr(row, k))}
         run_.log_metrics(metrics)
         for name in (RANKING, RANKING_EVAL):
             run_.log_artifact(out / name, "reports")
-    return {"out": out, "ranking": ranking, "evaluation": table, "seconds": seconds, "experiment": experiment}
-
-
-def _fmt(x) -> str:
-    return "" if pd.isna(x) else f"{x:.3f}"
-
-
-def summary(result: dict) -> str:
-    """What `stilts rank` prints: the top 3 per target and method, and the scores against the grid."""
-    lines = []
-    for (target, method), g in result["ranking"].groupby(["target", "method"], sort=False):
-        top = ", ".join(f"{c} ({s:.3f})" for c, s in zip(g["candidate"][:3], g["score"][:3]))
-        lines.append(f"{target} [{method}]: {top}")
-    table = result["evaluation"]
-    if table.empty:
-        lines.append(f"not scored: experiment '{result['experiment']}' holds no transfer results for two or more "
-                     "ranked candidates of any target")
-    else:
-        lines.append(f"against experiment '{result['experiment']}' (mean over targets):")
-        for row in table[table["target"] == "mean"].itertuples():
-            lines.append(f"  {row.method:<7} regret@1 {_fmt(row.regret_at_1)}  regret@3 {_fmt(row.regret_at_3)}  "
-                         f"ndcg {_fmt(row.ndcg)}  spearman {_fmt(row.spearman)}")
-    return "\n".join(lines)
-
-
-def report_section(out: Path) -> str:
-    """report.md's "Which intermediate task?" section, from the tables in `out` (if a ranking ran)."""
-    lines = ["\n## Which intermediate task? (ranking without the grid)\n"]
-    if not (out / RANKING).is_file():
-        lines.append("No ranking in this study: set `rank.targets` in params (a `rank` stage), or run `stilts rank "
-                     "--targets T1,T2`. It ranks candidate intermediate tasks for each target by dataset "
-                     "similarity (semb) or LogME on each candidate checkpoint's features (logme).\n")
-        return "\n".join(lines)
-    ranking = pd.read_csv(out / RANKING)
-    lines.append("Top 3 candidates per target (rank 1 first; `reports/ranking.csv` has every score):\n")
-    lines.append("| target | method | 1 | 2 | 3 |\n|---|---|---|---|---|")
-    for (target, method), g in ranking.sort_values("rank", kind="stable").groupby(["target", "method"], sort=False):
-        top = list(g["candidate"][:3]) + [""] * (3 - min(3, len(g)))
-        lines.append(f"| {target} | {method} | " + " | ".join(top) + " |")
-    table = pd.read_csv(out / RANKING_EVAL) if (out / RANKING_EVAL).is_file() else pd.DataFrame()
-    if table.empty:
-        lines.append("\nNot scored: the experiment holds no transfer results for these target/candidate pairs.\n")
-        return "\n".join(lines)
-    lines.append("\nAgainst the measured grid (mean score over restarts after each candidate): Regret@k = (best "
-                 "measured − best measured among the top k) / best; NDCG with gains = measured mean − the lowest "
-                 "candidate's; Spearman of scores vs measured means; `random` = the exact expectation of a random "
-                 "order. Lower regret, higher NDCG and Spearman are better.\n")
-    lines.append("| target | method | Regret@1 | Regret@3 | NDCG | Spearman | candidates |\n|---|---|---|---|---|---|---|")
-    for row in table.itertuples():
-        n = "" if pd.isna(row.n_candidates) else f"{row.n_candidates:g}"
-        lines.append(f"| {row.target} | {row.method} | {_fmt(row.regret_at_1)} | {_fmt(row.regret_at_3)} | "
-                     f"{_fmt(row.ndcg)} | {_fmt(row.spearman)} | {n} |")
-    return "\n".join(lines) + "\n"
+    return {"out": out, "ranking": ranking, "evaluation": table, "seconds": seconds, "experiment": experiment,
+            "notes": notes}

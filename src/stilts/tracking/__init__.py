@@ -346,3 +346,10 @@ def search_runs(params, experiment: str | None = None, filter_string: str = ""):
         if not token:
             break
     return pd.DataFrame(rows)
+
+
+def experiment_exists(params, name: str) -> bool:
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return False  # no store yet: nothing exists, and asking would create one
+    return _client(uri).get_experiment_by_name(name) is not None

@@ -1,0 +1,171 @@
+"""The prior: a candidate's score for a target from the gains it showed on other targets of measured grids.
+
+Model (one fit per ranked target, on every measured pair of every prior grid except the pairs of that
+target, in any grid: leave-one-target-out): the normalised gain (grids.normalised) of source s on
+target t of grid g is z = a_s + b_(g,t) + e, e ~ N(0, σ²), with a ridge penalty λ Σ a_s² (λ = 1: one
+pseudo-observation of zero gain per source, so a source measured on few targets is shrunk towards
+the average, and a source measured nowhere has a = 0 with variance σ²/λ). Least squares by the
+normal equations; σ² = residual sum of squares / (observations − effective parameters). Within a
+target b is a constant, so the ranking score of a candidate is its source effect a_s.
+
+A candidate in no prior grid is scored from its semb neighbours: the mean source effect of the
+k = 3 in-grid candidates whose task embeddings are closest (cosine), with the variance of that
+guess measured by predicting every in-grid source from its own neighbours; without an embedding
+it gets the unseen-source prior (0, σ²/λ). `basis` says which.
+
+Per candidate: the predicted normalised gain μ = a_s + b̂_t (b̂_t from harm.target_effect), its
+predictive variance v = Var(a_s) + Var(b̂_t) + σ², P(beats the baseline) = Φ(μ / √v), an 80%
+interval μ ± 1.2816 √v, and P(best) = the probability that the candidate is the best one for the
+target, from 4,000 draws of the candidates' gains (a ~ N(â, Cov(â)), plus independent e).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+
+from stilts.selection import grids as grids_
+
+LAMBDA = 1.0
+NEIGHBOURS = 3
+INTERVAL_Z = 1.2816  # 80% two-sided
+DRAWS = 4000
+
+
+@dataclass
+class Effects:
+    a: pd.Series  # source → effect
+    a_cov: pd.DataFrame  # covariance of the source effects
+    b: pd.Series  # "grid/target" → target effect
+    anchored: pd.Series  # "grid/target" → whether its gains are against a baseline
+    sigma2: float  # residual variance
+    prior_var: float  # variance of the effect of a source measured nowhere (σ²/λ)
+    targets: list[tuple[str, str]]  # (grid, target) of each column of b
+
+
+def _observations(grid_list: list[grids_.Grid], leave_out: set[str]):
+    """(target column, source, gain) of every normalised gain as arrays; the (grid, target) of each
+    column and whether its gains are against a baseline."""
+    cols, anchored, ti, src, val = [], [], [], [], []
+    for g in grid_list:
+        z, anch = grids_.normalised(g, leave_out)
+        values = z.to_numpy(float)
+        for r, target in enumerate(z.index):
+            measured = np.flatnonzero(~np.isnan(values[r]))
+            if not len(measured):
+                continue
+            ti += [len(cols)] * len(measured)
+            src += [z.columns[c] for c in measured]
+            val.append(values[r, measured])
+            cols.append((g.name, target))
+            anchored.append(bool(anch.iloc[r]))
+    return np.array(ti, dtype=int), src, np.concatenate(val) if val else np.array([]), cols, anchored
+
+
+def fit(grid_list: list[grids_.Grid], leave_out: set[str] = frozenset(), lam: float = LAMBDA) -> Effects | None:
+    """z = a_s + b_t + e on every normalised gain of the grids except the targets in `leave_out`
+    (None when nothing is left)."""
+    ti, src, y, cols, anchored = _observations(grid_list, leave_out)
+    if not len(y):
+        return None
+    sources = sorted(set(src))
+    si = {s: i for i, s in enumerate(sources)}
+    n_s, n_t = len(sources), len(cols)
+    x = np.zeros((len(y), n_s + n_t))
+    x[np.arange(len(y)), [si[s] for s in src]] = 1.0
+    x[np.arange(len(y)), n_s + ti] = 1.0
+    penalty = np.diag(np.r_[np.full(n_s, lam), np.zeros(n_t)])
+    inv = np.linalg.pinv(x.T @ x + penalty)
+    coef = inv @ x.T @ y
+    resid = y - x @ coef
+    dof = len(y) - float(np.trace(x @ inv @ x.T))
+    sigma2 = float(resid @ resid / dof) if dof > 0.5 else float(np.var(y)) or 1.0
+    sigma2 = max(sigma2, 1e-6)
+    names = [f"{g}/{t}" for g, t in cols]
+    return Effects(a=pd.Series(coef[:n_s], sources), a_cov=pd.DataFrame(sigma2 * inv[:n_s, :n_s], sources, sources),
+                   b=pd.Series(coef[n_s:], names), anchored=pd.Series(anchored, names, dtype=bool), sigma2=sigma2,
+                   prior_var=sigma2 / lam if lam > 0 else math.inf, targets=cols)
+
+
+def neighbour_guess(eff: Effects, embeddings: dict[str, np.ndarray], candidate: str):
+    """(score, variance, neighbours) of a candidate outside every grid from its closest in-grid
+    candidates by task embedding; None without an embedding or with too few embedded sources."""
+    known = [s for s in eff.a.index if s in embeddings]
+    if candidate not in embeddings or len(known) < 2:
+        return None
+
+    def closest(task: str, pool: list[str]) -> list[str]:
+        sims = {s: _cosine(embeddings[task], embeddings[s]) for s in pool if s != task}
+        return sorted(sims, key=lambda s: (-sims[s], s))[:NEIGHBOURS]
+
+    near = closest(candidate, known)
+    guess = float(eff.a[near].mean())
+    errors = [eff.a[s] - eff.a[closest(s, known)].mean() for s in known] if len(known) > NEIGHBOURS else []
+    var = float(np.mean(np.square(errors))) if errors else eff.prior_var
+    return guess, var, near
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> float:
+    return float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12))
+
+
+def candidate_effects(eff: Effects, candidates: list[str], embeddings: dict[str, np.ndarray] | None = None):
+    """candidate → (score, basis); and the mean vector and covariance of their source effects."""
+    out, cov_diag = {}, {}
+    for c in candidates:
+        if c in eff.a.index:
+            out[c] = (float(eff.a[c]), "grid")
+            continue
+        guess = neighbour_guess(eff, embeddings or {}, c)
+        if guess is not None:
+            out[c] = (guess[0], "semb neighbours: " + ", ".join(guess[2]))
+            cov_diag[c] = guess[1]
+        else:
+            out[c] = (0.0, "in no grid, no embedding: unseen-source prior")
+            cov_diag[c] = eff.prior_var
+    cov = pd.DataFrame(0.0, candidates, candidates)
+    in_grid = [c for c in candidates if c in eff.a.index]
+    cov.loc[in_grid, in_grid] = eff.a_cov.loc[in_grid, in_grid].to_numpy()
+    for c, v in cov_diag.items():
+        cov.loc[c, c] = v
+    return out, np.array([out[c][0] for c in candidates]), cov.to_numpy()
+
+
+def p_best(mean: np.ndarray, cov: np.ndarray, sigma2: float, seed: int = 0) -> np.ndarray:
+    """P(each candidate has the highest gain) under gains ~ N(mean, cov + σ² I)."""
+    if len(mean) == 1:
+        return np.ones(1)
+    total = cov + sigma2 * np.eye(len(mean))
+    draws = np.random.default_rng(seed).multivariate_normal(mean, total, size=DRAWS, method="eigh")
+    return np.bincount(draws.argmax(axis=1), minlength=len(mean)) / DRAWS
+
+
+def harm_columns(mean: np.ndarray, var: np.ndarray, target_effect: tuple[float, float] | None) -> dict:
+    """p_beats_baseline and the 80% interval of the normalised gain (NaN without a target-effect model)."""
+    if target_effect is None:
+        nan = np.full(len(mean), np.nan)
+        return {"p_beats_baseline": nan, "gain_low": nan, "gain_high": nan}
+    mu = mean + target_effect[0]
+    sd = np.sqrt(var + target_effect[1])
+    return {"p_beats_baseline": ndtr(mu / sd), "gain_low": mu - INTERVAL_Z * sd,
+            "gain_high": mu + INTERVAL_Z * sd}
+
+
+def rank_target(grid_list: list[grids_.Grid], target: str, candidates: list[str],
+                embeddings: dict[str, np.ndarray] | None = None, baseline: float | None = None) -> pd.DataFrame:
+    """The prior's rows of ranking.csv for one target (its own pairs left out of the fit)."""
+    from stilts.selection import harm
+
+    eff = fit(grid_list, {target})
+    if eff is None:
+        return pd.DataFrame()
+    scored, mean, cov = candidate_effects(eff, candidates, embeddings)
+    var = np.diag(cov) + eff.sigma2
+    effect = harm.target_effect(eff, grid_list, target, baseline)
+    table = pd.DataFrame({"candidate": candidates, "score": mean, "basis": [scored[c][1] for c in candidates],
+                          **harm_columns(mean, var, effect), "p_best": p_best(mean, cov, eff.sigma2)})
+    return table
