@@ -36,6 +36,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     import torch
 
     from stilts import data, mlm, modeling, resume, sweep, tasktypes, tracking
+    from stilts.tracking import twins
     from stilts.tracking.datasets import dataset_ids, log_datasets
     from stilts.train import make_accelerator, resolve_mixed_precision, step_options, train
 
@@ -109,6 +110,12 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         if save_to is not None and accelerator.is_main_process:
             _complete_logging(params, done, save_to)
         return done | {"state_dir": state_dir}
+    if role != "intermediate":  # a checkpoint cannot be restored from its run: an intermediate cell retrains
+        twin = twins.finished_twin(params, tags["cell"], role, fingerprint)
+        if twin is not None:
+            print(f"{source}/{task_name}/r{restart}: already finished with these settings "
+                  f"(run {twin.get('mlflow_run_id')}); its result is restored, nothing is trained")
+            return twin | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
@@ -155,6 +162,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                             dataset=dataset_ids(params, task_name)["validation"])
             if result.best_predictions is not None:
                 run.log_text(_predictions_jsonl(params, task, dev_ds, result.best_predictions), DEV_PREDICTIONS)
+            twins.log_result(run, summary)
+            twins.supersede(params, tags["cell"], role, keep=run.id)
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
     return summary
