@@ -169,6 +169,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     import torch
 
     from stilts import data, modeling, resume, tasktypes, tracking
+    from stilts.tracking import twins
     from stilts.tracking.datasets import log_datasets
     from stilts.train import make_accelerator, train
 
@@ -193,6 +194,11 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         if save_to is not None and main:
             _complete_logging(params, done, save_to)
         return done | {"state_dir": state_dir}
+    twin = twins.finished_twin(params, tags["cell"], role, fingerprint)
+    if twin is not None:
+        print(f"{tags['cell']}: already finished with these settings (run {twin.get('mlflow_run_id')}); "
+              "its result is restored, nothing is trained")
+        return twin | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
@@ -215,6 +221,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
             run.set_tags(result.compile_tags)
             _log_outputs(run, params, task, settings, summary, result, save_to, accelerator.unwrap_model(model),
                          tokenizer, mlm, dev_ds)
+            twins.log_result(run, summary)
+            twins.supersede(params, tags["cell"], role, keep=run.id)
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
     return summary
