@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (issue #13): on one H100/H200, ≤ 8 minutes, no network, nothing installed from it.
+# One prepared GPU check: on one H100/H200, ≤ 8 minutes, no network, nothing installed from it.
 #   1. parity       the compiled step (length buckets, torch.compile, CUDA graphs) trains like the eager one
 #   2. throughput   RoBERTa-large shape (random init), RTE, max length 256, batch 32 and 4:
 #                   stilts defaults vs stilts with the eager step vs tuned HF Trainer vs run_glue defaults
@@ -7,13 +7,13 @@
 #   4. summary      $OUT/gpu_check.md (the table, with the issue's targets, and whether any run's compiled step
 #                   fell back to the eager one: then the exit status is 1) and $OUT/calibration.csv (rows for
 #                   src/stilts/gpu_calibration.csv, which `stilts plan` reads)
-# Results go to $OUT when set (the device tool's folder), else .gpu_check/out; each step's log beside them.
+# Results go to $OUT when set (a folder the caller collects), else .gpu_check/out; each step's log beside them.
 #
-# Prepare once, here (pip and ../shared/data): wheels of what the device image lacks (datasets, dill,
+# Prepare once, on a machine with pip and ../shared/data: wheels of what the GPU machine lacks (datasets, dill,
 # multiprocess) into .whl/, the embedded model's tokenizer and RTE into .gpu_check/ (both in .gitignore):
 #     bash benchmarks/gpu_check.sh --prepare
-# Then ONE device call from the repository root (tool `run`):
-#     command: bash benchmarks/gpu_check.sh        carry: [".whl", ".gpu_check"]        timeout_s: 510
+# Then on the GPU machine, from the repository root, with .whl/ and .gpu_check/ copied along (≤ 510 s):
+#     bash benchmarks/gpu_check.sh
 # Rehearsal on CPU with a tiny shape and the generated syn_rte (under a minute; tests/test_gpu_check.py):
 #     bash benchmarks/gpu_check.sh --dry-run
 set -uo pipefail

@@ -270,6 +270,48 @@ def test_worker_killed_mid_cell_the_study_completes_on_the_other(cluster):
     assert json.loads((head / "results" / "syn_nli" / "syn_rte" / "r1.json").read_text())["steps"] == 8
 
 
+def test_worker_lost_after_its_cell_finished_leaves_one_finished_run(cluster):
+    """The window between a cell finishing and the head collecting it: the worker is frozen (SIGSTOP) while its
+    cell trains, the cell finishes (its run FINISHED, its result never reported), then the worker is SIGKILLed.
+    Dask runs the stage again on the other worker, which restores the finished twin instead of training."""
+    head, uri, procs, address = cluster["head"], cluster["uri"], cluster["procs"], cluster["address"]
+    for clone in cluster["clones"]:  # a worker the previous test killed comes back
+        if cluster["workers"][clone.name].poll() is not None:
+            cluster["workers"][clone.name] = start_worker(procs, clone, address, "--nthreads", "1")
+    params = yaml.safe_load((head / "params.yaml").read_text())
+    params["study"]["restarts"] = 3
+    (head / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    procs.run(head, "stilts", "pipeline")
+    commit(procs, head)
+    for clone in cluster["clones"]:
+        procs.run(clone, "git", "pull", "-q")
+    cell, log = "none/syn_tense/r2", ".stilts/logs/transfer-none-syn_tense-r2.log"
+    study = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", address, "--tracking-uri", uri],
+                             cwd=head, env=procs.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def status():
+            r = runs(head, uri)
+            return set(r[r["tags.stilts.cell"] == cell]["status"]) if len(r) and "tags.stilts.cell" in r else set()
+
+        wait_for("the baseline cell to start", lambda: "RUNNING" in status(), every=0.05)
+        victim = next(c for c in cluster["clones"] if (c / log).is_file())
+        worker = cluster["workers"][victim.name]
+        worker.send_signal(signal.SIGSTOP)  # it can no longer report the result; its cell goes on
+        wait_for("the cell to finish", lambda: status() == {"FINISHED"}, every=0.1)
+        worker.send_signal(signal.SIGKILL)
+        stdout, stderr = study.communicate(timeout=600)
+    finally:
+        if study.poll() is None:
+            study.kill()
+    assert study.returncode == 0, stderr
+    other = next(c for c in cluster["clones"] if c != victim)
+    assert "its result is restored, nothing is trained" in (other / log).read_text()  # the stage did run again
+    done = runs(head, uri)
+    cells = done[(done["tags.stilts.role"] != "analysis") & (done["status"] == "FINISHED")]
+    assert cells["tags.stilts.cell"].is_unique and (cells["tags.stilts.cell"] == cell).sum() == 1
+    assert ran(procs.run(head, "dvc", "repro")) == []
+
+
 def test_two_cells_share_one_gpu_worker(procs, tiny_model):
     """A worker with 3 threads and a GPU of two cell slots (`--resources GPU=2`): two training cells at once,
     never three (each asks for one slot)."""
