@@ -41,11 +41,12 @@ def main(argv=None) -> int:
     bench_env.quiet()
 
     from stilts import data, modeling, tasktypes
-    from stilts import train as stilts_train
-    from stilts.train import make_accelerator, resolve_mixed_precision, step_options, train
+    from stilts import step as stilts_step
+    from stilts.step import step_options
+    from stilts.train import make_accelerator, resolve_mixed_precision, train
 
     if bench_env.device() == "cpu":
-        stilts_train.COMPILE_BACKEND = "aot_eager"
+        stilts_step.COMPILE_BACKEND = "aot_eager"
     args.model = str(bench_env.shape_model(args.shape, args.tokenizer or bench_env.embedded_tokenizer(),
                                            Path(tempfile.mkdtemp(prefix=f"stilts-{args.shape}-"))))
     args.batch_size, args.steps = [args.batch_size], [args.steps]
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     ok = len(le) == len(lc) == args.steps[0] and loss_diff <= tol and update_diff <= tol
     print(f"# {bench_env.describe_machine()}")
     print(f"# {args.shape} shape on {args.task}, {args.steps[0]} steps × batch {args.batch_size[0]}, precision "
-          f"{precision}, compiled step: {opts}, backend {stilts_train.COMPILE_BACKEND}")
+          f"{precision}, compiled step: {opts}, backend {stilts_step.COMPILE_BACKEND}")
     print(f"# eager losses    {' '.join(f'{x:.6f}' for x in le)}")
     print(f"# compiled losses {' '.join(f'{x:.6f}' for x in lc)}")
     print(f"# {bench_env.compile_counters()}")

@@ -28,7 +28,7 @@ def read(path: Path) -> list[dict]:
 
 def compile_fallbacks(out: Path) -> list[tuple[str, str]]:
     """(step, reason) for each run in the steps' logs whose compiled step fell back to the eager one."""
-    from stilts.train import COMPILE_FALLBACK_WARNING
+    from stilts.step import COMPILE_FALLBACK_WARNING
 
     found = []
     for log in sorted(out.glob("*.log")):

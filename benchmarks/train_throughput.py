@@ -116,7 +116,8 @@ class _Counting:
 
 def run_stilts(params, tok, task, args, batch: int, steps: int, arm: str) -> dict:
     from stilts import data, modeling, tasktypes
-    from stilts.train import make_accelerator, step_options, train
+    from stilts.step import step_options
+    from stilts.train import make_accelerator, train
 
     over = STILTS_ARMS[arm]
     settings = settings_for(params, args, batch, steps, **{k: v for k, v in over.items() if k == "compile"})

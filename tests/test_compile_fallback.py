@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stilts import cells, data, modeling, tasktypes, tracking
-from stilts import train as train_mod
+from stilts import step as step_mod
 from stilts.tasks import registry
 from stilts.train import make_accelerator, train
 
@@ -22,7 +22,7 @@ def _train(params, monkeypatch, compiled: bool, examples: int = 20, grad_accum: 
     """Train syn_rte for one epoch (batch 8, dropout off: compiled and eager code draw different masks);
     `inject(model)` returns a replacement for torch.compile that sees the model. Returns the per-step train
     losses, the final weights and the TrainResult."""
-    monkeypatch.setattr(train_mod, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(step_mod, "COMPILE_BACKEND", "aot_eager")
     task = registry.get("syn_rte")
     settings = dataclasses.replace(params.train_for("syn_rte"), compile=compiled, grad_accum=grad_accum)
     tok = modeling.load_tokenizer(params.model)
@@ -128,7 +128,7 @@ def test_gpu_check_reports_a_run_without_fallback(tmp_path):
 def test_recompiling_past_the_limit_falls_back(rte_params, monkeypatch):
     """A real dynamo error: the last batch of 1 example makes dynamo compile a second graph (it specialises
     sizes 0 and 1); with the limit at 1 graph per function that is a recompile too many."""
-    monkeypatch.setattr(train_mod, "COMPILE_RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(step_mod, "COMPILE_RECOMPILE_LIMIT", 1)
     eager_losses, eager_w, _ = _train(rte_params, monkeypatch, False, examples=17)
     losses, weights, result = _train(rte_params, monkeypatch, True, examples=17)
     assert len(eager_losses) == 3
@@ -140,7 +140,7 @@ def test_recompiling_past_the_limit_falls_back(rte_params, monkeypatch):
 
 def test_a_compiled_run_is_tagged_on_and_a_fallback_in_mlflow(rte_params, monkeypatch):
     """The cell's MLflow run carries stilts.compile (and the reason of a fallback)."""
-    monkeypatch.setattr(train_mod, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(step_mod, "COMPILE_BACKEND", "aot_eager")
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the compiled path without compile time
     rte_params.train.compile = True
     cells.transfer(rte_params, "none", "syn_rte", 0)
@@ -151,7 +151,7 @@ def test_a_compiled_run_is_tagged_on_and_a_fallback_in_mlflow(rte_params, monkey
         raise RuntimeError("no kernel for this GPU")
 
     monkeypatch.setattr(torch, "compile", REAL_COMPILE)
-    monkeypatch.setattr(train_mod, "COMPILE_BACKEND", broken_backend)
+    monkeypatch.setattr(step_mod, "COMPILE_BACKEND", broken_backend)
     rte_params.train.compile = True
     cells.transfer(rte_params, "none", "syn_rte", 2)
     runs = tracking.search_runs(rte_params).set_index("tags.stilts.restart")

@@ -8,7 +8,8 @@ import torch
 
 from stilts import data, modeling, tasktypes
 from stilts.tasks import registry
-from stilts.train import DEFAULT_BUCKETS, StepOptions, make_accelerator, step_options, train
+from stilts.step import DEFAULT_BUCKETS, StepOptions, step_options
+from stilts.train import make_accelerator, train
 from tests.test_train_step import loss_and_grads
 
 
@@ -42,7 +43,7 @@ def test_bucket_padding_gives_the_same_loss_and_gradients(make_params, task_name
 
 
 def _train_once(params, monkeypatch, compile_setting):
-    monkeypatch.setattr("stilts.train.COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr("stilts.step.COMPILE_BACKEND", "aot_eager")
     task = registry.get("syn_rte")
     settings = params.train_for("syn_rte")
     settings = dataclasses.replace(settings, compile=compile_setting)

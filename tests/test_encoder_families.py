@@ -283,7 +283,7 @@ def test_compiled_step_trains_like_the_eager_one(project, family, monkeypatch):
         graphs.append(gm)
         return aot_eager(gm, example_inputs)
 
-    monkeypatch.setattr("stilts.train.COMPILE_BACKEND", counting_aot_eager)
+    monkeypatch.setattr("stilts.step.COMPILE_BACKEND", counting_aot_eager)
     params = project(family)
     eager_losses, eager_w = _losses_and_weights(params, compiled=False)
     compiled_losses, compiled_w = _losses_and_weights(params, compiled=True)

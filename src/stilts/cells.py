@@ -112,7 +112,8 @@ def _logged(params, task, settings, setting_source: dict, cell: dict, datasets: 
     import torch
 
     from stilts import modeling
-    from stilts.train import resolve_mixed_precision, step_options
+    from stilts.step import step_options
+    from stilts.train import resolve_mixed_precision
 
     train_ds, dev_ds = datasets
     meta = read_json(params.path(params.data.processed_dir) / task.name / "meta.json")

@@ -106,7 +106,7 @@ class TrainCfg:
     # the training step through torch.compile (CUDA graphs on GPUs): auto = on for one CUDA process, else off
     compile: bool | str = "auto"
     # sequence lengths a batch is padded up to (the smallest that holds it); [] = to a multiple of 8, or
-    # train.DEFAULT_BUCKETS when the step is compiled (few shapes: each one is captured once)
+    # step.DEFAULT_BUCKETS when the step is compiled (few shapes: each one is captured once)
     pad_buckets: list[int] = field(default_factory=list)
 
 
