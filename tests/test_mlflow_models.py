@@ -83,9 +83,12 @@ def test_checkpoint_is_a_logged_model_that_loads_like_its_dvc_path(chain):
 
     unlabelled = pd.DataFrame([{k: v for k, v in r.items() if k != "label"} for r in records[:4]])
     loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
-    assert loaded.predict(unlabelled)["logits"].tolist() == direct["logits"].tolist()[:4]
+    # the same 4 records, batched as the direct path batches them (a batch padded to other lengths may differ
+    # in the last bits on CPUs whose kernels depend on the shape)
+    first4 = predict.load(ckpt).predict(records[:4])
+    assert loaded.predict(unlabelled)["logits"].tolist() == first4["logits"].tolist()
     short = loaded.predict(unlabelled, params={"batch_size": 2, "max_length": 8})  # truncated inputs: other logits
-    assert len(short) == 4 and short["logits"].tolist() != direct["logits"].tolist()[:4]
+    assert len(short) == 4 and short["logits"].tolist() != first4["logits"].tolist()
 
 
 def test_a_referenced_checkpoint_must_be_there_and_unchanged(chain, tmp_path_factory):
