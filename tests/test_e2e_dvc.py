@@ -94,7 +94,9 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["task_overrides"] = {"syn_rte": {"lr": 5e-4}, "syn_nli": {"lr": 1e-3, "head_dropout": 0.1},
                                 "syn_tense": {"lr": 1e-3, "head_dropout": 0.1}}  # fixed: not swept
-    params["sweep"] = {"enabled": True, "grid": {"head_dropout": [0.1, 0.3]}, "overrides": {"epochs": 1}}
+    # neither grid value is the default (0.1): the swept cells' settings change, so they train again (a cell
+    # whose settings come out equal restores its finished run instead, tests/test_one_run_per_cell.py)
+    params["sweep"] = {"enabled": True, "grid": {"head_dropout": [0.2, 0.3]}, "overrides": {"epochs": 1}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(root, "stilts", "pipeline")
     first = ran(sh(root, "dvc", "repro"))  # the new override keys also rerun (and skip) the fixed tasks' stages
@@ -107,7 +109,7 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     assert set(latest["params.settings_source.head_dropout"]) == {"sweep"}
     assert set(latest["params.train.head_dropout"].astype(float)) == {chosen["head_dropout"]}
     assert set(latest["params.settings_source.lr"]) == {"override"}
-    params["sweep"]["grid"] = {"head_dropout": [0.2, 0.3]}
+    params["sweep"]["grid"] = {"head_dropout": [0.25, 0.3]}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(root, "stilts", "pipeline")
     assert ran(sh(root, "dvc", "repro")) == swept

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from stilts import resume
-from stilts.step import step_loss, step_options
+from stilts import step
 
 
 @dataclass
@@ -191,7 +191,7 @@ def _prepare(model, task, settings, train_ds, dev_during, collate, accelerator, 
     generator its sampler draws from)."""
     from transformers import get_linear_schedule_with_warmup
 
-    options = step_options(settings, accelerator)
+    options = step.step_options(settings, accelerator)
     if options.buckets and hasattr(collate, "with_buckets"):
         collate = collate.with_buckets(options.buckets)
     train_loader, sampler_generator = _train_loader(train_ds, settings, collate, seed)
@@ -205,7 +205,7 @@ def _prepare(model, task, settings, train_ds, dev_during, collate, accelerator, 
     # not passed to prepare(): it is stepped once per optimizer step, on every process
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * sched_total), sched_total)
     tt = accelerator.unwrap_model(model).tasktype
-    step_loss = step_loss(model, tt, accelerator, options.compiled)
+    step_loss = step.step_loss(model, tt, accelerator, options.compiled)
     eval_every = settings.eval_every or steps_per_epoch
     loop = _Loop(model, task, settings, accelerator, optimizer, scheduler, step_loss, dev, collate, total,
                  eval_every, None, mlm_batches, mlm_ratio, False, False)
