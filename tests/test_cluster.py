@@ -81,9 +81,10 @@ class Processes:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + 10  # all of them at once, then whatever is left is killed
         for proc in self.procs:
             try:
-                proc.wait(20)
+                proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
