@@ -4,7 +4,7 @@
 #   2. throughput   RoBERTa-large shape (random init), RTE, max length 256, batch 32 and 4:
 #                   stilts defaults vs stilts with the eager step vs tuned HF Trainer vs run_glue defaults
 #   3. concurrency  1, 2 and 4 cells at once on the GPU (batch 4): aggregate examples/s
-#   4. summary      $OUT/gpu_check.md (the table, with the targets, and whether any run's compiled step
+#   4. summary      $OUT/gpu_check.md (the table, with the targets, and whether any run's compiled step
 #                   fell back to the eager one: then the exit status is 1) and $OUT/calibration.csv (rows for
 #                   src/stilts/gpu_calibration.csv, which `stilts plan` reads)
 # Results go to $OUT when set (a folder the caller collects), else .gpu_check/out; each step's log beside them.
@@ -41,7 +41,7 @@ if [ "$MODE" = prepare ]; then
   done
   cp ../shared/data/rte/train.jsonl ../shared/data/rte/val.jsonl .gpu_check/data/rte/
   du -sh .whl .gpu_check
-  echo "prepared: run 'bash benchmarks/gpu_check.sh' on the device with carry [\".whl\", \".gpu_check\"]"
+  echo "prepared: copy the repository with .whl/ and .gpu_check/ to the GPU machine, then run 'bash benchmarks/gpu_check.sh' there"
   exit 0
 fi
 
