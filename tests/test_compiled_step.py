@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from stilts import data, modeling, tasktypes
-from stilts.tasks import registry
 from stilts.step import DEFAULT_BUCKETS, StepOptions, step_options
+from stilts.tasks import registry
 from stilts.train import make_accelerator, train
 from tests.test_train_step import loss_and_grads
 

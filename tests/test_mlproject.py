@@ -72,7 +72,8 @@ def test_task_outside_the_study_runs_its_sweep_first(project):
     out = mlflow_run(project, "-e", "transfer", "-P", "source=none", "-P", "task=syn_copa",
                      "-P", "overrides=sweep.enabled=true")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "first `stilts prepare --task syn_copa`" in out.stdout and "first `stilts sweep --task syn_copa`" in out.stdout
+    assert "first `stilts prepare --task syn_copa`" in out.stdout
+    assert "first `stilts sweep --task syn_copa`" in out.stdout
     df = runs(project)
     cell = df.query("`tags.stilts.cell` == 'none/syn_copa/r0' and `tags.stilts.role` == 'target'").iloc[0]
     assert cell["params.settings_source.lr"] == "sweep" and cell["status"] == "FINISHED"
@@ -86,7 +87,8 @@ def test_task_outside_the_study_runs_its_sweep_first(project):
     changed = config.load(project / "params.yaml", ["sweep.enabled=true", "sweep.grid.lr=[1e-3]"])
     assert mlproject.prerequisites(changed, a) == [["sweep", "--task", "syn_copa"]]
     regenerated = config.load(project / "params.yaml", ["sweep.enabled=true", "data.generated_train=70"])
-    assert mlproject.prerequisites(regenerated, a) == [["prepare", "--task", "syn_copa"], ["sweep", "--task", "syn_copa"]]
+    assert mlproject.prerequisites(regenerated, a) == [["prepare", "--task", "syn_copa"],
+                                                        ["sweep", "--task", "syn_copa"]]
 
 
 def test_killed_mlflow_run_leaves_no_running_run(project):

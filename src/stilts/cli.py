@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
     sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
                     "import-results) that prior and hybrid learn from (default: rank.prior_experiments)")
-    sp.add_argument("--experiment", help="score against this experiment's transfer results (default: mlflow.experiment)")
+    sp.add_argument("--experiment",
+                    help="score against this experiment's transfer results (default: mlflow.experiment)")
     sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")

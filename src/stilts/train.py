@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stilts import resume
-from stilts import step
+from stilts import resume, step
 
 
 @dataclass
