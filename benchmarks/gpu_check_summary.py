@@ -1,4 +1,4 @@
-"""gpu_check.sh's last step: its CSVs → one markdown table with the issue's targets, and calibration rows.
+"""gpu_check.sh's last step: its CSVs → one markdown table with the GPU targets, and calibration rows.
 
     python benchmarks/gpu_check_summary.py OUT_DIR
 
