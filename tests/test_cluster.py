@@ -220,6 +220,18 @@ def test_no_shared_filesystem_study_equals_sequential_dvc_repro(cluster, tiny_mo
     assert results(head) == results(ref) and len(results(head)) == 5
 
 
+def grow_study(cluster: dict, restarts: int) -> None:
+    """More restarts: the head writes and commits the new pipeline, every worker's clone pulls it."""
+    head, procs = cluster["head"], cluster["procs"]
+    params = yaml.safe_load((head / "params.yaml").read_text())
+    params["study"]["restarts"] = restarts
+    (head / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    procs.run(head, "stilts", "pipeline")
+    commit(procs, head)
+    for clone in cluster["clones"]:
+        procs.run(clone, "git", "pull", "-q")
+
+
 def _cell_children(procs: Processes, clone: Path) -> list[psutil.Process]:
     """The warm server's children running a cell in this clone."""
     kids = []
@@ -233,13 +245,7 @@ def _cell_children(procs: Processes, clone: Path) -> list[psutil.Process]:
 
 def test_worker_killed_mid_cell_the_study_completes_on_the_other(cluster):
     head, uri, procs = cluster["head"], cluster["uri"], cluster["procs"]
-    params = yaml.safe_load((head / "params.yaml").read_text())
-    params["study"]["restarts"] = 2
-    (head / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    procs.run(head, "stilts", "pipeline")
-    commit(procs, head)
-    for clone in cluster["clones"]:
-        procs.run(clone, "git", "pull", "-q")
+    grow_study(cluster, restarts=2)
     study = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", cluster["address"], "--tracking-uri", uri],
                              cwd=head, env=procs.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -279,13 +285,7 @@ def test_worker_lost_after_its_cell_finished_leaves_one_finished_run(cluster):
     for clone in cluster["clones"]:  # a worker the previous test killed comes back
         if cluster["workers"][clone.name].poll() is not None:
             cluster["workers"][clone.name] = start_worker(procs, clone, address, "--nthreads", "1")
-    params = yaml.safe_load((head / "params.yaml").read_text())
-    params["study"]["restarts"] = 3
-    (head / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    procs.run(head, "stilts", "pipeline")
-    commit(procs, head)
-    for clone in cluster["clones"]:
-        procs.run(clone, "git", "pull", "-q")
+    grow_study(cluster, restarts=3)
     cell, log = "none/syn_tense/r2", ".stilts/logs/transfer-none-syn_tense-r2.log"
     study = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", address, "--tracking-uri", uri],
                              cwd=head, env=procs.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
