@@ -207,13 +207,14 @@ def end_stale_runs(params, cell: str, keep: str | None = None, experiment: str |
     stale = [r for r in runs["run_id"] if r != keep]
     for run_id in stale:
         _end_stale_parent(client, run_id)
-        _end_killed(client, run_id, "the process running this cell was killed; superseded by a rerun")
+        end_killed(client, run_id, "the process running this cell was killed; superseded by a rerun")
     return len(stale)
 
 
-def _end_killed(client, run_id: str, why: str) -> None:
+def end_killed(client, run_id: str, why: str, tags: dict | None = None) -> None:
+    """End a run as KILLED, tagged with why (`stilts.error`) and any other `tags`."""
     run = Run(client, run_id)
-    run.set_tags({"error": why})
+    run.set_tags({"error": why} | (tags or {}))
     run.finish("KILLED")
 
 
@@ -247,7 +248,7 @@ def _end_stale_parent(client, run_id: str) -> None:
     except Exception:  # deleted, or in a store we cannot reach
         return
     if parent.info.status == "RUNNING" and _abandoned(parent):
-        _end_killed(client, parent_id, "the process running this entry point was killed; superseded by a rerun")
+        end_killed(client, parent_id, "the process running this entry point was killed; superseded by a rerun")
 
 
 _CLAIMED: set = set()
@@ -271,7 +272,7 @@ def _claim_entry_run(client) -> None:
                    "attributes.status = 'RUNNING'", max_results=1000)
     for r in found:
         if r.info.run_id != run_id and _abandoned(r):
-            _end_killed(client, r.info.run_id, "the process running this entry point was killed; "
+            end_killed(client, r.info.run_id, "the process running this entry point was killed; "
                         "superseded by a rerun")
 
 

@@ -62,7 +62,5 @@ def supersede(params, cell: str, role: str, keep: str, experiment: str | None = 
     older = [r for r in (runs["run_id"] if not runs.empty else []) if r != keep]
     client = tracking._client(tracking.tracking_uri(params))
     for run_id in older:
-        run = tracking.Run(client, run_id)
-        run.set_tags({"superseded_by": keep, "error": f"superseded by run {keep} of the same cell"})
-        run.finish("KILLED")
+        tracking.end_killed(client, run_id, f"superseded by run {keep} of the same cell", {"superseded_by": keep})
     return len(older)
