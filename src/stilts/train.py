@@ -167,11 +167,11 @@ class _Loop:
     collate: object  # with the padding buckets of a compiled step
     total: int  # optimizer steps
     eval_every: int
-    log: object
     mlm_batches: object
     mlm_ratio: float
-    keep_best_state: bool
-    keep_predictions: bool
+    log: object = None  # metrics, step → None
+    keep_best_state: bool = False
+    keep_predictions: bool = False
     L: dict = field(default_factory=lambda: {
         "epoch": 0, "batch": 0, "step": 0, "examples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0, "best": None,
         "best_step": 0, "stale": 0, "history": [], "mlm_credit": 0.0, "mlm_batches": 0, "mlm_loss_sum": 0.0,
@@ -207,7 +207,7 @@ def _prepare(model, task, settings, train_ds, dev_during, collate, accelerator, 
     step_loss = step.step_loss(model, tt, accelerator, options.compiled)
     eval_every = settings.eval_every or steps_per_epoch
     loop = _Loop(model, task, settings, accelerator, optimizer, scheduler, step_loss, dev, collate, total,
-                 eval_every, None, mlm_batches, mlm_ratio, False, False)
+                 eval_every, mlm_batches, mlm_ratio)
     return loop, train_loader, sampler_generator
 
 

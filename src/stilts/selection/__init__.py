@@ -4,6 +4,7 @@ sample          a fixed random sample of a task's training examples (what semb a
 semb            dataset similarity: cosine of mean sentence embeddings (Poth et al., 2021)
 logme           LogME evidence of the target's labels given a candidate checkpoint's features (You et al., 2021)
 grids           measured transfer grids (MLflow experiments) and their per-target normalised gains
+ridge           ridge regression by the normal equations (prior and harm fit with it)
 prior           source + target effects fitted on the grids, each target left out of its own fit
 harm            the target effect predicted from cheap facts: P(a candidate beats the baseline)
 signals         semb and logme where their data and checkpoints exist (absent: no signal, not an error)

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from stilts.selection import ridge
+
 LAMBDA = 1.0
 CAP = 0.995
 CONTINUOUS = ("headroom", "log_train_size")
@@ -75,11 +77,7 @@ def target_effect(eff, grid_list, target: str, baseline: float | None) -> tuple[
     if len(b) < 2:
         return None
     x, x_held = _design(rows, facts(target, baseline))
-    penalty = np.diag([0.0] + [LAMBDA] * (x.shape[1] - 1))
-    inv = np.linalg.pinv(x.T @ x + penalty)
     y = np.array(b)
-    beta = inv @ x.T @ y
-    resid = y - x @ beta
-    dof = len(y) - float(np.trace(x @ inv @ x.T))
-    tau2 = float(resid @ resid / dof) if dof > 0.5 else float(np.var(y))
+    beta, inv, tau2 = ridge.fit(x, y, np.array([0.0] + [LAMBDA] * (x.shape[1] - 1)))
+    tau2 = tau2 if tau2 is not None else float(np.var(y))
     return float(x_held @ beta), max(tau2, 1e-6) * (1.0 + float(x_held @ inv @ x_held))

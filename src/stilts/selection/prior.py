@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from stilts.selection import grids as grids_
+from stilts.selection import ridge
 
 LAMBDA = 1.0
 NEIGHBOURS = 3
@@ -78,13 +79,8 @@ def fit(grid_list: list[grids_.Grid], leave_out: set[str] = frozenset(), lam: fl
     x = np.zeros((len(y), n_s + n_t))
     x[np.arange(len(y)), [si[s] for s in src]] = 1.0
     x[np.arange(len(y)), n_s + ti] = 1.0
-    penalty = np.diag(np.r_[np.full(n_s, lam), np.zeros(n_t)])
-    inv = np.linalg.pinv(x.T @ x + penalty)
-    coef = inv @ x.T @ y
-    resid = y - x @ coef
-    dof = len(y) - float(np.trace(x @ inv @ x.T))
-    sigma2 = float(resid @ resid / dof) if dof > 0.5 else float(np.var(y)) or 1.0
-    sigma2 = max(sigma2, 1e-6)
+    coef, inv, sigma2 = ridge.fit(x, y, np.r_[np.full(n_s, lam), np.zeros(n_t)])
+    sigma2 = max(sigma2 if sigma2 is not None else float(np.var(y)) or 1.0, 1e-6)
     names = [f"{g}/{t}" for g, t in cols]
     return Effects(a=pd.Series(coef[:n_s], sources), a_cov=pd.DataFrame(sigma2 * inv[:n_s, :n_s], sources, sources),
                    b=pd.Series(coef[n_s:], names), anchored=pd.Series(anchored, names, dtype=bool), sigma2=sigma2,

@@ -114,7 +114,7 @@ def _side_scores(params, method: str, candidates: dict[str, list[str]]) -> pd.Da
 
 def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: list[str]) -> pd.DataFrame:
     """prior, prior-within or hybrid: one frame per target, its own pairs always left out of the fit."""
-    from stilts.selection import prior, signals
+    from stilts.selection import hybrid, prior, signals
 
     in_grid = {s for g in grid_list for s in g.sources}
     absent = [c for cs in candidates.values() for c in cs if c not in in_grid]
@@ -134,8 +134,6 @@ def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: l
     frames = []
     for t, cs in candidates.items():
         if method == "hybrid":
-            from stilts.selection import hybrid
-
             f = hybrid.rank_target(grid_list, t, cs, sig, emb, baselines.get(t))
         else:
             f = prior.rank_target(grid_list, t, cs, emb, baselines.get(t))
