@@ -132,11 +132,13 @@ def candidate_effects(eff: Effects, candidates: list[str], embeddings: dict[str,
 
 
 def p_best(mean: np.ndarray, cov: np.ndarray, sigma2: float, seed: int = 0) -> np.ndarray:
-    """P(each candidate has the highest gain) under gains ~ N(mean, cov + σ² I)."""
+    """P(each candidate has the highest gain) under gains ~ N(mean, cov + σ² I). The draws go through the
+    Cholesky factor, which moves by the last bits when the covariance does (an eigendecomposition can turn
+    its vectors for near-equal eigenvalues, so the same fit on another CPU would draw other samples)."""
     if len(mean) == 1:
         return np.ones(1)
     total = cov + sigma2 * np.eye(len(mean))
-    draws = np.random.default_rng(seed).multivariate_normal(mean, total, size=DRAWS, method="eigh")
+    draws = np.random.default_rng(seed).multivariate_normal(mean, total, size=DRAWS, method="cholesky")
     return np.bincount(draws.argmax(axis=1), minlength=len(mean)) / DRAWS
 
 
