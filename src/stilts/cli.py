@@ -20,12 +20,13 @@ def _params_or_defaults(args):
     """For commands that also work outside a study (no params.yaml): the defaults, rooted here."""
     from stilts import config
 
-    return _params(args) if os.path.exists(args.params) else config.Params()
+    return _params(args) if os.path.exists(args.params) else config.use_task_files(config.Params())
 
 
 def cmd_tasks(args):
     from stilts import data
     from stilts.tasks import registry
+    from stilts.tasks.files import shown
 
     params = _params_or_defaults(args)
     tasks = [t for t in registry.all_tasks() if not args.role or args.role in t.roles]
@@ -36,6 +37,7 @@ def cmd_tasks(args):
             source, present = f"generator {t.generator}", "generated"
         else:
             source = ", ".join(dict.fromkeys(p.name for p in files.values())) + (f" | hub {t.hub}" if t.hub else "")
+            source = f"{shown(Path(t.declared_in))}: {source}" if t.declared_in else source
             present = "present" if all(p.is_file() for p in files.values()) else \
                 f"missing in {files['train'].parent}/" + (" (bring your own)" if t.licence_note else "")
         print(f"{t.name:<14} {t.type:<15} {t.metric:<17} {','.join(t.roles) or '-':<21} {source:<46} {present}")
@@ -45,11 +47,16 @@ def cmd_tasks(args):
 
 def cmd_prepare(args):
     from stilts import data
+    from stilts.io import read_json
 
     params = _params(args)
     for task in args.task or params.require_tasks():
         out = data.prepare(params, task)
         print(f"prepared {task} → {out}")
+        meta = read_json(out / "meta.json")
+        if meta.get("labels_from"):
+            print(f"  labels read from {meta['labels_from']}: {', '.join(meta['labels'])} (declare 'labels' in "
+                  f"the task file to fix their order)")
 
 
 def cmd_intermediate(args):

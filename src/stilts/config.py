@@ -67,6 +67,7 @@ class DataCfg:
     generated_train: int = 1000  # examples per generated task's train split
     generated_validation: int = 300
     generated_seed: int = 20200501
+    tasks_dir: str = "tasks"  # the project's own task declarations, one <name>.yaml each (docs/own-task.md)
     # per task, official files under other names (split → path under raw_dir/<task>/), e.g. a FewGLUE
     # subset: {multirc: {train: fewglue32/train.jsonl}}
     files: dict = field(default_factory=dict)
@@ -245,11 +246,20 @@ def apply_overrides(raw: dict, overrides: list[str], src: str = "--set") -> dict
     return raw
 
 
+def use_task_files(p: Params) -> Params:
+    """Make the project's task files (data.tasks_dir) known to this process, before any task name is checked."""
+    from stilts.tasks import registry
+
+    registry.use_project(p.path(p.data.tasks_dir))
+    return p
+
+
 def from_dict(raw: dict, src: str = "params.yaml", root: Path = Path(".")) -> Params:
     from stilts import config_checks as checks
 
     p = checks.build(Params, raw, "", src)
     p.root, p.source = Path(root), src
+    use_task_files(p)
     checks.check_tasks(p, src)
     checks.check_data_files(p, src)
     checks.check_sweep(p, src)

@@ -20,6 +20,7 @@ from stilts.io import atomic_dir, read_json, sha256_file, sha256_text
 from stilts.readers import read
 from stilts.tasks import registry
 from stilts.tasks.base import Task
+from stilts.tasks.files import check_columns, shown
 
 SPLITS = ("train", "validation")
 FEATURIZER_VERSION = "3"  # 3: word ids skip the space that SentencePiece and byte-level BPE offsets include
@@ -51,6 +52,9 @@ def _source_files(params, task: Task, workdir: Path) -> tuple[str, dict[str, Pat
     if task.hub and not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
         return "hub", {}
     missing = ", ".join(str(p) for p in files.values() if not p.is_file())
+    if task.declared_in:
+        raise StiltsError(f"{shown(Path(task.declared_in))}: 'files': not found: {missing} (the task's files are "
+                          f"read from {root}/; `data.files.{task.name}` in params can point elsewhere)")
     raise StiltsError(f"task '{task.name}': data not found: put the official files ({_expected_files(task)}) "
                       f"in {root}/ (missing: {missing}){'; ' + task.licence_note if task.licence_note else ''}")
 
@@ -83,6 +87,8 @@ def read_records(task: Task, source: str, files: dict[str, Path], split: str) ->
     rows = _hub_rows(task, split) if source == "hub" else read(task.format, files[split], split)
     records, seen, n = [], {}, 0
     for where, source_row in rows:
+        if task.declared_in and n == 0:
+            check_columns(task, source_row, where.rsplit(":", 1)[0])
         # a task's `convert` maps one source row to a record row, several (one per answer option or
         # question), or None (a row the official scripts skip, e.g. SNLI's '-' gold label)
         converted = task.convert(source_row) if task.convert is not None else source_row
@@ -115,6 +121,9 @@ def prepare(params, task_name: str) -> Path:
             sources = getattr(tt, "LABELS_FROM", ("train",))
             labels = sorted({x for s in sources for r in splits[s] for x in tt.labels_of(r)})
             unseen = sorted({x for r in splits["validation"] for x in tt.labels_of(r)} - set(labels))
+            if unseen and task.declared_in:
+                raise StiltsError(f"{shown(Path(task.declared_in))}: 'labels' is not given, and validation labels "
+                                  f"{unseen[:5]} never occur in train (declare 'labels', or fix the data)")
             if unseen:
                 raise StiltsError(f"task '{task.name}': validation labels {unseen[:5]} never occur in train")
         hashes = {p.name: sha256_file(p) for p in dict.fromkeys(files.values())} if files else {}
@@ -127,12 +136,26 @@ def prepare(params, task_name: str) -> Path:
                     "source": source, "hub": task.hub if source == "hub" else None, "source_files": hashes,
                     "counts": {s: len(r) for s, r in splits.items()}, "data_hash": data_hash,
                     "stilts_version": __version__}
+            if task.declared_in:  # the declaration is part of what was prepared: editing it changes the output
+                meta["declaration"] = declaration(task)
+                if labels and not task.labels:
+                    meta["labels_from"] = "the train split, sorted"
             if source == "generated":
                 d = params.data
                 meta["generator"] = {"name": task.generator, "train": d.generated_train,
                                      "validation": d.generated_validation, "seed": d.generated_seed}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
+
+
+def declaration(task: Task) -> dict:
+    """A declared task's settings as plain data (what its task file says, with the defaults filled in)."""
+    import dataclasses
+
+    d = dataclasses.asdict(task)
+    for k in ("convert", "generator", "declared_in"):
+        d.pop(k)
+    return json.loads(json.dumps(d))
 
 
 def is_current(params, task_name: str) -> bool:

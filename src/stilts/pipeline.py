@@ -96,6 +96,9 @@ def _prepare(params, name: str) -> dict:
     else:
         deps.append(_rel(params, params.path(params.data.raw_dir) / name))
         keys += ["data.raw_dir", f"data.files.{name}"]
+    if task.declared_in:  # its declaration is recorded in the prepared data: an edit reaches its cells only
+        deps.append(_rel(params, Path(task.declared_in)))
+        keys.append("data.tasks_dir")
     return {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps, "params": _params_deps(params, keys),
             "outs": [_processed(params, name)]}
 

@@ -178,7 +178,28 @@ def blimp_zip(path: Path, split: str = "train", validation_every: int = 5, **_) 
                     yield where, {**row, "idx": key}
 
 
-READERS = {"jsonl": jsonl, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": tsv_noheader,
+def json_list(path: Path, **_) -> Iterator[Row]:
+    """A JSON list of objects (one per example), as `datasets`' json builder reads it."""
+    for n, row in enumerate(_json_list(path), 1):
+        if not isinstance(row, dict):
+            raise StiltsError(f"{path}: item {n} is not a JSON object")
+        yield f"{path}:item {n}", row
+
+
+def parquet(path: Path, **_) -> Iterator[Row]:
+    """Apache Parquet, read by pyarrow (as `datasets`' parquet builder does)."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pyarrow.ArrowInvalid, OSError) as e:
+        raise StiltsError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
+    for n, row in enumerate(table.to_pylist(), 1):
+        yield f"{path}:row {n}", row
+
+
+READERS = {"jsonl": jsonl, "json": json_list, "parquet": parquet, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": tsv_noheader,
            "csv": csv_rows, "senteval": senteval, "dnc_acceptability": dnc_acceptability, "qamr": qamr,
            "blimp_zip": blimp_zip}
 

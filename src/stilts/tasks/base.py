@@ -28,6 +28,7 @@ class Task:
     train_size: int = 0  # official split sizes, for `stilts plan` before the data is prepared
     dev_size: int = 0
     description: str = ""
+    declared_in: str = ""  # the task file (tasks/<name>.yaml) of a task declared in the project, else ""
 
     @property
     def num_labels(self) -> int:

@@ -1,11 +1,14 @@
-"""Look tasks up by name, with "did you mean" for typos."""
+"""Look tasks up by name, with "did you mean" for typos: the built-in tasks, then the project's task files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from stilts.errors import unknown
 from stilts.tasks.base import Task
 
 _TASKS: dict[str, Task] = {}
+_PROJECT: dict[str, Task] = {}  # from the task files of the project whose params were read last
 _LOADED = False
 
 
@@ -23,18 +26,36 @@ def _load() -> None:
         from stilts.tasks import acceptability, edge_probing, generated, glue, nli, probing, qa, spans, superglue  # noqa: F401  (each module registers its tasks)
 
 
-def get(name: str) -> Task:
+def use_project(folder: Path) -> None:
+    """Read the project's task files (`data.tasks_dir`): every process that reads params sees the same tasks."""
+    from stilts.tasks.files import load_dir
+
     _load()
-    if name not in _TASKS:
-        raise unknown("task", name, _TASKS)
-    return _TASKS[name]
+    found = load_dir(Path(folder), _TASKS)
+    _PROJECT.clear()
+    _PROJECT.update(found)
+
+
+def _all() -> dict[str, Task]:
+    _load()
+    return _TASKS | _PROJECT
+
+
+def get(name: str) -> Task:
+    tasks = _all()
+    if name not in tasks:
+        raise unknown("task", name, tasks)
+    return tasks[name]
 
 
 def names() -> list[str]:
-    _load()
-    return list(_TASKS)
+    return list(_all())
 
 
 def all_tasks() -> list[Task]:
+    return list(_all().values())
+
+
+def builtin(name: str) -> bool:
     _load()
-    return list(_TASKS.values())
+    return name in _TASKS
