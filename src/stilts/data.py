@@ -149,13 +149,12 @@ def prepare(params, task_name: str) -> Path:
 
 
 def declaration(task: Task) -> dict:
-    """A declared task's settings as plain data (what its task file says, with the defaults filled in)."""
+    """What of a declared task's file changes what is trained and scored, as plain data (defaults filled in);
+    its description, roles and sizes do not."""
     import dataclasses
 
-    d = dataclasses.asdict(task)
-    for k in ("convert", "generator", "declared_in"):
-        d.pop(k)
-    return json.loads(json.dumps(d))
+    keep = ("name", "type", "metric", "format", "files", "fields", "labels", "hub", "hub_splits", "hub_fields")
+    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(task).items() if k in keep}))
 
 
 def is_current(params, task_name: str) -> bool:
