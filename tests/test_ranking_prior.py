@@ -276,5 +276,4 @@ def test_rank_prior_bad_input_is_one_line_exit_2_and_writes_nothing(prior_projec
         "--targets", "syn_rte", "--prior-experiment", "only-baselines")
     assert "target 'rtee' is in no prior grid (grid) and is not a known task (did you mean 'rte'?)" in run(
         "--targets", "rtee", "--prior-experiment", "grid")
-    assert "method prior needs a measured grid: give --prior-experiment" in run("--targets", "syn_rte")
     assert "unknown method 'prio' (did you mean 'prior'?)" in run("--targets", "syn_rte", "--method", "prio")

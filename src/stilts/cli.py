@@ -124,6 +124,12 @@ def cmd_rank(args):
     print(f"wrote {result['out'] / rank.RANKING} and {result['out'] / rank.RANKING_EVAL}")
 
 
+def cmd_grids(args):
+    from stilts.selection import published
+
+    print(published.listing())
+
+
 def cmd_pipeline(args):
     from stilts import pipeline
 
@@ -257,10 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "tasks.intermediate)")
     sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
     sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
-                    "import-results) that prior and hybrid learn from (default: rank.prior_experiments)")
+                    "import-results; or shipped grids, `stilts grids`) that prior and hybrid learn from (default: "
+                    "rank.prior_experiments, else every shipped grid)")
     sp.add_argument("--experiment",
                     help="score against this experiment's transfer results (default: mlflow.experiment)")
     sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
+    add("grids", cmd_grids, "list the published transfer grids shipped with stilts: citation, encoder, size")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
     sp = add("generate", cmd_generate, "write one generated task in its official format")

@@ -7,7 +7,7 @@ import pandas as pd
 from stilts import tracking
 
 COLUMNS = ["run_id", "source", "task", "role", "restart", "metric", "score", "majority_score",
-           "pred_classes", "imported", "start_time"]
+           "pred_classes", "imported", "start_time", "encoder"]
 
 
 def _num(series: pd.Series) -> pd.Series:
@@ -35,7 +35,8 @@ def collect(params, experiment: str | None = None) -> pd.DataFrame:
         "metric": col("tags.stilts.metric"), "score": _num(col("metrics.final_dev_score")),
         "majority_score": _num(col("metrics.majority_score")),
         "pred_classes": _num(col("metrics.final_dev_pred_classes")),
-        "imported": col("tags.stilts.imported").fillna("false").eq("true"), "start_time": runs["start_time"]})
+        "imported": col("tags.stilts.imported").fillna("false").eq("true"), "start_time": runs["start_time"],
+        "encoder": col("params.model.name")})
     for c in runs.columns:  # keep every minor metric, and the settings (parsed from MLflow's strings)
         if c.startswith("metrics.final_dev_") and c not in ("metrics.final_dev_score",):
             df[c.removeprefix("metrics.final_")] = _num(runs[c])

@@ -29,6 +29,7 @@ class Grid:
     means: pd.DataFrame  # target × source: mean score over restarts
     baseline: pd.Series  # target → baseline mean (targets without a baseline are absent)
     first_baseline: pd.Series  # target → score of its lowest-restart baseline run
+    encoder: str | None = None  # the pretrained model it was measured with (None: not recorded)
     _normalised: tuple | None = field(default=None, repr=False)  # normalised(), computed once
 
     @property
@@ -47,7 +48,7 @@ class Grid:
         return {s: float(v) for s, v in row.items() if pd.notna(v)}
 
 
-def from_runs(name: str, runs: pd.DataFrame) -> Grid:
+def from_runs(name: str, runs: pd.DataFrame, encoder: str | None = None) -> Grid:
     """A grid from analysis.collect's table (one row per finished cell)."""
     t = runs[runs["role"] == "target"] if not runs.empty else runs
     transfer = t[t["source"] != BASELINE] if not t.empty else t
@@ -56,7 +57,9 @@ def from_runs(name: str, runs: pd.DataFrame) -> Grid:
                           "intermediate task); import a grid with `stilts import-results` or run a study into it")
     means = transfer.groupby(["task", "source"])["score"].mean().unstack()
     baseline = t[t["source"] == BASELINE].groupby("task")["score"].mean()
-    return Grid(name, means.sort_index().sort_index(axis=1), baseline, first_baselines(runs))
+    if encoder is None and "encoder" in runs and runs["encoder"].notna().any():
+        encoder = str(runs["encoder"].dropna().mode().iloc[0])
+    return Grid(name, means.sort_index().sort_index(axis=1), baseline, first_baselines(runs), encoder)
 
 
 def first_baselines(runs: pd.DataFrame) -> pd.Series:
@@ -68,15 +71,22 @@ def first_baselines(runs: pd.DataFrame) -> pd.Series:
 
 
 def load(params, experiment: str, runs: pd.DataFrame | None = None) -> Grid:
-    """The grid of an MLflow experiment (`runs`: its collect() table, when already read)."""
+    """The grid of an MLflow experiment (`runs`: its collect() table, when already read); a shipped grid of
+    that name when no experiment by it holds target runs."""
     from stilts import tracking
     from stilts.analysis.collect import collect
+    from stilts.selection import published
 
-    if not tracking.experiment_exists(params, experiment):
+    exists = runs is not None or tracking.experiment_exists(params, experiment)
+    if exists and runs is None:
+        runs = collect(params, experiment)
+    if experiment in published.names() and (not exists or not (runs["role"] == "target").any()):
+        return from_runs(experiment, published.runs(experiment), published.catalog()[experiment].encoder)
+    if not exists:
         raise StiltsError(f"rank: prior experiment '{experiment}' does not exist in the MLflow store "
-                          f"{tracking.tracking_uri(params)}; create it with `stilts import-results FILE "
-                          f"--experiment {experiment}` or a study")
-    return from_runs(experiment, collect(params, experiment) if runs is None else runs)
+                          f"{tracking.tracking_uri(params)} and is not a shipped grid (`stilts grids`); create it "
+                          f"with `stilts import-results FILE --experiment {experiment}` or a study")
+    return from_runs(experiment, runs)
 
 
 def spread(gains: pd.Series) -> float:

@@ -92,16 +92,32 @@ def _check_request(params) -> None:
     r = params.rank
     if not r.targets:
         raise StiltsError("rank: no targets; give --targets T1,T2 or set rank.targets in params")
-    if "prior" in r.methods and not r.prior_experiments:
-        raise StiltsError("rank: method prior needs a measured grid: give --prior-experiment E1[,E2] "
-                          "(rank.prior_experiments): your own study or results brought in with import-results")
+
+
+def prior_names(params) -> list[str]:
+    """The grids prior and hybrid learn from: rank.prior_experiments, else every shipped grid."""
+    from stilts.selection import published
+
+    return list(dict.fromkeys(params.rank.prior_experiments or published.names()))
+
+
+def experiment_runs(params, experiment: str) -> pd.DataFrame:
+    """collect()'s table of the scored experiment; a shipped grid's runs when no experiment by its name holds
+    target runs (a shipped grid is scored against without an import step)."""
+    from stilts import tracking
+    from stilts.analysis.collect import collect
+    from stilts.selection import published
+
+    runs = collect(params, experiment) if tracking.experiment_exists(params, experiment) else None
+    if experiment in published.names() and (runs is None or not (runs["role"] == "target").any()):
+        return published.runs(experiment)
+    return collect(params, experiment) if runs is None else runs
 
 
 def _load_grids(params, experiment: str, runs: pd.DataFrame) -> list[grids_.Grid]:
-    r = params.rank
-    if not any(m in GRID_METHODS for m in r.methods):
+    if not any(m in GRID_METHODS for m in params.rank.methods):
         return []
-    return [grids_.load(params, e, runs if e == experiment else None) for e in dict.fromkeys(r.prior_experiments)]
+    return [grids_.load(params, e, runs if e == experiment else None) for e in prior_names(params)]
 
 
 def _side_scores(params, method: str, candidates: dict[str, list[str]]) -> pd.DataFrame:
@@ -185,7 +201,7 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
                  for t in candidates}
     methods = list(r.methods)
     within = None
-    if "prior" in methods and experiment not in r.prior_experiments:
+    if "prior" in methods and experiment not in prior_names(params):
         try:
             within = [grids_.from_runs(experiment, runs)]
             methods.append(WITHIN)
@@ -206,13 +222,12 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
 def run(params, experiment: str | None = None) -> dict:
     """Rank, score against `experiment` (default: the study's), write the tables, log the run."""
     from stilts import tracking
-    from stilts.analysis.collect import collect
 
     experiment = experiment or params.mlflow.experiment
     _check_request(params)
-    if not any(m in GRID_METHODS for m in params.rank.methods) or not params.rank.prior_experiments:
+    if not any(m in GRID_METHODS for m in params.rank.methods):
         _check_inputs(params, candidates_for(params))  # bad input fails before anything is read or written
-    runs = collect(params, experiment)
+    runs = experiment_runs(params, experiment)
     frames, seconds, notes = rankings(params, experiment, runs)
     ranking = ranking_table(frames)
     table = evaluate.evaluate(ranking, evaluate.measured_means(runs))
@@ -224,7 +239,7 @@ def run(params, experiment: str | None = None) -> dict:
     with tracking.tracked(params, "ranking", {"role": "ranking", "source": "-", "task": "-"}, experiment) as run_:
         run_.log_params({"rank": {"targets": ",".join(targets), "methods": ",".join(r.methods),
                                   "candidates": ",".join(dict.fromkeys(ranking["candidate"])),
-                                  "prior_experiments": ",".join(r.prior_experiments),
+                                  "prior_experiments": ",".join(prior_names(params)),
                                   "sample_size": r.sample_size, "seed": r.seed, "encoder": r.encoder,
                                   "max_seq_length": r.max_seq_length, "restart": r.restart},
                          "scored_against": experiment})

@@ -1,0 +1,76 @@
+"""Published transfer grids shipped with stilts (selection/published/): each a CSV of per-run results in the
+format of `stilts import-results`, with a YAML file beside it stating its provenance and encoder.
+
+`stilts rank` learns from every shipped grid when no prior experiment is named, without an import step;
+a name in `--prior-experiment` is an MLflow experiment when one by that name holds transfer runs, else a
+shipped grid.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+FOLDER = Path(__file__).parent / "published"
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    file: Path
+    citation: str
+    encoder: str
+    source: str
+    licence: str
+    aggregation: str
+
+
+@functools.cache
+def catalog() -> dict[str, Published]:
+    out = {}
+    for meta in sorted(FOLDER.glob("*.yaml")):
+        d = yaml.safe_load(meta.read_text(encoding="utf-8"))
+        out[d["name"]] = Published(d["name"], FOLDER / d["file"], " ".join(d["citation"].split()), d["encoder"],
+                                   " ".join(d["source"].split()), d["licence"], " ".join(d["aggregation"].split()))
+    return out
+
+
+def names() -> list[str]:
+    return list(catalog())
+
+
+@functools.cache
+def runs(name: str) -> pd.DataFrame:
+    """The shipped grid as analysis.collect's table (one row per run)."""
+    from stilts.analysis.imports import read
+
+    rows = read(catalog()[name].file)
+    return pd.DataFrame({"run_id": [f"{name}:{r['line']}" for r in rows], "source": [r["source"] for r in rows],
+                         "task": [r["task"] for r in rows], "role": [r["role"] for r in rows],
+                         "restart": [r["restart"] for r in rows], "score": [r["score"] for r in rows],
+                         "imported": True})
+
+
+def summary(name: str) -> dict:
+    """Its size: targets, probes, intermediate tasks, restarts, runs."""
+    r = runs(name)
+    return {"runs": len(r), "targets": r.loc[r.role == "target", "task"].nunique(),
+            "probes": r.loc[r.role == "probe", "task"].nunique(),
+            "sources": r.loc[r.source != "none", "source"].nunique(), "restarts": r["restart"].nunique()}
+
+
+def listing() -> str:
+    """What `stilts grids` prints."""
+    lines = []
+    for name, p in catalog().items():
+        s = summary(name)
+        lines += [f"{name}: {p.encoder}; {s['sources']} intermediate tasks × {s['targets']} targets + {s['probes']} "
+                  f"probes × {s['restarts']} restarts ({s['runs']:,} runs, with baselines)",
+                  f"  {p.citation}", f"  from: {p.source} ({p.licence})", f"  file: {p.file}"]
+    lines.append(f"{len(catalog())} shipped grid(s); `stilts rank --method prior` learns from them when no "
+                 "--prior-experiment is named")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""The published grids shipped with stilts: listed with their provenance, used by the prior without an import."""
+
+import pandas as pd
+
+from stilts import cli
+from stilts.selection import published
+
+PAPER = "paper-2020"
+
+
+def test_the_paper_grid_ships_with_its_provenance():
+    p = published.catalog()[PAPER]
+    assert p.file.is_file() and p.file.with_suffix(".yaml").is_file()
+    assert p.encoder == "roberta-large" and "nyu-mll/jiant" in p.source and "MIT" in p.licence
+    assert "Pruksachatkun" in p.citation and "ACL 2020" in p.citation
+    assert published.summary(PAPER) == {"runs": 1260, "targets": 10, "probes": 25, "sources": 11, "restarts": 3}
+
+
+def test_stilts_grids_lists_citation_encoder_and_size(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    assert cli.main(["grids"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("paper-2020: roberta-large; 11 intermediate tasks × 10 targets + 25 probes × 3 restarts "
+                          "(1,260 runs")
+    assert "Pruksachatkun" in out and "nyu-mll/jiant" in out
+
+
+def test_rank_prior_learns_from_the_shipped_grid_without_an_import(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cli.main(["rank", "--targets", "rte,copa", "--method", "prior"]) == 0
+    ranking = pd.read_csv(tmp_path / "reports" / "ranking.csv")
+    assert set(ranking["candidate"]) == {"ccg", "commonsenseqa", "cosmosqa", "hellaswag", "mnli", "qamr", "qasrl",
+                                         "qqp", "scitail", "socialiqa", "sst2"}
+    assert (ranking["basis"] == "grid").all() and ranking["p_beats_baseline"].between(0, 1).all()
+    capsys.readouterr()
+    # scored against the shipped grid itself, by its name: no import step either
+    assert cli.main(["rank", "--targets", "rte,copa", "--method", "prior", "--experiment", PAPER]) == 0
+    table = pd.read_csv(tmp_path / "reports" / PAPER / "ranking_eval.csv")
+    mean = table[(table["target"] == "mean") & (table["method"] == "prior")].iloc[0]
+    rand = table[(table["target"] == "mean") & (table["method"] == "random")].iloc[0]
+    assert mean["regret_at_1"] < rand["regret_at_1"]
+
+
+def test_a_users_experiment_stacks_on_the_shipped_grid(make_params, tmp_path, capsys, monkeypatch):
+    from stilts.analysis.imports import import_results
+
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    params = make_params(tasks={"intermediate": [], "target": ["syn_rte"], "probe": []})
+    rows = ["restart,source,task,role,score"] + [f"0,{s},syn_rte,target,{v}" for s, v in
+                                                 (("none", 0.5), ("cosmosqa", 0.4), ("mnli", 0.8), ("sst2", 0.6))]
+    rows += [f"0,{s},syn_copa,target,{v}" for s, v in (("none", 0.5), ("cosmosqa", 0.45), ("mnli", 0.7),
+                                                       ("sst2", 0.55))]
+    (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
+    import_results(params, tmp_path / "mine.csv", "mine")
+    argv = ["--params", str(tmp_path / "params.yaml"), "rank", "--method", "prior", "--targets", "rte",
+            "--candidates", "cosmosqa,mnli,sst2"]
+    assert cli.main([*argv, "--prior-experiment", PAPER]) == 0
+    alone = pd.read_csv(tmp_path / "reports" / "ranking.csv").set_index("candidate")["score"]
+    assert cli.main([*argv, "--prior-experiment", f"{PAPER},mine"]) == 0
+    stacked = pd.read_csv(tmp_path / "reports" / "ranking.csv").set_index("candidate")["score"]
+    assert stacked["mnli"] - stacked["cosmosqa"] > alone["mnli"] - alone["cosmosqa"]  # mine: mnli helps most
