@@ -22,7 +22,7 @@ run: install  ## the default study: write the DVC pipeline from params.yaml, the
 	stilts pipeline
 	dvc repro
 
-test: install  ## the test suite: unit tests, a tiny end-to-end dvc repro, real-data tests if ../shared/data exists
+test: install  ## the test suite: unit tests, a tiny end-to-end dvc repro, real-data tests when the real data is present
 	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: install  ## without the end-to-end, resume, multi-process and real-data tests

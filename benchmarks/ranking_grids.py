@@ -60,8 +60,8 @@ def fmt(table: pd.DataFrame) -> str:
 
 
 def setup(project: Path, data: Path) -> None:
-    paper = yaml.safe_load((ROOT / "configs" / "ranking-paper.yaml").read_text())
-    params = {"data": {"raw_dir": str(data), "files": paper["data"]["files"]}, "mlflow": {"experiment": "scratch"}}
+    files = yaml.safe_load((ROOT / "benchmarks" / "shared_copies.yaml").read_text())
+    params = {"data": {"raw_dir": str(data), "files": files}, "mlflow": {"experiment": "scratch"}}
     project.mkdir(parents=True, exist_ok=True)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

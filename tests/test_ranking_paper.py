@@ -1,4 +1,4 @@
-"""The prior and hybrid rankings scored against the paper authors' own grid (../shared/grids), read in place.
+"""The prior and hybrid rankings scored against the paper authors' own grid (shipped with stilts), read in place.
 
 Every target is left out of the fit that ranks it; hybrid's semb reads the small real copies in
 ../shared/data (tasks without one contribute no semb signal). The thresholds are the ones
@@ -13,12 +13,13 @@ import pytest
 import yaml
 
 from stilts.analysis.imports import read
-from stilts.selection import evaluate, grids, rank
+from stilts.selection import evaluate, grids, published, rank
 
-GRID = Path(__file__).resolve().parents[2] / "shared" / "grids" / "paper2020_roberta_large.csv"
+GRID = published.catalog()["paper-2020"].file
 REPO = Path(__file__).resolve().parents[1]
+COPIES = yaml.safe_load((REPO / "benchmarks" / "shared_copies.yaml").read_text())
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(not GRID.is_file(), reason="../shared/grids is absent")]
+pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def paper(make_params):
     from tests.conftest import SHARED_DATA
 
     config = yaml.safe_load((REPO / "configs" / "ranking-paper.yaml").read_text())
-    params = make_params(data={"raw_dir": str(SHARED_DATA), "files": config["data"]["files"]},
+    params = make_params(data={"raw_dir": str(SHARED_DATA), "files": COPIES},
                          rank={"targets": config["rank"]["targets"], "candidates": config["tasks"]["intermediate"],
                                "methods": ["prior", "hybrid"], "prior_experiments": ["paper-2020"]})
     runs = pd.DataFrame(read(GRID))
