@@ -248,7 +248,7 @@ def test_rank_bad_input_is_one_line_exit_2_and_writes_nothing(make_params, capsy
 
     monkeypatch.setenv("STILTS_WORKER", "0")
     params = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
-    root, argv = params.root, ["--params", str(params.root / "params.yaml"), "rank"]
+    root, argv = params.root, ["--params", str(params.root / "params.yaml"), "rank", "--method", "semb"]
 
     def run(*args):
         code = cli.main([*argv, *args])
@@ -272,7 +272,7 @@ def test_rank_params_are_validated(make_params):
     from stilts.errors import StiltsError
 
     with pytest.raises(StiltsError, match=r"'rank.targets\[0\]': unknown task 'syn_rt' \(did you mean 'syn_rte'\?\)"):
-        make_params(rank={"targets": ["syn_rt"]})
+        make_params(rank={"targets": ["syn_rt"], "methods": ["semb"]})
     with pytest.raises(StiltsError, match="unknown key 'rank.target' \\(did you mean 'rank.targets'\\?\\)"):
         make_params(rank={"target": ["syn_rte"]})
     with pytest.raises(StiltsError, match="'rank.sample_size' must be ≥ 2"):

@@ -27,7 +27,8 @@ CAP = 0.995
 CONTINUOUS = ("headroom", "log_train_size")
 
 
-def facts(task: str, baseline: float | None) -> dict:
+def facts(task: str, baseline: float | None, train_size: int | None = None) -> dict:
+    """`train_size`: the size counted in the task's data, for a task whose declaration does not state it."""
     from stilts.tasks import registry
 
     out = {}
@@ -35,8 +36,9 @@ def facts(task: str, baseline: float | None) -> dict:
         out["headroom"] = -math.log(1.0 - min(baseline, CAP))
     if task in registry.names():
         t = registry.get(task)
-        if t.train_size:
-            out["log_train_size"] = math.log(t.train_size)
+        size = t.train_size or train_size
+        if size:
+            out["log_train_size"] = math.log(size)
         out["task_type"] = t.type
     return out
 
@@ -64,7 +66,8 @@ def _design(rows: list[dict], held_out: dict) -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([1.0, *col_held])
 
 
-def target_effect(eff, grid_list, target: str, baseline: float | None) -> tuple[float, float] | None:
+def target_effect(eff, grid_list, target: str, baseline: float | None,
+                  train_size: int | None = None) -> tuple[float, float] | None:
     """(predicted b_t, its predictive variance) for the ranked target, from the anchored targets of `eff`."""
     by_name = {g.name: g for g in grid_list}
     rows, b = [], []
@@ -76,7 +79,7 @@ def target_effect(eff, grid_list, target: str, baseline: float | None) -> tuple[
         b.append(float(eff.b[name]))
     if len(b) < 2:
         return None
-    x, x_held = _design(rows, facts(target, baseline))
+    x, x_held = _design(rows, facts(target, baseline, train_size))
     y = np.array(b)
     beta, inv, tau2 = ridge.fit(x, y, np.array([0.0] + [LAMBDA] * (x.shape[1] - 1)))
     tau2 = tau2 if tau2 is not None else float(np.var(y))

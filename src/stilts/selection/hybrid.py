@@ -129,7 +129,8 @@ def _basis(scored: dict, c: str, w: np.ndarray, signals: dict, target: str) -> s
 
 
 def rank_target(grid_list, target: str, candidates: list[str], signals: dict[str, dict],
-                embeddings: dict | None = None, baseline: float | None = None) -> pd.DataFrame:
+                embeddings: dict | None = None, baseline: float | None = None,
+                train_size: int | None = None) -> pd.DataFrame:
     """hybrid's rows of ranking.csv for one target."""
     if not grid_list:
         return fallback(target, candidates, signals)
@@ -141,7 +142,7 @@ def rank_target(grid_list, target: str, candidates: list[str], signals: dict[str
     scored, mean_a, _ = prior.candidate_effects(eff, candidates, embeddings)
     x = features({c: scored[c][0] for c in candidates}, signals, target, candidates)
     score = mean_a.mean() + x @ w
-    effect = harm.target_effect(eff, grid_list, target, baseline)
+    effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
     var = np.full(len(candidates), resid_var)
     return pd.DataFrame({"candidate": candidates, "score": score,
                          "basis": [_basis(scored, c, w, signals, target) for c in candidates],

@@ -154,7 +154,8 @@ def harm_columns(mean: np.ndarray, var: np.ndarray, target_effect: tuple[float, 
 
 
 def rank_target(grid_list: list[grids_.Grid], target: str, candidates: list[str],
-                embeddings: dict[str, np.ndarray] | None = None, baseline: float | None = None) -> pd.DataFrame:
+                embeddings: dict[str, np.ndarray] | None = None, baseline: float | None = None,
+                train_size: int | None = None) -> pd.DataFrame:
     """The prior's rows of ranking.csv for one target (its own pairs left out of the fit)."""
     from stilts.selection import harm
 
@@ -163,7 +164,7 @@ def rank_target(grid_list: list[grids_.Grid], target: str, candidates: list[str]
         return pd.DataFrame()
     scored, mean, cov = candidate_effects(eff, candidates, embeddings)
     var = np.diag(cov) + eff.sigma2
-    effect = harm.target_effect(eff, grid_list, target, baseline)
+    effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
     table = pd.DataFrame({"candidate": candidates, "score": mean, "basis": [scored[c][1] for c in candidates],
                           **harm_columns(mean, var, effect), "p_best": p_best(mean, cov, eff.sigma2)})
     return table

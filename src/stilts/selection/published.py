@@ -27,6 +27,7 @@ class Published:
     source: str
     licence: str
     aggregation: str
+    cross_encoder: str = ""  # how its prior ranked a grid measured with another encoder
 
 
 @functools.cache
@@ -35,7 +36,8 @@ def catalog() -> dict[str, Published]:
     for meta in sorted(FOLDER.glob("*.yaml")):
         d = yaml.safe_load(meta.read_text(encoding="utf-8"))
         out[d["name"]] = Published(d["name"], FOLDER / d["file"], " ".join(d["citation"].split()), d["encoder"],
-                                   " ".join(d["source"].split()), d["licence"], " ".join(d["aggregation"].split()))
+                                   " ".join(d["source"].split()), d["licence"], " ".join(d["aggregation"].split()),
+                                   " ".join(str(d.get("cross_encoder", "")).split()))
     return out
 
 

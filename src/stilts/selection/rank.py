@@ -3,7 +3,8 @@ the measured grid when the experiment holds one.
 
 reports/ranking.csv        target, candidate, method, score, rank (1 = the best candidate), basis (where
                            the score came from), p_beats_baseline, p_best, gain_low, gain_high (prior
-                           and hybrid: see prior.py)
+                           and hybrid: see prior.py), data (`present`, or where a candidate's data must go
+                           before it can be trained)
 reports/ranking_eval.csv   target, method, regret_at_1, regret_at_3, ndcg, spearman, auroc, brier,
                            n_candidates (rows with method `random`: its expectation; rows with target `mean`)
 For another experiment than the study's (e.g. imported results), both go to reports/<experiment>/,
@@ -73,12 +74,14 @@ def _check_inputs(params, candidates: dict[str, list[str]]) -> None:
             ensure_prepared(params, task)
 
 
-def _check_names(candidates: dict[str, list[str]], grid_list: list[grids_.Grid]) -> None:
-    """A task the registry does not know must be in a prior grid (the prior knows it from there)."""
+def _check_names(candidates: dict[str, list[str]], grid_list: list[grids_.Grid], runs: pd.DataFrame) -> None:
+    """A task the registry does not know must be in a prior grid (the prior knows it from there); a target
+    may also be one measured only in the scored experiment (source effects do not depend on the target)."""
     from stilts.errors import did_you_mean
     from stilts.tasks import registry
 
     known = set(registry.names()) | {t for g in grid_list for t in [*g.targets, *g.sources]}
+    known |= set(runs["task"]) if not runs.empty else set()
     where = ", ".join(g.name for g in grid_list) or "none given"
     for role, names in (("target", list(candidates)), ("candidate", [c for cs in candidates.values() for c in cs])):
         for name in dict.fromkeys(names):
@@ -128,7 +131,8 @@ def _side_scores(params, method: str, candidates: dict[str, list[str]]) -> pd.Da
                          for t, cs in candidates.items() for c in cs])
 
 
-def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: list[str]) -> pd.DataFrame:
+def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: list[str],
+                 sizes: dict | None = None) -> pd.DataFrame:
     """prior, prior-within or hybrid: one frame per target, its own pairs always left out of the fit."""
     from stilts.selection import hybrid, prior, signals
 
@@ -150,9 +154,9 @@ def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: l
     frames = []
     for t, cs in candidates.items():
         if method == "hybrid":
-            f = hybrid.rank_target(grid_list, t, cs, sig, emb, baselines.get(t))
+            f = hybrid.rank_target(grid_list, t, cs, sig, emb, baselines.get(t), (sizes or {}).get(t))
         else:
-            f = prior.rank_target(grid_list, t, cs, emb, baselines.get(t))
+            f = prior.rank_target(grid_list, t, cs, emb, baselines.get(t), (sizes or {}).get(t))
         if f.empty:
             raise StiltsError(f"rank: the prior grids ({', '.join(g.name for g in grid_list)}) hold no transfer "
                               f"results for any target other than '{t}'")
@@ -193,7 +197,7 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
     grid_list = _load_grids(params, experiment, runs)
     candidates = candidates_for(params, sorted({s for g in grid_list for s in g.sources}))
     if set(r.methods) <= set(GRID_METHODS):
-        _check_names(candidates, grid_list)
+        _check_names(candidates, grid_list, runs)
     if grid_list:
         _check_inputs(params, candidates)  # without grids, run() checked them before reading MLflow
     first = grids_.first_baselines(runs)
@@ -207,14 +211,19 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
             methods.append(WITHIN)
         except StiltsError:  # the scored experiment holds no grid: nothing to compare with
             pass
-    frames, seconds, notes = {}, {}, []
+    from stilts.selection import guidance
+
+    sizes = guidance.train_sizes(params, candidates) if grid_list else {}
+    notes = guidance.encoder_notes(params, grid_list) + guidance.baseline_notes(params, grid_list, candidates,
+                                                                               baselines, sizes)
+    frames, seconds = {}, {}
     for method in methods:
         start = time.perf_counter()
         if method in ("semb", "logme"):
             frames[method] = _side_scores(params, method, candidates)
         else:
             frames[method] = _grid_scores(params, method, within if method == WITHIN else grid_list, candidates,
-                                          baselines, notes)
+                                          baselines, notes, sizes)
         seconds[method] = time.perf_counter() - start
     return frames, seconds, notes
 
@@ -230,6 +239,9 @@ def run(params, experiment: str | None = None) -> dict:
     runs = experiment_runs(params, experiment)
     frames, seconds, notes = rankings(params, experiment, runs)
     ranking = ranking_table(frames)
+    from stilts.selection import guidance
+
+    ranking["data"] = ranking["candidate"].map(guidance.data_status(params, ranking["candidate"]))
     table = evaluate.evaluate(ranking, evaluate.measured_means(runs))
     out = out_dir(params, experiment)
     atomic_write_text(out / RANKING, ranking.to_csv(index=False, float_format="%.6f"))

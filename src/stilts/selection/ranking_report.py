@@ -19,7 +19,9 @@ def _fmt(x) -> str:
 
 
 def _top_line(target: str, method: str, g: pd.DataFrame) -> str:
-    top = ", ".join(f"{c} ({s:.3f})" for c, s in zip(g["candidate"][:3], g["score"][:3]))
+    lacks = g["data"].ne("present") if "data" in g else pd.Series(False, g.index)
+    top = ", ".join(f"{c} ({s:.3f}{', needs data' if x else ''})"
+                    for c, s, x in zip(g["candidate"][:3], g["score"][:3], lacks[:3]))
     line = f"{target} [{method}]: {top}"
     first = g.iloc[0]
     if "p_beats_baseline" in g and pd.notna(first["p_beats_baseline"]):

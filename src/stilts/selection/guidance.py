@@ -1,0 +1,88 @@
+"""What `stilts rank` tells a user about their own target beyond the ranking: the facts it read from the
+target's data, which candidates can be trained here, what a baseline run would add, and how far a grid
+measured with another encoder can be trusted."""
+
+from __future__ import annotations
+
+import math
+
+from stilts.selection import grids as grids_
+
+PROBE_BASELINES = (0.6, 0.9)  # first-baseline scores the note shows the harm prediction at
+
+
+def train_sizes(params, targets) -> dict[str, int]:
+    """Training-set sizes counted in the data, for declared targets whose task file states none."""
+    from stilts import data
+    from stilts.io import read_json
+    from stilts.selection.signals import has_data
+    from stilts.tasks import registry
+
+    out = {}
+    for t in targets:
+        if t not in registry.names() or registry.get(t).train_size or not has_data(params, t):
+            continue
+        meta = params.path(params.data.processed_dir) / t / "meta.json"
+        if not meta.is_file():
+            data.prepare(params, t)
+        out[t] = int(read_json(meta)["counts"]["train"])
+    return out
+
+
+def data_status(params, candidates) -> dict[str, str]:
+    """candidate → `present`, or where its data must go before it can be trained."""
+    from stilts.selection.signals import has_data
+
+    return {c: "present" if has_data(params, c) else
+            f"needed in {params.path(params.data.raw_dir) / c}/ before training" for c in dict.fromkeys(candidates)}
+
+
+def baseline_notes(params, grid_list, targets, baselines: dict, sizes: dict) -> list[str]:
+    """For each target without a baseline run: how to get one and what it would change."""
+    from stilts.selection import harm, prior
+
+    notes = []
+    for t in targets:
+        if baselines.get(t) is not None or not grid_list:
+            continue
+        eff = prior.fit(grid_list, {t})
+        if eff is None:
+            continue
+        top = float(eff.a.max())
+        p = []
+        for b in PROBE_BASELINES:
+            effect = harm.target_effect(eff, grid_list, t, b, sizes.get(t))
+            if effect is not None:
+                var = float(eff.a_cov.loc[eff.a.idxmax(), eff.a.idxmax()]) + eff.sigma2 + effect[1]
+                p.append(f"{_phi((top + effect[0]) / math.sqrt(var)):.2f} if it scores {b:.1f}")
+        change = (f": P(the first candidate beats the baseline) then uses the target's headroom "
+                  f"({'; '.join(p)})") if p else ""
+        notes.append(f"{t}: no baseline run yet; `stilts transfer --source none --task {t}` gives one{change}; "
+                     "the candidates' order does not depend on it")
+    return notes
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def encoder_notes(params, grid_list: list[grids_.Grid]) -> list[str]:
+    """A grid measured with another encoder than model.name: say so, with how that grid's prior did on
+    another encoder's grid (measured, in its provenance)."""
+    from stilts.selection import published
+
+    notes = []
+    for g in grid_list:
+        if not g.encoder or _same(g.encoder, params.model.name):
+            continue
+        line = (f"{g.name} was measured with {g.encoder}, your model.name is {params.model.name}: source effects "
+                "carry over between encoders only in part")
+        measured = published.catalog()[g.name].cross_encoder if g.name in published.names() else None
+        if measured:
+            line += f" ({measured})"
+        notes.append(line + "; a grid measured with your encoder, as --prior-experiment, counts more")
+    return notes
+
+
+def _same(a: str, b: str) -> bool:
+    return a.rstrip("/").rsplit("/", 1)[-1].lower() == b.rstrip("/").rsplit("/", 1)[-1].lower()
