@@ -31,7 +31,7 @@ from stilts.selection import grids as grids_
 RANKING = "ranking.csv"
 RANKING_EVAL = "ranking_eval.csv"
 COLUMNS = ["target", "candidate", "method", "score", "rank", "basis", "p_beats_baseline", "p_best", "gain_low",
-           "gain_high"]
+           "gain_high", "data"]
 GRID_METHODS = ("prior", "hybrid")
 WITHIN = "prior-within"
 
@@ -221,6 +221,11 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
         start = time.perf_counter()
         if method in ("semb", "logme"):
             frames[method] = _side_scores(params, method, candidates)
+        elif method == WITHIN:  # a reference only: skipped where the scored experiment has too few targets
+            try:
+                frames[method] = _grid_scores(params, method, within, candidates, baselines, notes, sizes)
+            except StiltsError:
+                continue
         else:
             frames[method] = _grid_scores(params, method, within if method == WITHIN else grid_list, candidates,
                                           baselines, notes, sizes)
