@@ -50,7 +50,7 @@ def test_each_declared_kind_trains_through_the_cli(project, capsys):
     assert code == 0, err
     assert "labels read from the train split, sorted: neg, pos" in out  # my_reviews declares none
     meta = json.loads((root / "data/processed/my_reviews/meta.json").read_text())
-    assert meta["labels"] == ["neg", "pos"] and meta["declaration"]["fields"]["label"] == "sentiment"
+    assert meta["labels"] == ["neg", "pos"] and meta["labels_from"] == "the train split, sorted"
     for name in DECLARED:
         code, out, err = cli_run(capsys, "transfer", "--source", "none", "--task", name)
         assert code == 0, err

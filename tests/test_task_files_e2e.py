@@ -1,5 +1,6 @@
 """Declared tasks through `dvc repro` (an edit of a task file re-runs its cells only) and `mlflow run`."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -34,8 +35,11 @@ def study(tiny_model, tmp_path_factory):
 def test_repro_trains_every_declared_task(study):
     root, first = study
     cells = {f"transfer-{s}-{t}-r0" for s in ("none", "my_reviews") for t in ("my_pairs", "my_scores", "my_choices")}
-    assert ran(first) == {f"prepare-{n}" for n in DECLARED} | {"intermediate-my_reviews-r0", "analyze"} | cells
-    assert "tasks/my_scores.yaml" in (root / "dvc.yaml").read_text()
+    assert ran(first) == {f"prepare-{n}" for n in DECLARED} | {"settings", "intermediate-my_reviews-r0",
+                                                                "analyze"} | cells
+    assert "- tasks\n" in (root / "dvc.yaml").read_text()  # the task files: a dependency of the settings stage
+    settings = json.loads((root / "settings" / "train" / "my_scores.json").read_text())
+    assert settings["task"]["type"] == "regression" and settings["task"]["fields"]["label"] == "score"
 
 
 def test_second_repro_does_nothing_and_a_task_file_edit_reruns_its_cells_only(study):
@@ -44,9 +48,9 @@ def test_second_repro_does_nothing_and_a_task_file_edit_reruns_its_cells_only(st
     path = root / "tasks" / "my_pairs.yaml"
     decl = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**decl, "description": "pairs, described"}))
-    assert ran(sh(root, "dvc", "repro")) == {"prepare-my_pairs"}  # the declaration it records is the same
+    assert ran(sh(root, "dvc", "repro")) == {"settings"}  # a description is no setting: no task's settings change
     path.write_text(yaml.safe_dump({**decl, "metric": "accuracy"}))
-    assert ran(sh(root, "dvc", "repro")) == {"prepare-my_pairs", "transfer-none-my_pairs-r0",
+    assert ran(sh(root, "dvc", "repro")) == {"settings", "prepare-my_pairs", "transfer-none-my_pairs-r0",
                                              "transfer-my_reviews-my_pairs-r0", "analyze"}
 
 

@@ -136,25 +136,14 @@ def prepare(params, task_name: str) -> Path:
                     "source": source, "hub": task.hub if source == "hub" else None, "source_files": hashes,
                     "counts": {s: len(r) for s, r in splits.items()}, "data_hash": data_hash,
                     "stilts_version": __version__}
-            if task.declared_in:  # the declaration is part of what was prepared: editing it changes the output
-                meta["declaration"] = declaration(task)
-                if labels and not task.labels:
-                    meta["labels_from"] = "the train split, sorted"
+            if labels and not task.labels and task.type == "classification":
+                meta["labels_from"] = "the train split, sorted"
             if source == "generated":
                 d = params.data
                 meta["generator"] = {"name": task.generator, "train": d.generated_train,
                                      "validation": d.generated_validation, "seed": d.generated_seed}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
-
-
-def declaration(task: Task) -> dict:
-    """What of a declared task's file changes what is trained and scored, as plain data (defaults filled in);
-    its description, roles and sizes do not."""
-    import dataclasses
-
-    keep = ("name", "type", "metric", "format", "files", "fields", "labels", "hub", "hub_splits", "hub_fields")
-    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(task).items() if k in keep}))
 
 
 def is_current(params, task_name: str) -> bool:
