@@ -65,11 +65,7 @@ def collect(params, experiment: str | None = None) -> pd.DataFrame:
         "majority_score": _num(col("metrics.majority_score")),
         "pred_classes": _num(col("metrics.final_dev_pred_classes")),
         "imported": col("tags.stilts.imported").fillna("false").eq("true"), "start_time": runs["start_time"],
-<<<<<<< HEAD
-        "encoder": col("params.model.name")})
-=======
-        SUPERSEDED: col(SUPERSEDED)})
->>>>>>> i26
+        "encoder": col("params.model.name"), SUPERSEDED: col(SUPERSEDED)})
     for c in runs.columns:  # keep every minor metric, and the settings (parsed from MLflow's strings)
         if c.startswith("metrics.final_dev_") and c not in ("metrics.final_dev_score",):
             df[c.removeprefix("metrics.final_")] = _num(runs[c])
