@@ -119,9 +119,16 @@ def cmd_rank(args):
         over["sample_size"] = args.sample_size
     params.rank = dataclasses.replace(params.rank, **over)
     config_checks.check_rank(params.rank, "stilts rank")
+    if args.write_study and (len(params.rank.targets) != 1 or args.top < 1 or args.restarts < 1):
+        raise StiltsError("rank: --write-study writes the study of one target (--targets T), with --top and "
+                          "--restarts ≥ 1")
     result = rank.run(params, args.experiment)
     print(ranking_report.summary(result))
     print(f"wrote {result['out'] / rank.RANKING} and {result['out'] / rank.RANKING_EVAL}")
+    if args.write_study:
+        from stilts.selection import followup
+
+        print(followup.write(params, result, params.rank.targets[0], args.top, args.restarts, Path(args.write_study)))
 
 
 def cmd_grids(args):
@@ -279,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--experiment",
                     help="score against this experiment's transfer results (default: mlflow.experiment)")
     sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
+    sp.add_argument("--write-study", metavar="PARAMS.yaml", help="write the study that tests the ranking: the top "
+                    "--top candidates with data here and the baseline on the target, --restarts each")
+    sp.add_argument("--top", type=int, default=2, help="candidates in the written study (default: 2)")
+    sp.add_argument("--restarts", type=int, default=1, help="restarts in the written study (default: 1)")
     add("grids", cmd_grids, "list the published transfer grids shipped with stilts: citation, encoder, size")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")

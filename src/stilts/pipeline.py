@@ -176,8 +176,9 @@ def _rank_stage(params) -> dict:
     if "logme" in params.rank.methods:
         deps += [f"models/intermediate/{c}/r{params.rank.restart}"
                  for c in dict.fromkeys(c for cs in candidates.values() for c in cs) if c in params.sources]
+    # the measured cells it is scored against, and the baselines their gains and P(beats) are measured from
     deps += [f"results/{c}/{t}/r{k}.json" for t, cs in candidates.items() if t in params.transfer_tasks
-             for c in cs if c in params.sources for k in restarts]
+             for c in [BASELINE, *cs] if c == BASELINE or c in params.sources for k in restarts]
     return {"cmd": _cmd(params, "rank"), "deps": deps, "outs": RANK_FILES}
 
 

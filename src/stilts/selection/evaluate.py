@@ -27,7 +27,10 @@ import numpy as np
 import pandas as pd
 
 KS = (1, 3)
-COLUMNS = ["target", "method", *[f"regret_at_{k}" for k in KS], "ndcg", "spearman", "auroc", "brier", "n_candidates"]
+COLUMNS = ["target", "method", *[f"regret_at_{k}" for k in KS], "ndcg", "spearman", "auroc", "brier", "n_candidates",
+           "first", "first_p_beats", "first_gain_low", "first_gain_high", "first_measured_gain", "first_beats"]
+SCORES = COLUMNS[2:8]  # regret@1, @3, NDCG, Spearman, AUROC, Brier
+FIRST = COLUMNS[-6:]  # the method's first pick: predicted (P(beats), normalised 80% interval) and measured
 BASELINE = "none"
 
 
@@ -136,6 +139,22 @@ def _harm_pairs(m: pd.DataFrame, target: str, measured: dict, means: dict) -> pd
                          "beats": [measured[c] > base for c in rows["candidate"]]})
 
 
+def with_measured(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """ranking.csv's measured_gain (mean after the candidate − baseline mean, in the target's metric) and
+    measured_beats, where the scored experiment measured the pair and the target's baseline."""
+    gains = [means[(t, c)] - means[(t, BASELINE)] if (t, c) in means and (t, BASELINE) in means else math.nan
+             for t, c in zip(ranking["target"], ranking["candidate"])]
+    out = ranking.assign(measured_gain=gains)
+    return out.assign(measured_beats=[float(g > 0) if not math.isnan(g) else math.nan for g in gains])
+
+
+def _first(m: pd.DataFrame) -> dict:
+    top = m.sort_values("rank", kind="stable").iloc[0]
+    get = lambda k: top[k] if k in top.index else math.nan  # noqa: E731
+    return dict(zip(FIRST, [top["candidate"], get("p_beats_baseline"), get("gain_low"), get("gain_high"),
+                            get("measured_gain"), get("measured_beats")]))
+
+
 def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.DataFrame:
     """ranking.csv's table scored against the measured means: a row per target and method (the
     random ranking too), for targets with ≥ 2 ranked candidates measured, and their means over targets
@@ -146,7 +165,7 @@ def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.D
         if len(measured) < 2:
             continue
         for method, m in g.groupby("method", sort=False):
-            row = score_target(target, method, dict(zip(m["candidate"], m["score"])), measured)
+            row = score_target(target, method, dict(zip(m["candidate"], m["score"])), measured) | _first(m)
             pairs = _harm_pairs(m, target, measured, means)
             if len(pairs):
                 row |= {"auroc": auroc(pairs["beats"], pairs["p"]), "brier": brier(pairs["beats"], pairs["p"])}
@@ -156,7 +175,7 @@ def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.D
     table = pd.DataFrame(rows, columns=COLUMNS)
     if table.empty:
         return table
-    metrics = [c for c in COLUMNS if c not in ("target", "method")]
+    metrics = [c for c in COLUMNS if c not in ("target", "method", "first")]
     mean = table.groupby("method", sort=False)[metrics].mean().reset_index()
     for method, parts in harm.items():
         pooled = pd.concat(parts)
@@ -164,4 +183,4 @@ def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.D
         mean.loc[at, "auroc"], mean.loc[at, "brier"] = auroc(pooled["beats"], pooled["p"]), brier(pooled["beats"],
                                                                                                    pooled["p"])
     mean.insert(0, "target", "mean")
-    return pd.concat([table, mean[COLUMNS]], ignore_index=True)
+    return pd.concat([table, mean.reindex(columns=COLUMNS)], ignore_index=True)

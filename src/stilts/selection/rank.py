@@ -4,7 +4,8 @@ the measured grid when the experiment holds one.
 reports/ranking.csv        target, candidate, method, score, rank (1 = the best candidate), basis (where
                            the score came from), p_beats_baseline, p_best, gain_low, gain_high (prior
                            and hybrid: see prior.py), data (`present`, or where a candidate's data must go
-                           before it can be trained)
+                           before it can be trained), measured_gain and measured_beats (where the scored
+                           experiment measured the pair: mean score after it − baseline mean; whether > 0)
 reports/ranking_eval.csv   target, method, regret_at_1, regret_at_3, ndcg, spearman, auroc, brier,
                            n_candidates (rows with method `random`: its expectation; rows with target `mean`)
 For another experiment than the study's (e.g. imported results), both go to reports/<experiment>/,
@@ -31,7 +32,7 @@ from stilts.selection import grids as grids_
 RANKING = "ranking.csv"
 RANKING_EVAL = "ranking_eval.csv"
 COLUMNS = ["target", "candidate", "method", "score", "rank", "basis", "p_beats_baseline", "p_best", "gain_low",
-           "gain_high", "data"]
+           "gain_high", "data", "measured_gain", "measured_beats"]
 GRID_METHODS = ("prior", "hybrid")
 WITHIN = "prior-within"
 
@@ -97,13 +98,6 @@ def _check_request(params) -> None:
         raise StiltsError("rank: no targets; give --targets T1,T2 or set rank.targets in params")
 
 
-def prior_names(params) -> list[str]:
-    """The grids prior and hybrid learn from: rank.prior_experiments, else every shipped grid."""
-    from stilts.selection import published
-
-    return list(dict.fromkeys(params.rank.prior_experiments or published.names()))
-
-
 def experiment_runs(params, experiment: str) -> pd.DataFrame:
     """collect()'s table of the scored experiment; a shipped grid's runs when no experiment by its name holds
     target runs (a shipped grid is scored against without an import step)."""
@@ -118,9 +112,23 @@ def experiment_runs(params, experiment: str) -> pd.DataFrame:
 
 
 def _load_grids(params, experiment: str, runs: pd.DataFrame) -> list[grids_.Grid]:
+    """The grids prior and hybrid learn from: rank.prior_experiments; else every shipped grid and the study's
+    own experiment once it holds transfer runs (a target's own pairs are always left out of its fit)."""
+    from stilts.selection import published
+
     if not any(m in GRID_METHODS for m in params.rank.methods):
         return []
-    return [grids_.load(params, e, runs if e == experiment else None) for e in prior_names(params)]
+    load = lambda e: grids_.load(params, e, runs if e == experiment else None)  # noqa: E731
+    if params.rank.prior_experiments:
+        return [load(e) for e in dict.fromkeys(params.rank.prior_experiments)]
+    grid_list = [load(e) for e in published.names()]
+    own = params.mlflow.experiment
+    if own not in published.names():
+        try:
+            grid_list.append(load(own))
+        except StiltsError:  # no transfer run there yet
+            pass
+    return grid_list
 
 
 def _side_scores(params, method: str, candidates: dict[str, list[str]]) -> pd.DataFrame:
@@ -205,7 +213,7 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
                  for t in candidates}
     methods = list(r.methods)
     within = None
-    if "prior" in methods and experiment not in prior_names(params):
+    if "prior" in methods and experiment not in [g.name for g in grid_list]:
         try:
             within = [grids_.from_runs(experiment, runs)]
             methods.append(WITHIN)
@@ -227,10 +235,9 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
             except StiltsError:
                 continue
         else:
-            frames[method] = _grid_scores(params, method, within if method == WITHIN else grid_list, candidates,
-                                          baselines, notes, sizes)
+            frames[method] = _grid_scores(params, method, grid_list, candidates, baselines, notes, sizes)
         seconds[method] = time.perf_counter() - start
-    return frames, seconds, notes
+    return frames, seconds, notes + [f"prior grids: {', '.join(g.name for g in grid_list)}"] * bool(grid_list)
 
 
 def run(params, experiment: str | None = None) -> dict:
@@ -247,7 +254,9 @@ def run(params, experiment: str | None = None) -> dict:
     from stilts.selection import guidance
 
     ranking["data"] = ranking["candidate"].map(guidance.data_status(params, ranking["candidate"]))
-    table = evaluate.evaluate(ranking, evaluate.measured_means(runs))
+    means = evaluate.measured_means(runs)
+    ranking = evaluate.with_measured(ranking, means)
+    table = evaluate.evaluate(ranking, means)
     out = out_dir(params, experiment)
     atomic_write_text(out / RANKING, ranking.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out / RANKING_EVAL, table.to_csv(index=False, float_format="%.6f"))
@@ -256,13 +265,14 @@ def run(params, experiment: str | None = None) -> dict:
     with tracking.tracked(params, "ranking", {"role": "ranking", "source": "-", "task": "-"}, experiment) as run_:
         run_.log_params({"rank": {"targets": ",".join(targets), "methods": ",".join(r.methods),
                                   "candidates": ",".join(dict.fromkeys(ranking["candidate"])),
-                                  "prior_experiments": ",".join(prior_names(params)),
+                                  "prior_grids": next((n.split(": ", 1)[1] for n in notes
+                                                       if n.startswith("prior grids: ")), ""),
                                   "sample_size": r.sample_size, "seed": r.seed, "encoder": r.encoder,
                                   "max_seq_length": r.max_seq_length, "restart": r.restart},
                          "scored_against": experiment})
         metrics = {f"{m}_seconds": s for m, s in seconds.items()}
         for row in table[table["target"] == "mean"].itertuples():
-            metrics |= {f"{row.method}_{k}": getattr(row, k) for k in evaluate.COLUMNS[2:-1]
+            metrics |= {f"{row.method}_{k}": getattr(row, k) for k in evaluate.SCORES
                         if not math.isnan(getattr(row, k))}
         run_.log_metrics(metrics)
         for name in (RANKING, RANKING_EVAL):

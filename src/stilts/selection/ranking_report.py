@@ -89,6 +89,22 @@ def _cross_grid(table: pd.DataFrame) -> list[str]:
             f"itself (both leave-one-target-out, same targets and candidates): " + "; ".join(parts) + ".\n"]
 
 
+def _predicted_and_measured(ranking: pd.DataFrame) -> list[str]:
+    """The ranking's predictions next to what the experiment measured, for every measured pair."""
+    if "measured_gain" not in ranking or ranking["measured_gain"].isna().all():
+        return []
+    rows = ranking[ranking["measured_gain"].notna()].sort_values(["target", "method", "rank"], kind="stable")
+    lines = ["\nPredicted and measured (the prediction never saw the target's own runs; the predicted gain is "
+             "normalised by the spread of gains on other targets, the measured one is in the target's metric):\n",
+             "| target | method | rank | candidate | P(beats baseline) | predicted gain (80%) | measured gain | "
+             "beat the baseline |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows.itertuples():
+        interval = "" if pd.isna(r.gain_low) else f"{r.gain_low:+.2f}…{r.gain_high:+.2f}"
+        lines.append(f"| {r.target} | {r.method} | {r.rank} | {r.candidate} | {_fmt(r.p_beats_baseline)} | "
+                     f"{interval} | {r.measured_gain:+.4f} | {'yes' if r.measured_beats else 'no'} |")
+    return lines
+
+
 def report_section(out: Path, plot_dir: Path | None = None) -> str:
     """report.md's "Which intermediate task?" section from the tables in `out` (if a ranking ran); the
     regret plot goes to `plot_dir`."""
@@ -107,6 +123,7 @@ def report_section(out: Path, plot_dir: Path | None = None) -> str:
         top = list(g["candidate"][:3]) + [""] * (3 - min(3, len(g)))
         p = g["p_beats_baseline"].iloc[0] if "p_beats_baseline" in g else np.nan
         lines.append(f"| {target} | {method} | " + " | ".join(top) + f" | {_fmt(p)} |")
+    lines += _predicted_and_measured(ranking)
     table = pd.read_csv(out / RANKING_EVAL) if (out / RANKING_EVAL).is_file() else pd.DataFrame()
     if table.empty:
         lines.append("\nNot scored: the experiment holds no transfer results for these target/candidate pairs.\n")

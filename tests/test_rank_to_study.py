@@ -1,0 +1,60 @@
+"""From a user's task to its ranking with the shipped grid, to the study the ranking writes, which runs its
+K + 1 cells, to the ranking scored against them."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import tiny_params_dict
+from tests.task_files import declare
+from tests.test_e2e_dvc import ran, sh
+
+pytestmark = pytest.mark.slow
+TRAIN = {"max_steps": 2, "batch_size": 8, "eval_every": 2, "log_every": 1, "save_interval_s": 0,
+         "mixed_precision": "no"}
+
+
+def _glue(root, task: str, header: list[str], rows: list[list[str]]) -> None:
+    folder = root / "data" / "raw" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.tsv", rows[:24]), ("dev.tsv", rows[24:])):
+        (folder / name).write_text("\n".join("\t".join(r) for r in [header, *part]) + "\n")
+
+
+def test_rank_write_the_study_run_it_and_score_the_recommendation(tiny_model, tmp_path):
+    root = tmp_path
+    declare(root, "my_pairs", train=32, validation=16)
+    words = ["good film", "bad film", "fine day", "sad day", "great show", "poor show"]
+    _glue(root, "sst2", ["sentence", "label"], [[words[i % 6], str(i % 2)] for i in range(36)])
+    _glue(root, "qqp", ["id", "question1", "question2", "is_duplicate"],
+          [[str(i), f"is it {words[i % 6]}", f"was it {words[(i + 1) % 6]}", str(i % 2)] for i in range(36)])
+    raw = tiny_params_dict(tiny_model, train=TRAIN)
+    raw["tasks"] = {"target": ["my_pairs"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+
+    out = sh(root, "stilts", "rank", "--targets", "my_pairs", "--write-study", "study.yaml", "--top", "2",
+             "--restarts", "1").stdout
+    ranking = pd.read_csv(root / "reports" / "ranking.csv")
+    present = ranking[ranking["data"] == "present"].sort_values("rank")["candidate"].tolist()
+    assert sorted(present) == ["qqp", "sst2"] and len(ranking) == 11  # every paper candidate, two with data
+    assert f"wrote study.yaml: {', '.join(present)} and the baseline on my_pairs, 1 restart(s): 5 training runs" in out
+    study = yaml.safe_load((root / "study.yaml").read_text())
+    assert study["tasks"] == {"intermediate": present, "target": ["my_pairs"], "probe": []}
+    assert study["study"]["restarts"] == 1 and study["rank"]["targets"] == ["my_pairs"]
+
+    first = sh(root, "stilts", "--params", "study.yaml", "study")
+    cells = {"intermediate-sst2-r0", "intermediate-qqp-r0", "transfer-none-my_pairs-r0", "transfer-sst2-my_pairs-r0",
+             "transfer-qqp-my_pairs-r0"}
+    assert cells | {"rank", "analyze"} <= ran(first)
+    scored = pd.read_csv(root / "reports" / "ranking_eval.csv")
+    prior = scored[(scored["target"] == "my_pairs") & (scored["method"] == "prior")].iloc[0]
+    assert prior["first"] == present[0] and prior["n_candidates"] == 2
+    assert 0 <= prior["first_p_beats"] <= 1 and pd.notna(prior["first_measured_gain"])
+    assert prior["first_beats"] == float(prior["first_measured_gain"] > 0)
+    measured = pd.read_csv(root / "reports" / "ranking.csv").dropna(subset=["measured_gain"])
+    assert set(measured["candidate"]) == {"qqp", "sst2"}
+    report = (root / "reports" / "report.md").read_text()
+    assert "Predicted and measured" in report and f"| my_pairs | prior | 1 | {present[0]} |" in report
+    assert ran(sh(root, "dvc", "repro")) == set()
