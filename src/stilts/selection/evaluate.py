@@ -148,8 +148,11 @@ def with_measured(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) ->
     return out.assign(measured_beats=[float(g > 0) if not math.isnan(g) else math.nan for g in gains])
 
 
-def _first(m: pd.DataFrame) -> dict:
-    top = m.sort_values("rank", kind="stable").iloc[0]
+def _first(m: pd.DataFrame, measured: dict[str, float]) -> dict:
+    """The method's first pick among the measured candidates (the recommendation a study tested)."""
+    both = m[m["candidate"].isin(measured)]
+    top = both.set_index("candidate").loc[order(dict(zip(both["candidate"], both["score"])))[0]]
+    top = pd.concat([pd.Series({"candidate": top.name}), top])
     get = lambda k: top[k] if k in top.index else math.nan  # noqa: E731
     return dict(zip(FIRST, [top["candidate"], get("p_beats_baseline"), get("gain_low"), get("gain_high"),
                             get("measured_gain"), get("measured_beats")]))
@@ -165,7 +168,7 @@ def evaluate(ranking: pd.DataFrame, means: dict[tuple[str, str], float]) -> pd.D
         if len(measured) < 2:
             continue
         for method, m in g.groupby("method", sort=False):
-            row = score_target(target, method, dict(zip(m["candidate"], m["score"])), measured) | _first(m)
+            row = score_target(target, method, dict(zip(m["candidate"], m["score"])), measured) | _first(m, measured)
             pairs = _harm_pairs(m, target, measured, means)
             if len(pairs):
                 row |= {"auroc": auroc(pairs["beats"], pairs["p"]), "brier": brier(pairs["beats"], pairs["p"])}
