@@ -238,6 +238,23 @@ def cmd_study(args):
     return stages.dvc(params.root, "repro", env=env, capture=False)
 
 
+def _rank_arguments(sp) -> None:
+    sp.add_argument("--targets", help="comma-separated target tasks (default: rank.targets)")
+    sp.add_argument("--candidates", help="comma-separated candidates (default: rank.candidates, else "
+                    "tasks.intermediate)")
+    sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
+    sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
+                    "import-results; or shipped grids, `stilts grids`) that prior and hybrid learn from (default: "
+                    "rank.prior_experiments, else every shipped grid)")
+    sp.add_argument("--experiment",
+                    help="score against this experiment's transfer results (default: mlflow.experiment)")
+    sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
+    sp.add_argument("--write-study", metavar="PARAMS.yaml", help="write the study that tests the ranking: the top "
+                    "--top candidates with data here and the baseline on the target, --restarts each")
+    sp.add_argument("--top", type=int, default=2, help="candidates in the written study (default: 2)")
+    sp.add_argument("--restarts", type=int, default=1, help="restarts in the written study (default: 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stilts", description="Intermediate-task transfer learning studies.")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -276,20 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
     sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (prior, semb, logme, hybrid); score "
              "against a grid")
-    sp.add_argument("--targets", help="comma-separated target tasks (default: rank.targets)")
-    sp.add_argument("--candidates", help="comma-separated candidates (default: rank.candidates, else "
-                    "tasks.intermediate)")
-    sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
-    sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
-                    "import-results; or shipped grids, `stilts grids`) that prior and hybrid learn from (default: "
-                    "rank.prior_experiments, else every shipped grid)")
-    sp.add_argument("--experiment",
-                    help="score against this experiment's transfer results (default: mlflow.experiment)")
-    sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
-    sp.add_argument("--write-study", metavar="PARAMS.yaml", help="write the study that tests the ranking: the top "
-                    "--top candidates with data here and the baseline on the target, --restarts each")
-    sp.add_argument("--top", type=int, default=2, help="candidates in the written study (default: 2)")
-    sp.add_argument("--restarts", type=int, default=1, help="restarts in the written study (default: 1)")
+    _rank_arguments(sp)
     add("grids", cmd_grids, "list the published transfer grids shipped with stilts: citation, encoder, size")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
