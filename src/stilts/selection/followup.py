@@ -36,7 +36,7 @@ def study_params(params, target: str, chosen: list[str], restarts: int) -> dict:
     raw = copy.deepcopy(params.raw or {})
     raw["tasks"] = {"intermediate": chosen, "target": [target], "probe": []}
     raw["study"] = {**(raw.get("study") or {}), "restarts": restarts}
-    raw["rank"] = {**(raw.get("rank") or {}), "targets": [target], "candidates": chosen,
+    raw["rank"] = {**(raw.get("rank") or {}), "targets": [target], "candidates": list(chosen),
                    "methods": (raw.get("rank") or {}).get("methods") or ["prior"]}
     return raw
 
