@@ -67,3 +67,20 @@ def test_mlflow_run_trains_a_declared_task(tiny_model, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert (root / "results" / "none" / "my_choices" / "r0.json").is_file()
     assert (root / "data" / "processed" / "my_choices" / "meta.json").is_file()
+
+
+def test_a_study_of_declared_tasks_on_a_local_dask_cluster(tiny_model, tmp_path):
+    """The Dask engine's workers run each stage as its own `stilts` command: they read the task files too."""
+    root = tmp_path / "dask"
+    root.mkdir()
+    declare(root, "my_reviews")
+    declare(root, "my_scores")
+    raw = tiny_params_dict(tiny_model, train=TRAIN)
+    raw["tasks"] = {"intermediate": ["my_reviews"], "target": ["my_scores"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    out = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
+    assert "stages ran and are recorded" in out.stdout
+    assert (root / "results" / "my_reviews" / "my_scores" / "r0.json").is_file()
+    assert ran(sh(root, "dvc", "repro")) == set()
