@@ -15,7 +15,8 @@ def test_stages_cover_the_grid(make_params):
     assert {"settings/train/syn_rte.json", "models/intermediate/syn_nli/r1"} <= set(rte["deps"])
     assert "settings/train/syn_rte.json" not in st["transfer-syn_nli-syn_copa-r1"]["deps"]
     assert not any("params" in s for s in st.values())  # no params keys: the settings files stand for them
-    assert st["settings"]["deps"][0] == "params.yaml" and "settings/train/syn_rte.json" in st["settings"]["outs"]
+    assert st["settings"]["deps"][0] == "params.yaml"
+    assert {"settings/train/syn_rte.json": {"persist": True}} in st["settings"]["outs"]
     assert "settings/prepare/syn_rte.json" in st["prepare-syn_rte"]["deps"]
     assert "settings/analyze.json" in st["analyze"]["deps"]
     assert st["transfer-none-syn_rte-r0"]["cmd"] == "stilts transfer --source none --task syn_rte --restart 0"
