@@ -92,11 +92,15 @@ def test_a_task_override_by_exp_run_or_by_an_edit_reruns_only_that_tasks_cells(p
     """A key no stage listed when `stilts pipeline` wrote them reaches exactly its task's cells (and the
     analysis): through `dvc exp run -S '+...'`, and through an edit of params.yaml and `dvc repro`."""
     root, _ = project
-    (root / ".gitignore").write_text("/mlflow.db\n/mlflow.db.lock\n/.stilts/\n")
+    # what the repository's own .gitignore keeps out of git (DVC's own .gitignore files go with a `dvc pull`)
+    (root / ".gitignore").write_text("".join(f"/{p}\n" for p in ("mlflow.db", "mlflow.db.lock", "mlruns/", ".stilts/",
+                                                                   "data/", "models/", "results/", "reports/",
+                                                                   "settings/")))
     sh(root, "git", "add", "-A")  # experiments start from a commit
     sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "study")
     tense = {"settings", "transfer-none-syn_tense-r0", "transfer-syn_nli-syn_tense-r0", "analyze"}
-    assert ran(sh(root, "dvc", "exp", "run", "-S", "+task_overrides.syn_tense.epochs=2")) == tense
+    exp = sh(root, "dvc", "exp", "run", "-S", "+task_overrides.syn_tense.epochs=2")
+    assert ran(exp) == tense and "1 settings file(s) changed" in exp.stdout  # the others kept their bytes
     assert ran(sh(root, "dvc", "repro")) == set()
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["task_overrides"]["syn_tense"] == {"epochs": 2}

@@ -15,7 +15,8 @@ def test_stages_cover_the_grid(make_params):
     assert {"settings/train/syn_rte.json", "models/intermediate/syn_nli/r1"} <= set(rte["deps"])
     assert "settings/train/syn_rte.json" not in st["transfer-syn_nli-syn_copa-r1"]["deps"]
     assert not any("params" in s for s in st.values())  # no params keys: the settings files stand for them
-    assert st["settings"]["deps"][0] == "params.yaml" and "settings/train/syn_rte.json" in st["settings"]["outs"]
+    assert st["settings"]["deps"][0] == "params.yaml"
+    assert {"settings/train/syn_rte.json": {"persist": True}} in st["settings"]["outs"]
     assert "settings/prepare/syn_rte.json" in st["prepare-syn_rte"]["deps"]
     assert "settings/analyze.json" in st["analyze"]["deps"]
     assert st["transfer-none-syn_rte-r0"]["cmd"] == "stilts transfer --source none --task syn_rte --restart 0"
@@ -91,3 +92,21 @@ def test_settings_files_change_only_for_the_task_whose_settings_changed(make_par
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "settings").rglob("*.json")}
     assert {p for p in after if after[p] != before[p]} == {params.root / "settings/train/syn_copa.json"}
     assert json.loads(after[params.root / "settings/train/syn_copa.json"][0])["train"]["epochs"] == 3
+
+
+def test_settings_stage_stops_when_params_add_a_stage(make_params, capsys, monkeypatch):
+    """`dvc repro` after an edit that adds stages (here a task): its first stage says to write the pipeline."""
+    from stilts import cli
+
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    params = make_params()
+    pipeline.write(params)
+    argv = ["--params", str(params.root / "params.yaml"), "settings"]
+    assert cli.main(argv) == 0 and (params.root / "settings" / "train" / "syn_rte.json").is_file()
+    capsys.readouterr()
+    make_params(tasks={"target": ["syn_rte", "syn_copa"]})
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith("dvc.yaml: out of date with "
+                                                         f"{params.root / 'params.yaml'}; run `stilts pipeline`")
+    assert not (params.root / "settings" / "train" / "syn_copa.json").exists()

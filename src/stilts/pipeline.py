@@ -7,7 +7,7 @@ change of params, by any route, reruns exactly the stages whose task's settings 
 analysis). DVC's templating cannot take the union of lists or per-cell optional keys, so the files are
 written from params by `stilts pipeline`.
 
-Layout: `dvc.yaml` holds the prepare, sweep and analyze stages; `pipelines/<source>/dvc.yaml` holds
+Layout: `dvc.yaml` holds the settings, prepare, sweep and analyze stages; `pipelines/<source>/dvc.yaml` holds
 one source's cells (its intermediate runs and every transfer run from it; `none` is the baseline).
 DVC rewrites a dvc.yaml's whole dvc.lock after every stage it runs, so one lock for the paper's
 1,338 stages (~100k lines) would cost ~30 s of YAML per stage; a lock per source stays small.
@@ -63,11 +63,13 @@ def _cmd(params, rest: str) -> str:
 
 def _settings(params) -> dict:
     """The first stage: each task's resolved settings (stilts.settings), from the params file as a whole and
-    the project's task files (a declared task's declaration is part of its settings)."""
+    the project's task files (a declared task's declaration is part of its settings). Its files persist (DVC
+    does not delete them before the stage runs): one whose content is unchanged keeps its bytes and time, so
+    DVC need not hash it again."""
     tasks_dir = params.path(params.data.tasks_dir)
     return {"cmd": _cmd(params, "settings"), "deps": [_rel(params, Path(params.source).resolve())]
             + ([_rel(params, tasks_dir)] if tasks_dir.is_dir() else []) + _code(params, SETTINGS_CODE),
-            "outs": list(settings.files(params))}
+            "outs": [{path: {"persist": True}} for path in settings.files(params)]}
 
 
 def stages(params) -> dict:
