@@ -98,6 +98,7 @@ BAD = {
     "file not found": ({"files": {"train": "train.csv", "validation": "valid.csv"}},
                        "tasks/my_reviews.yaml: 'files': not found: "),
     "unknown format": ({"format": "xlsx"}, "tasks/my_reviews.yaml: 'format': unknown format 'xlsx'"),
+    "hub offline": ({"files": {}, "hub": "trec"}, "tasks/my_reviews.yaml: 'hub': 'trec' cannot be loaded offline"),
 }
 
 

@@ -52,6 +52,9 @@ def _source_files(params, task: Task, workdir: Path) -> tuple[str, dict[str, Pat
     if task.hub and not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
         return "hub", {}
     missing = ", ".join(str(p) for p in files.values() if not p.is_file())
+    if task.declared_in and not task.files:
+        raise StiltsError(f"{shown(Path(task.declared_in))}: 'hub': '{task.hub}' cannot be loaded offline "
+                          "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are set) and the task declares no 'files'")
     if task.declared_in:
         raise StiltsError(f"{shown(Path(task.declared_in))}: 'files': not found: {missing} (the task's files are "
                           f"read from {root}/; `data.files.{task.name}` in params can point elsewhere)")
