@@ -22,7 +22,8 @@ SPLIT_KEYS = ("train", "validation", "all")
 # what only Python can give: a conversion function, a generator of synthetic data, the file it came from
 NOT_IN_FILES = ("name", "convert", "generator", "declared_in")
 KEYS = tuple(f.name for f in dataclasses.fields(Task) if f.name not in NOT_IN_FILES)
-# the record fields each type reads (fields: record field -> column); types not listed take any
+# the record fields each type reads (fields: record field -> column); the types not listed take any (and the
+# switches their modules read, e.g. edge probing's `two_spans: true`)
 TYPE_FIELDS = {"classification": ("text_a", "text_b", "label"), "regression": ("text_a", "text_b", "label"),
                "multiple_choice": ("context", "question", "choices", "label", "label_offset")}
 REQUIRED_FIELDS = {"multiple_choice": ("choices",)}
@@ -67,7 +68,7 @@ def _str_map(value, key: str, where: str, allowed: tuple[str, ...] | None = None
             raise StiltsError(f"{where}: unknown key '{key}.{k}'{did_you_mean(str(k), allowed, f'{key}.')} "
                               f"(one of {', '.join(allowed)})")
         ok = isinstance(v, str) and v or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)) \
-            or (k == "label_offset" and isinstance(v, int))
+            or (k == "label_offset" and isinstance(v, int)) or (allowed is None and isinstance(v, bool | int))
         if not ok:
             raise StiltsError(f"{where}: '{key}.{k}' must be a column name (or, for choices, a list of them), "
                               f"got {v!r}")
@@ -110,8 +111,8 @@ def from_mapping(name: str, raw: dict, path: Path, readers: typing.Iterable[str]
         labels = raw["labels"]
         if not isinstance(labels, list) or not all(isinstance(x, (str, int, bool)) for x in labels):
             raise StiltsError(f"{where}: 'labels' must be a list of label names, got {labels!r}")
-        if kind != "classification":
-            raise StiltsError(f"{where}: 'labels': a {kind} task has no label names (only classification does)")
+        if kind in ("regression", "multiple_choice"):
+            raise StiltsError(f"{where}: 'labels': a {kind} task has no label names")
         from stilts.tasktypes.common import label_str
 
         kw["labels"] = tuple(label_str(x) for x in labels)
