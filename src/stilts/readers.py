@@ -199,9 +199,9 @@ def parquet(path: Path, **_) -> Iterator[Row]:
         yield f"{path}:row {n}", row
 
 
-READERS = {"jsonl": jsonl, "json": json_list, "parquet": parquet, "jsonl_lst": jsonl_lst, "tsv": tsv, "tsv_noheader": tsv_noheader,
-           "csv": csv_rows, "senteval": senteval, "dnc_acceptability": dnc_acceptability, "qamr": qamr,
-           "blimp_zip": blimp_zip}
+READERS = {"jsonl": jsonl, "json": json_list, "parquet": parquet, "jsonl_lst": jsonl_lst, "tsv": tsv,
+           "tsv_noheader": tsv_noheader, "csv": csv_rows, "senteval": senteval,
+           "dnc_acceptability": dnc_acceptability, "qamr": qamr, "blimp_zip": blimp_zip}
 
 
 def read(fmt: str, path: Path, split: str) -> Iterator[Row]:
