@@ -2,6 +2,7 @@
 scored experiment."""
 
 import pandas as pd
+import pytest
 import yaml
 
 from stilts import cli
@@ -62,3 +63,32 @@ def test_a_target_measured_only_in_the_scored_experiment_is_rankable(tiny_model,
     assert cli.main(argv) == 0, capsys.readouterr().err
     table = pd.read_csv(tmp_path / "reports" / "web" / "ranking_eval.csv")
     assert set(table[table["target"] == "anli_r3"]["method"]) >= {"prior", "random"}
+
+
+def test_a_targets_measured_cells_show_as_measured_and_join_the_prior_for_others(tiny_model, tmp_path, capsys,
+                                                                               monkeypatch):
+    from stilts import config
+
+    _project(tmp_path, tiny_model, monkeypatch)
+    rows = ["restart,source,task,role,score"] + [f"0,{s},my_pairs,target,{v}" for s, v in
+                                                 (("none", 0.50), ("cosmosqa", 0.40), ("sst2", 0.60), ("qqp", 0.55))]
+    (tmp_path / "own.csv").write_text("\n".join(rows) + "\n")
+    import_results(config.load(tmp_path / "params.yaml"), tmp_path / "own.csv", "test")  # the study's experiment
+    assert cli.main(["rank", "--targets", "my_pairs"]) == 0
+    assert "note: prior grids: paper-2020, test" in capsys.readouterr().out
+    ranking = pd.read_csv(tmp_path / "reports" / "ranking.csv").set_index("candidate")
+    assert ranking.loc["sst2", "measured_gain"] == pytest.approx(0.10) and ranking.loc["sst2", "measured_beats"] == 1
+    assert ranking.loc["cosmosqa", "measured_beats"] == 0 and ranking["measured_gain"].notna().sum() == 3
+    alone = ranking["score"]
+    # for another target the study's cells are one more grid: its sources' effects move
+    assert cli.main(["rank", "--targets", "rte"]) == 0
+    with_own = _prior_scores(tmp_path)
+    assert cli.main(["rank", "--targets", "rte", "--prior-experiment", "paper-2020"]) == 0
+    paper_only = _prior_scores(tmp_path)
+    assert with_own["sst2"] - with_own["cosmosqa"] > paper_only["sst2"] - paper_only["cosmosqa"]
+    assert len(alone) == 11
+
+
+def _prior_scores(root) -> pd.Series:
+    ranking = pd.read_csv(root / "reports" / "ranking.csv")
+    return ranking[ranking["method"] == "prior"].set_index("candidate")["score"]
