@@ -15,6 +15,53 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHECKOUT = Path(__file__).resolve().parents[1]
+# a study's outputs in the checkout the tests run from (`make run` fills them): no test may read or write them
+STUDY_OUTPUTS = ("models", "results", "reports", "settings", "mlflow.db", "mlflow.db-wal", "mlruns", "mlartifacts",
+                 "data/processed", "data/features", ".dvc/cache", "dvc.lock", "pipelines")
+_CHECKOUT_STATE = pytest.StashKey[dict]()
+
+
+def study_outputs_state(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every file under the study's output paths in `root` with its size and modification time."""
+    state: dict[str, tuple[int, int] | None] = {}
+    for rel in STUDY_OUTPUTS:
+        path = root / rel
+        for f in [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []:
+            if f.is_file() and f.name != "dvc.yaml":  # pipelines/<source>/dvc.yaml is source: its lock is not
+                st = f.stat()
+                state[str(f.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_CHECKOUT_STATE] = study_outputs_state(CHECKOUT)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before, after = session.config.stash[_CHECKOUT_STATE], study_outputs_state(CHECKOUT)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        session.config.stash[_CHECKOUT_STATE] = {"changed": changed}
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    changed = config.stash.get(_CHECKOUT_STATE, {}).get("changed")
+    if changed:
+        terminalreporter.write_line(f"FAILED: the tests changed {len(changed)} study output(s) of the checkout "
+                                    f"{CHECKOUT} (tests must make their projects in tmp): {', '.join(changed[:10])}",
+                                    red=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _work_outside_the_checkout(tmp_path_factory):
+    """Every test starts in a folder of its own session's tmp, never in the checkout: what a test resolves
+    against the working directory (MLflow's default ./mlruns, a params.yaml, a checkpoint's path) is not the
+    checkout's study."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
 
 
 def _corpus() -> list[str]:

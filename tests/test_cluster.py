@@ -200,7 +200,7 @@ def cluster(procs, tiny_model):
 def test_no_shared_filesystem_study_equals_sequential_dvc_repro(cluster, tiny_model):
     head, uri, procs = cluster["head"], cluster["uri"], cluster["procs"]
     out = procs.run(head, "stilts", "study", "--cluster", cluster["address"], "--tracking-uri", uri)
-    assert "9 of 9 stages to run" in out.stdout and "9 stages ran" in out.stdout
+    assert "9 of 10 stages to run" in out.stdout and "9 stages ran" in out.stdout  # settings ran first, at the head
     assert "9/9" in out.stderr  # the progress bar reached the end
     listening = [c.laddr.ip for p in procs.all() for c in p.net_connections("inet") if c.status == "LISTEN"]
     assert listening and set(listening) == {"127.0.0.1"}
@@ -265,7 +265,7 @@ def test_worker_killed_mid_cell_the_study_completes_on_the_other(cluster):
         if study.poll() is None:
             study.kill()
     assert study.returncode == 0, stderr
-    assert "6 of 14 stages to run" in stdout and "6 stages ran" in stdout
+    assert "6 of 15 stages to run" in stdout and "6 stages ran" in stdout
     done = runs(head, uri)
     cells = done[done["tags.stilts.role"] != "analysis"]
     finished = cells[cells["status"] == "FINISHED"]

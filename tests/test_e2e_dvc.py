@@ -46,7 +46,8 @@ def test_repro_runs_every_cell_and_tracks_it(project):
     from stilts import config, tracking
 
     root, first = project
-    assert ran(first) == {"prepare-syn_nli", "prepare-syn_rte", "prepare-syn_tense", "intermediate-syn_nli-r0",
+    assert ran(first) == {"settings", "prepare-syn_nli", "prepare-syn_rte", "prepare-syn_tense",
+                          "intermediate-syn_nli-r0",
                           "transfer-none-syn_rte-r0", "transfer-none-syn_tense-r0", "transfer-syn_nli-syn_rte-r0",
                           "transfer-syn_nli-syn_tense-r0", "analyze"}
     runs = tracking.search_runs(config.load(root / "params.yaml"))
@@ -72,7 +73,7 @@ def test_second_repro_does_nothing_and_one_lr_change_reruns_its_cells(project):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(root, "stilts", "pipeline")
     changed = sh(root, "dvc", "repro")
-    assert ran(changed) == {"transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"}
+    assert ran(changed) == {"settings", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"}
 
 
 def test_dvc_remote_round_trip(project, tmp_path):
@@ -84,6 +85,29 @@ def test_dvc_remote_round_trip(project, tmp_path):
     sh(root, "dvc", "pull")
     assert {p: p.read_bytes() for p in (root / "results").rglob("*.json")} == before
     assert (root / "models" / "intermediate" / "syn_nli" / "r0" / "model.safetensors").is_file()
+    assert ran(sh(root, "dvc", "repro")) == set()
+
+
+def test_a_task_override_by_exp_run_or_by_an_edit_reruns_only_that_tasks_cells(project):
+    """A key no stage listed when `stilts pipeline` wrote them reaches exactly its task's cells (and the
+    analysis): through `dvc exp run -S '+...'`, and through an edit of params.yaml and `dvc repro`."""
+    root, _ = project
+    # what the repository's own .gitignore keeps out of git (DVC's own .gitignore files go with a `dvc pull`)
+    (root / ".gitignore").write_text("".join(f"/{p}\n" for p in ("mlflow.db", "mlflow.db.lock", "mlruns/", ".stilts/",
+                                                                   "data/", "models/", "results/", "reports/",
+                                                                   "settings/")))
+    sh(root, "git", "add", "-A")  # experiments start from a commit
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "study")
+    tense = {"settings", "transfer-none-syn_tense-r0", "transfer-syn_nli-syn_tense-r0", "analyze"}
+    exp = sh(root, "dvc", "exp", "run", "-S", "+task_overrides.syn_tense.epochs=2")
+    assert ran(exp) == tense and "1 settings file(s) changed" in exp.stdout  # the others kept their bytes
+    assert ran(sh(root, "dvc", "repro")) == set()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["task_overrides"]["syn_tense"] == {"epochs": 2}
+    params["task_overrides"]["syn_rte"]["epochs"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert ran(sh(root, "dvc", "repro")) == {"settings", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0",
+                                             "analyze"}
     assert ran(sh(root, "dvc", "repro")) == set()
 
 
@@ -101,7 +125,7 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     sh(root, "stilts", "pipeline")
     first = ran(sh(root, "dvc", "repro"))  # the new override keys also rerun (and skip) the fixed tasks' stages
     swept = {"sweep-syn_rte", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"}
-    assert swept <= first and not any(s.startswith("sweep-") for s in first - swept)
+    assert swept | {"settings"} <= first and not any(s.startswith("sweep-") for s in first - swept)
     chosen = json.loads((root / "results" / "sweep" / "syn_rte.json").read_text())["chosen"]
     runs = tracking.search_runs(config.load(root / "params.yaml"))
     cells = runs[(runs["tags.stilts.task"] == "syn_rte") & (runs["tags.stilts.role"] == "target")]
@@ -112,7 +136,7 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     params["sweep"]["grid"] = {"head_dropout": [0.25, 0.3]}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     sh(root, "stilts", "pipeline")
-    assert ran(sh(root, "dvc", "repro")) == swept
+    assert ran(sh(root, "dvc", "repro")) == swept | {"settings"}
 
 
 def _rte(folder: Path, n: int) -> None:
@@ -137,7 +161,7 @@ def test_study_on_a_local_cluster_stops_at_bad_input_and_reruns_only_what_is_lef
     sh(root, "dvc", "init", "-q")
     first = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2", check=False)
     assert first.returncode == 2, first.stderr
-    assert "12 of 12 stages to run on the local cluster: 2 workers × 1 cell" in first.stdout
+    assert "12 of 13 stages to run on the local cluster: 2 workers × 1 cell" in first.stdout
     error = first.stderr.strip().splitlines()[-1]
     assert error.startswith("stilts: error: stage 'prepare-rte' failed (exit 2): task 'rte': data not found")
     recorded = int(re.search(r"(\d+) stages ran and are recorded", first.stdout).group(1))
@@ -145,6 +169,6 @@ def test_study_on_a_local_cluster_stops_at_bad_input_and_reruns_only_what_is_lef
     assert len(started) == recorded + 1 and recorded < 8  # no new starts after the failure; all that ran is kept
     _rte(root / "raw" / "rte", 24)
     second = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
-    assert f"{12 - recorded} of 12 stages to run" in second.stdout and f"{12 - recorded} stages ran" in second.stdout
+    assert f"{12 - recorded} of 13 stages to run" in second.stdout and f"{12 - recorded} stages ran" in second.stdout
     assert ran(sh(root, "dvc", "repro")) == set()  # everything was recorded in dvc.lock
     assert (root / "results" / "syn_nli" / "rte" / "r0.json").is_file()

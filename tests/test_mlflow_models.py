@@ -91,28 +91,66 @@ def test_checkpoint_is_a_logged_model_that_loads_like_its_dvc_path(chain):
     assert len(short) == 4 and short["logits"].tolist() != first4["logits"].tolist()
 
 
-def test_a_referenced_checkpoint_must_be_there_and_unchanged(chain, tmp_path_factory):
+def _tried(folder: Path, why: str) -> str:
+    return f"{folder} ({why}"
+
+
+def test_a_referenced_checkpoint_must_be_there_and_unchanged(chain, tmp_path, monkeypatch):
+    import mlflow
+
+    params, _, _, exp = chain
+    monkeypatch.chdir(tmp_path)  # a working directory without the checkpoint
+    (model,) = mlflow.search_logged_models(experiment_ids=[exp], output_format="list")
+    uri, rel = f"models:/{model.model_id}", Path("models/intermediate/syn_nli/r0")
+    ckpt = params.root / rel
+    assert not list(Path(mlflow.artifacts.download_artifacts(uri)).rglob("*.safetensors"))  # no weights copied
+    clone = tmp_path / "clone"
+    shutil.copytree(ckpt, clone / rel)
+    ckpt.rename(ckpt.with_name("away"))
+    try:
+        with pytest.raises(StiltsError) as gone:
+            mlflow.pyfunc.load_model(uri)
+        moved = mlflow.pyfunc.load_model(uri, model_config={"project_root": str(clone)})  # a clone elsewhere
+        assert len(moved.predict(data.load_records(params, "syn_nli", "validation")[:2])) == 2
+        (clone / rel / "head.safetensors").write_bytes(b"not the head")
+        with pytest.raises(StiltsError) as neither:
+            mlflow.pyfunc.load_model(uri, model_config={"project_root": str(clone)})
+    finally:
+        ckpt.with_name("away").rename(ckpt)
+    assert str(gone.value).startswith(f"{rel}: no folder holds the checkpoint of this logged model; tried ")
+    assert _tried(tmp_path / rel, "not there)") in str(gone.value)
+    assert _tried(ckpt, "not there)") in str(gone.value) and f"`dvc pull {rel}`" in str(gone.value)
+    assert _tried(clone / rel, "head.safetensors differs (logged sha256") in str(neither.value)
+    assert _tried(ckpt, "not there)") in str(neither.value)
+    # with the logged project's checkpoint back, the changed clone is passed over
+    assert len(mlflow.pyfunc.load_model(uri, model_config={"project_root": str(clone)}).predict(
+        data.load_records(params, "syn_nli", "validation")[:2])) == 2
+
+
+def test_a_checkout_with_another_checkpoint_at_the_same_path_loads_the_logged_one(chain, tmp_path, monkeypatch):
+    """Loading from inside another project (a checkout whose own study wrote models/intermediate/syn_nli/r0):
+    its folder fails the logged hashes and is passed over; the model loads from the project it was logged in."""
     import mlflow
 
     params, _, _, exp = chain
     (model,) = mlflow.search_logged_models(experiment_ids=[exp], output_format="list")
-    uri = f"models:/{model.model_id}"
-    ckpt = params.root / "models" / "intermediate" / "syn_nli" / "r0"
-    assert not list(Path(mlflow.artifacts.download_artifacts(uri)).rglob("*.safetensors"))  # no weights copied
-    clone = tmp_path_factory.mktemp("clone")
-    shutil.copytree(ckpt, clone / "models" / "intermediate" / "syn_nli" / "r0")
-    ckpt.rename(ckpt.with_name("away"))
+    rel = Path("models/intermediate/syn_nli/r0")
+    checkout = tmp_path / "checkout"
+    shutil.copytree(params.root / rel, checkout / rel)
+    config_json = checkout / rel / "config.json"
+    config_json.write_text(config_json.read_text().replace("{", '{"_another_study": true, ', 1))
+    monkeypatch.chdir(checkout)
+    records = data.load_records(params, "syn_nli", "validation")
+    expected = predict.load(params.root / rel).predict(records)["logits"].tolist()
+    assert mlflow.pyfunc.load_model(f"models:/{model.model_id}").predict(records)["logits"].tolist() == expected
+    (params.root / rel).rename(params.root / rel.with_name("away"))
     try:
-        with pytest.raises(StiltsError, match=r"syn_nli/r0: the checkpoint of this logged model is not there; "
-                                              r"run `dvc pull models/intermediate/syn_nli/r0`"):
-            mlflow.pyfunc.load_model(uri)
+        with pytest.raises(StiltsError) as none_match:
+            mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     finally:
-        ckpt.with_name("away").rename(ckpt)
-    moved = mlflow.pyfunc.load_model(uri, model_config={"project_root": str(clone)})  # a clone elsewhere
-    assert len(moved.predict(data.load_records(params, "syn_nli", "validation")[:2])) == 2
-    (clone / "models" / "intermediate" / "syn_nli" / "r0" / "head.safetensors").write_bytes(b"not the head")
-    with pytest.raises(StiltsError, match=r"head.safetensors: differs from the logged model"):
-        mlflow.pyfunc.load_model(uri, model_config={"project_root": str(clone)})
+        (params.root / rel.with_name("away")).rename(params.root / rel)
+    assert _tried(checkout / rel, "config.json differs (logged sha256") in str(none_match.value)
+    assert _tried(params.root / rel, "not there)") in str(none_match.value)
 
 
 def test_copied_checkpoint_loads_without_the_project(tiny_model, tmp_path, monkeypatch, fp32):

@@ -1,4 +1,5 @@
-"""Exactly one FINISHED run per cell: a finished twin is restored, not retrained; a retrained cell supersedes."""
+"""One current run per cell: a finished twin is restored, not retrained; a retrained cell supersedes the earlier
+runs (tagged `stilts.superseded_by`, still FINISHED), and the analysis reads the current one."""
 
 import json
 
@@ -10,6 +11,13 @@ from stilts import cells, data, tracking
 def _finished(params, cell: str):
     runs = tracking.search_runs(params)
     return runs[(runs["tags.stilts.cell"] == cell) & (runs["status"] == "FINISHED")]
+
+
+def _current(params, cell: str) -> list[str]:
+    """The cell's FINISHED runs that no later run superseded."""
+    runs = _finished(params, cell)
+    tag = runs["tags.stilts.superseded_by"] if "tags.stilts.superseded_by" in runs else None
+    return list(runs["run_id"] if tag is None else runs[tag.isna()]["run_id"])
 
 
 @pytest.fixture
@@ -36,14 +44,29 @@ def test_finished_twin_is_restored_without_training(baseline, monkeypatch):
     assert list(_finished(params, "none/syn_rte/r0")["run_id"]) == [first["mlflow_run_id"]]
 
 
-def test_retrained_cell_supersedes_the_earlier_run(baseline, make_params):
+def test_retrained_cell_supersedes_the_earlier_run_which_stays_finished(baseline, make_params):
+    from stilts.analysis.collect import collect
+
     params, first = baseline
+    one = first["mlflow_run_id"]
     params = make_params(train={"lr": 2e-3})  # other settings: the same cell must train again
-    second = cells.transfer(params, "none", "syn_rte", 0)
-    assert second["mlflow_run_id"] != first["mlflow_run_id"]
-    assert list(_finished(params, "none/syn_rte/r0")["run_id"]) == [second["mlflow_run_id"]]
-    old = tracking.search_runs(params).set_index("run_id").loc[first["mlflow_run_id"]]
-    assert old["status"] == "KILLED" and old["tags.stilts.superseded_by"] == second["mlflow_run_id"]
+    two = cells.transfer(params, "none", "syn_rte", 0)["mlflow_run_id"]
+    assert two != one
+    runs = tracking.search_runs(params).set_index("run_id")
+    assert runs.loc[one, "status"] == runs.loc[two, "status"] == "FINISHED"  # the first run did finish
+    assert runs.loc[one, "tags.stilts.superseded_by"] == two and _current(params, "none/syn_rte/r0") == [two]
+    assert list(collect(params)["run_id"]) == [two]
+    out = cells.result_path(params, "none", "syn_rte", 0)
+    out.unlink()  # without the result file, the tag says which run is current
+    assert list(collect(params)["run_id"]) == [two]
+
+    params = make_params()  # back to the first settings: the first run is restored and is current again
+    assert cells.transfer(params, "none", "syn_rte", 0)["mlflow_run_id"] == one
+    runs = tracking.search_runs(params).set_index("run_id")
+    assert set(runs["status"]) == {"FINISHED"} and runs.loc[two, "tags.stilts.superseded_by"] == one
+    assert _current(params, "none/syn_rte/r0") == [one] and list(collect(params)["run_id"]) == [one]
+    out.write_text(json.dumps(json.loads(out.read_text()) | {"mlflow_run_id": two}))
+    assert list(collect(params)["run_id"]) == [two]  # the result file's run wins over the tags
 
 
 def test_intermediate_without_its_checkpoint_retrains_and_supersedes(make_params):
@@ -55,5 +78,7 @@ def test_intermediate_without_its_checkpoint_retrains_and_supersedes(make_params
     shutil.rmtree(cells.checkpoint_dir(params, "syn_nli", 0))
     second = cells.intermediate(params, "syn_nli", 0)
     assert (cells.checkpoint_dir(params, "syn_nli", 0) / "stilts.json").is_file()
-    assert list(_finished(params, "syn_nli/syn_nli/r0")["run_id"]) == [second["mlflow_run_id"]]
     assert second["mlflow_run_id"] != first["mlflow_run_id"]
+    # a FINISHED duplicate with the same fingerprint (as after a lost worker): tagged, not ended
+    assert set(_finished(params, "syn_nli/syn_nli/r0")["run_id"]) == {first["mlflow_run_id"], second["mlflow_run_id"]}
+    assert _current(params, "syn_nli/syn_nli/r0") == [second["mlflow_run_id"]]

@@ -12,8 +12,13 @@ def test_stages_cover_the_grid(make_params):
     assert len([s for s in st if s.startswith("intermediate-")]) == 2 * 2
     assert len([s for s in st if s.startswith("transfer-")]) == 3 * 3 * 2  # (none + 2) × 3 tasks × 2 restarts
     rte = st["transfer-syn_nli-syn_rte-r1"]
-    assert "task_overrides.syn_rte" in rte["params"] and "models/intermediate/syn_nli/r1" in rte["deps"]
-    assert "task_overrides.syn_rte" not in st["transfer-syn_nli-syn_copa-r1"]["params"]
+    assert {"settings/train/syn_rte.json", "models/intermediate/syn_nli/r1"} <= set(rte["deps"])
+    assert "settings/train/syn_rte.json" not in st["transfer-syn_nli-syn_copa-r1"]["deps"]
+    assert not any("params" in s for s in st.values())  # no params keys: the settings files stand for them
+    assert st["settings"]["deps"][0] == "params.yaml"
+    assert {"settings/train/syn_rte.json": {"persist": True}} in st["settings"]["outs"]
+    assert "settings/prepare/syn_rte.json" in st["prepare-syn_rte"]["deps"]
+    assert "settings/analyze.json" in st["analyze"]["deps"]
     assert st["transfer-none-syn_rte-r0"]["cmd"] == "stilts transfer --source none --task syn_rte --restart 0"
     assert len(st["analyze"]["deps"]) >= 18
 
@@ -40,7 +45,7 @@ def test_each_source_has_its_own_dvc_yaml_and_stale_ones_go(make_params):
     params = make_params(tasks={"intermediate": ["syn_nli", "syn_sentiment"], "target": ["syn_rte"], "probe": []})
     pipeline.write(params)
     top = yaml.safe_load((params.root / "dvc.yaml").read_text())["stages"]
-    assert all(n.startswith(("prepare-", "sweep-")) or n == "analyze" for n in top)
+    assert all(n.startswith(("prepare-", "sweep-")) or n in ("settings", "analyze") for n in top)
     nli = yaml.safe_load((params.root / "pipelines" / "syn_nli" / "dvc.yaml").read_text())["stages"]
     assert set(nli) == {"intermediate-syn_nli-r0", "transfer-syn_nli-syn_rte-r0"}
     assert nli["transfer-syn_nli-syn_rte-r0"]["wdir"] == "../.."  # paths stay relative to the project root
@@ -66,3 +71,42 @@ def test_repo_dvc_yaml_matches_params():
     from stilts import config
 
     pipeline.check(config.load(Path(__file__).parents[1] / "params.yaml"))
+
+
+def test_settings_files_change_only_for_the_task_whose_settings_changed(make_params):
+    import json
+
+    from stilts import settings
+
+    params = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "syn_copa"], "probe": []})
+    assert {p.relative_to(params.root).as_posix() for p in settings.write(params)} == set(settings.files(params))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "settings").rglob("*.json")}
+    assert settings.write(params) == []  # nothing changed: nothing rewritten
+    rte = json.loads(before[params.root / "settings/train/syn_rte.json"][0])
+    assert rte["task"]["metric"] == "accuracy" and "convert" not in rte["task"]
+    assert rte["train"]["epochs"] == 1 and rte["model"]["name"] == params.model.name and rte["sweep"] is None
+
+    changed = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "syn_copa"], "probe": []},
+                          task_overrides={"syn_copa": {"epochs": 3}})
+    assert [p.relative_to(params.root).as_posix() for p in settings.write(changed)] == ["settings/train/syn_copa.json"]
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "settings").rglob("*.json")}
+    assert {p for p in after if after[p] != before[p]} == {params.root / "settings/train/syn_copa.json"}
+    assert json.loads(after[params.root / "settings/train/syn_copa.json"][0])["train"]["epochs"] == 3
+
+
+def test_settings_stage_stops_when_params_add_a_stage(make_params, capsys, monkeypatch):
+    """`dvc repro` after an edit that adds stages (here a task): its first stage says to write the pipeline."""
+    from stilts import cli
+
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    params = make_params()
+    pipeline.write(params)
+    argv = ["--params", str(params.root / "params.yaml"), "settings"]
+    assert cli.main(argv) == 0 and (params.root / "settings" / "train" / "syn_rte.json").is_file()
+    capsys.readouterr()
+    make_params(tasks={"target": ["syn_rte", "syn_copa"]})
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith("dvc.yaml: out of date with "
+                                                         f"{params.root / 'params.yaml'}; run `stilts pipeline`")
+    assert not (params.root / "settings" / "train" / "syn_copa.json").exists()

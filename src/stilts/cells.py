@@ -199,6 +199,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     if twin is not None:
         print(f"{tags['cell']}: already finished with these settings (run {twin.get('mlflow_run_id')}); "
               "its result is restored, nothing is trained")
+        if main and twin.get("mlflow_run_id"):
+            twins.supersede(params, tags["cell"], role, keep=twin["mlflow_run_id"])
         return twin | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
     previous = resume.read_loop(state_dir)

@@ -132,6 +132,17 @@ def cmd_pipeline(args):
         warm.prestart()  # `dvc repro` usually follows: warm the cell server meanwhile
 
 
+def cmd_settings(args):
+    from stilts import pipeline, settings
+
+    if args.set:
+        raise StiltsError("settings: --set is not applied; the settings resolve the params file as it is")
+    params = _params(args)
+    pipeline.check(params)  # a stage added or gone (a task, a sweep) needs the pipeline written again
+    written = settings.write(params)
+    print(f"{len(written)} settings file(s) changed under {params.path(settings.DIR)}/")
+
+
 def cmd_generate(args):
     from pathlib import Path
 
@@ -260,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
+    add("settings", cmd_settings, "resolve each task's settings from params into settings/ (the first DVC stage)")
     sp = add("generate", cmd_generate, "write one generated task in its official format")
     sp.add_argument("--task", required=True)
     sp.add_argument("--out", required=True)

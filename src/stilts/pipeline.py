@@ -1,11 +1,13 @@
 """The study's DVC pipeline, written from params: one stage per task (prepare, sweep), per intermediate
 task × restart, per (source × task × restart) transfer cell, and one analysis stage.
 
-Each stage depends only on its own code, data and params keys, so changing one task's override
-reruns that task's cells (and the analysis) and nothing else. DVC's templating cannot take the
-union of lists or per-cell optional keys, so the files are written from params by `stilts pipeline`.
+The first stage, `settings`, depends on the params file as a whole and resolves each task's settings into
+files of its own (stilts.settings); every other stage depends on its task's files, code and data, so any
+change of params, by any route, reruns exactly the stages whose task's settings changed (and the
+analysis). DVC's templating cannot take the union of lists or per-cell optional keys, so the files are
+written from params by `stilts pipeline`.
 
-Layout: `dvc.yaml` holds the prepare, sweep and analyze stages; `pipelines/<source>/dvc.yaml` holds
+Layout: `dvc.yaml` holds the settings, prepare, sweep and analyze stages; `pipelines/<source>/dvc.yaml` holds
 one source's cells (its intermediate runs and every transfer run from it; `none` is the baseline).
 DVC rewrites a dvc.yaml's whole dvc.lock after every stage it runs, so one lock for the paper's
 1,338 stages (~100k lines) would cost ~30 s of YAML per stage; a lock per source stays small.
@@ -19,19 +21,24 @@ from pathlib import Path
 
 import yaml
 
+from stilts import settings
 from stilts.cells import BASELINE
 from stilts.config import parse_source
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_text
+from stilts.settings import rank_tasks
 from stilts.tasks import registry
 
-HEADER = "# Written by `stilts pipeline` from {src}; edit params, then rerun it (`make run` does).\n"
+HEADER = ("# Written by `stilts pipeline` from {src}; rerun it when params add or remove stages (`make run` does).\n"
+          "# Any other change of params reaches the stages through the first one, `settings`.\n")
 SOURCE_HEADER = ("# Written by `stilts pipeline` from {src}: the cells of source '{source}'.\n"
-                 "# Edit params, then rerun it. Stages run in the project root (wdir), where `dvc repro` runs them.\n")
+                 "# Stages run in the project root (wdir), where `dvc repro` runs them.\n")
 PIPELINES_DIR = "pipelines"
 PREPARE_CODE = ["src/stilts/data.py", "src/stilts/readers.py", "src/stilts/tasks", "src/stilts/tasktypes"]
 TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/train.py", "src/stilts/modeling.py", "src/stilts/data.py",
               "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py", "src/stilts/sweep.py"]
+SETTINGS_CODE = ["src/stilts/settings.py", "src/stilts/config.py", "src/stilts/config_checks.py", "src/stilts/sweep.py",
+                 "src/stilts/tasks"]
 ANALYSIS_CODE = ["src/stilts/analysis"]
 RANK_CODE = ["src/stilts/selection", "src/stilts/tasktypes", "src/stilts/analysis/collect.py"]
 RANK_FILES = ["reports/ranking.csv", "reports/ranking_eval.csv"]
@@ -54,32 +61,12 @@ def _cmd(params, rest: str) -> str:
     return f"stilts --params {src} {rest}" if src != "params.yaml" else f"stilts {rest}"
 
 
-def _present(params, key: str) -> bool:
-    """DVC fails on params keys absent from the file (stilts fills in defaults): list only present ones."""
-    node = params.raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _params_deps(params, keys: list[str]) -> list:
-    keys = [k for k in keys if _present(params, k)]
-    src = Path(params.source)
-    name = _rel(params, src.resolve())
-    return keys if name == "params.yaml" else [{name: keys}]
-
-
-def _opt(path: str | None) -> list[str]:
-    return [path] if path else []
-
-
-def _train_keys(params, task: str) -> list[str]:
-    keys = ["model", "train", "mlflow.experiment", "study.probe_mode", "study.frozen_probe_lr"]
-    if task in params.task_overrides:
-        keys.append(f"task_overrides.{task}")
-    return keys
+def _settings(params) -> dict:
+    """The first stage: each task's resolved settings (stilts.settings), from the params file as a whole.
+    Its files persist (DVC does not delete them before the stage runs): one whose content is unchanged keeps
+    its bytes and time, so DVC need not hash it again."""
+    return {"cmd": _cmd(params, "settings"), "deps": [_rel(params, Path(params.source).resolve())]
+            + _code(params, SETTINGS_CODE), "outs": [{path: {"persist": True}} for path in settings.files(params)]}
 
 
 def stages(params) -> dict:
@@ -89,15 +76,12 @@ def stages(params) -> dict:
 
 def _prepare(params, name: str) -> dict:
     task = registry.get(name)
-    deps, keys = _code(params, PREPARE_CODE), ["data.processed_dir"]
+    deps = _code(params, PREPARE_CODE) + [settings.prepare_path(name)]
     if task.generator:
         deps += _code(params, ["src/stilts/generate"])
-        keys += ["data.generated_train", "data.generated_validation", "data.generated_seed"]
     else:
         deps.append(_rel(params, params.path(params.data.raw_dir) / name))
-        keys += ["data.raw_dir", f"data.files.{name}"]
-    return {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps, "params": _params_deps(params, keys),
-            "outs": [_processed(params, name)]}
+    return {"cmd": _cmd(params, f"prepare --task {name}"), "deps": deps, "outs": [_processed(params, name)]}
 
 
 def _processed(params, name: str) -> str:
@@ -114,29 +98,34 @@ def _swept(params, name: str) -> list[str]:
 def _sweep(params, name: str) -> dict:
     from stilts import sweep
 
-    return {"cmd": _cmd(params, f"sweep --task {name}"), "deps": _code(params, TRAIN_CODE) + [_processed(params, name)],
-            "params": _params_deps(params, _train_keys(params, name) + ["sweep"]),
+    return {"cmd": _cmd(params, f"sweep --task {name}"), "deps": _train_deps(params, name, swept=False),
             "outs": [_rel(params, sweep.result_path(params, name))]}
+
+
+def _train_deps(params, name: str, swept: bool = True) -> list[str]:
+    """What a stage training the task reads: code, prepared data, resolved settings, the sweep's winner."""
+    return (_code(params, TRAIN_CODE) + [_processed(params, name), settings.train_path(name)]
+            + (_swept(params, name) if swept else []))
 
 
 def _intermediate(params, source: str, k: int) -> dict:
     name, size = parse_source(source)
     return {"cmd": _cmd(params, f"intermediate --task {name} --restart {k}" + (f" --size {size}" if size else "")),
-            "deps": _code(params, TRAIN_CODE) + [_processed(params, name)] + _swept(params, name),
-            "params": _params_deps(params, _train_keys(params, name)), "outs": [f"models/intermediate/{source}/r{k}"]}
+            "deps": _train_deps(params, name), "outs": [f"models/intermediate/{source}/r{k}"]}
 
 
 def _transfer(params, source: str, name: str, k: int) -> dict:
-    deps = _code(params, TRAIN_CODE) + [_processed(params, name)] + _swept(params, name)
+    deps = _train_deps(params, name)
     if source != BASELINE:
         deps.append(f"models/intermediate/{source}/r{k}")
     return {"cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"), "deps": deps,
-            "params": _params_deps(params, _train_keys(params, name)), "outs": [f"results/{source}/{name}/r{k}.json"]}
+            "outs": [f"results/{source}/{name}/r{k}.json"]}
 
 
 def layout(params) -> dict[str, dict]:
     """The stages grouped by the dvc.yaml (path relative to the root) that holds them."""
-    top = {f"prepare-{name}": _prepare(params, name) for name in dict.fromkeys(params.all_tasks + _rank_tasks(params))}
+    top = {"settings": _settings(params)}
+    top |= {f"prepare-{name}": _prepare(params, name) for name in dict.fromkeys(params.all_tasks + rank_tasks(params))}
     top |= {f"sweep-{name}": _sweep(params, name) for name in params.all_tasks if _swept(params, name)}
     groups: dict[str, dict] = {"dvc.yaml": top}
     restarts = range(params.study.restarts)
@@ -154,8 +143,8 @@ def layout(params) -> dict[str, dict]:
         top["rank"] = _rank_stage(params)
     top["analyze"] = {
         "cmd": _cmd(params, "analyze"),
-        "deps": _code(params, ANALYSIS_CODE) + results + (RANK_FILES if params.rank.targets else []),
-        "params": _params_deps(params, ["mlflow.experiment", "analysis", "tasks", "study.restarts"]),
+        "deps": _code(params, ANALYSIS_CODE) + [settings.ANALYZE] + results
+        + (RANK_FILES if params.rank.targets else []),
         "outs": [f"reports/{f}" for f in REPORT_FILES],
         "metrics": [{"reports/summary.json": {"cache": False}}],
         "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
@@ -175,31 +164,20 @@ def cell_layout(params, command: str, task: str, source: str = BASELINE, restart
     return {"dvc.yaml": stages}
 
 
-def _rank_tasks(params) -> list[str]:
-    """The targets and candidates of the study's ranking (they need prepared data too)."""
-    if not params.rank.targets:
-        return []
-    from stilts.selection.rank import candidates_for
-
-    return list(dict.fromkeys(params.rank.targets + [c for cs in candidates_for(params).values() for c in cs]))
-
-
 def _rank_stage(params) -> dict:
     """`stilts rank` on the study: after the grid cells it is scored against (and, for logme, the
     intermediate checkpoints it reads), so `dvc repro` reruns it when any of them changes."""
     from stilts.selection.rank import candidates_for
 
     candidates = candidates_for(params)
-    deps = _code(params, RANK_CODE) + [_processed(params, t) for t in _rank_tasks(params)]
+    deps = _code(params, RANK_CODE) + [settings.RANK] + [_processed(params, t) for t in rank_tasks(params)]
     restarts = range(params.study.restarts)
     if "logme" in params.rank.methods:
         deps += [f"models/intermediate/{c}/r{params.rank.restart}"
                  for c in dict.fromkeys(c for cs in candidates.values() for c in cs) if c in params.sources]
     deps += [f"results/{c}/{t}/r{k}.json" for t, cs in candidates.items() if t in params.transfer_tasks
              for c in cs if c in params.sources for k in restarts]
-    keys = ["rank", "mlflow.experiment", "tasks.intermediate", "train",
-            *(f"task_overrides.{t}" for t in candidates if t in params.task_overrides)]
-    return {"cmd": _cmd(params, "rank"), "deps": deps, "params": _params_deps(params, keys), "outs": RANK_FILES}
+    return {"cmd": _cmd(params, "rank"), "deps": deps, "outs": RANK_FILES}
 
 
 def source_file(source: str) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from stilts import tracking
 from stilts.analysis import correlate, degenerate, plots, rq4, transfer
-from stilts.analysis.collect import collect
+from stilts.analysis.collect import SUPERSEDED, collect
 from stilts.errors import StiltsError
 
 
@@ -73,6 +73,8 @@ def build(params, experiment: str | None = None) -> dict:
     corr = correlate.correlations(used, targets, probes, params.analysis.alpha)
     inter = tracking.search_runs(params, experiment, "tags.`stilts.role` = 'intermediate' and "
                                  "attributes.status = 'FINISHED'")
+    if SUPERSEDED in inter:  # their checkpoints were trained again
+        inter = inter[inter[SUPERSEDED].isna()]
     full = {}
     if not inter.empty and "params.data.train_examples" in inter:
         full = {s: int(n) for s, n in zip(inter["tags.stilts.source"], inter["params.data.train_examples"])
@@ -139,8 +141,8 @@ def _report_md(r: dict, params, experiment: str) -> str:
     lines.append("\n## Caveats\n")
     lines.append(f"- n per cell = number of restarts ({params.study.restarts} configured); with so few restarts the "
                  "t-test has little power, and no multiple-comparison correction is applied to the RQ1/RQ2 flags.\n"
-                 "- The latest finished run of each (source, task, restart) cell is used; older runs of a cell are "
-                 "superseded.\n")
+                 "- Each (source, task, restart) cell's current run is used: the one its result file names, else the "
+                 "latest finished run not tagged `stilts.superseded_by`.\n")
     return "\n".join(lines)
 
 

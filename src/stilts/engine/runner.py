@@ -143,6 +143,8 @@ def run(params, kind: str, opts: clusters.Options, tracking_uri: str | None = No
     home = transport.for_head(params)
     _check_tracking(tracking_uri, home.shared, kind)
     pipeline.write(params)
+    # the settings first, here: only the stages whose task's settings files changed are out of date then
+    stages.dvc(params.root, "repro", "settings")
     plan = stages.plan(stages.graph(pipeline.layout(params)), stages.changed(params))
     total = len(pipeline.stages(params))
     if not plan:

@@ -217,10 +217,10 @@ def end_stale_runs(params, cell: str, keep: str | None = None, experiment: str |
     return len(stale)
 
 
-def end_killed(client, run_id: str, why: str, tags: dict | None = None) -> None:
-    """End a run as KILLED, tagged with why (`stilts.error`) and any other `tags`."""
+def end_killed(client, run_id: str, why: str) -> None:
+    """End a run whose process was stopped as KILLED, tagged with why (`stilts.error`)."""
     run = Run(client, run_id)
-    run.set_tags({"error": why} | (tags or {}))
+    run.set_tags({"error": why})
     run.finish("KILLED")
 
 

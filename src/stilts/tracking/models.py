@@ -83,27 +83,37 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
     return model.model_id, files
 
 
-def locate(config: dict, artifacts: dict) -> Path:
-    """The checkpoint folder a logged model loads, checked against the hashes it was logged with.
-
-    Copied weights come with the model. A reference is looked up under `project_root` when given
-    (load_model(uri, model_config={"project_root": ...}) for a clone elsewhere), else under the
-    working directory when it holds the checkpoint, else in the project where the model was logged."""
-    if "checkpoint" in artifacts:
-        folder, how = Path(artifacts["checkpoint"]), "copied into MLflow with the model"
-    else:
-        rel = Path(config["checkpoint"])
-        roots = [config["project_root"]] if config.get("project_root") else [Path.cwd(), config["logged_in"]]
-        candidates = [Path(r) / rel for r in roots]
-        folder = next((c for c in candidates if c.is_dir()), candidates[-1])
-        how = f"`dvc pull {rel}` (or `dvc repro`) in the project at {Path(roots[-1])}"
+def _mismatch(folder: Path, files: dict[str, str]) -> str | None:
+    """Why `folder` is not the logged checkpoint; None when every logged file is there with its sha256."""
     if not folder.is_dir():
-        raise StiltsError(f"{folder}: the checkpoint of this logged model is not there; run {how}")
-    for name, expected in config["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise StiltsError(f"{path}: missing from the checkpoint of this logged model; run {how}")
-        if sha256_file(path) != expected:
-            raise StiltsError(f"{path}: differs from the logged model (sha256 {expected[:12]}…); check out the "
-                              f"version it was logged with: git checkout <its commit> && {how}")
-    return folder
+        return "not there"
+    for name, expected in files.items():
+        if not (folder / name).is_file():
+            return f"{name} missing"
+        if sha256_file(folder / name) != expected:
+            return f"{name} differs (logged sha256 {expected[:12]}…)"
+    return None
+
+
+def locate(config: dict, artifacts: dict) -> Path:
+    """The checkpoint folder a logged model loads: the first candidate whose files match the logged hashes.
+
+    Copied weights come with the model. A reference is looked for under `project_root` when given
+    (load_model(uri, model_config={"project_root": ...}) for a clone elsewhere), then under the working
+    directory, then in the project where the model was logged; a folder at the same path with other
+    contents (another study's checkpoint) is passed over."""
+    if "checkpoint" in artifacts:
+        folder = Path(artifacts["checkpoint"])
+        if why := _mismatch(folder, config["files"]):
+            raise StiltsError(f"{folder}: the checkpoint copied into MLflow with this logged model: {why}")
+        return folder
+    rel = Path(config["checkpoint"])
+    roots = [r for r in (config.get("project_root"), str(Path.cwd()), config["logged_in"]) if r]
+    rejected = []
+    for candidate in dict.fromkeys(Path(r) / rel for r in roots):
+        if (why := _mismatch(candidate, config["files"])) is None:
+            return candidate
+        rejected.append(f"{candidate} ({why})")
+    raise StiltsError(f"{rel}: no folder holds the checkpoint of this logged model; tried {'; '.join(rejected)}. "
+                      f"Run `dvc pull {rel}` (or `dvc repro`) in the project at {config['logged_in']}, at the "
+                      "commit it was logged with, or load with model_config={'project_root': <that project>}")

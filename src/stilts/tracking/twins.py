@@ -4,7 +4,9 @@ A cell whose finished twin is in the store (same cell and role, same fingerprint
 weights, seed, model) takes that run's result instead of training again: this is what happens when a worker
 is lost after a cell finished but before its result was collected, and the cell is scheduled again.
 A cell that does train again (other settings, or outputs that cannot be restored) supersedes the earlier
-FINISHED runs of the cell when it finishes: they end KILLED, tagged with the run that replaced them.
+FINISHED runs of the cell when it finishes: they are tagged `stilts.superseded_by` with the run that
+replaced them and stay FINISHED (they did finish; KILLED is for runs that were stopped). A restored twin
+supersedes the others in the same way: its result is the cell's current one again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from stilts import tracking
 
 RESULT_ARTIFACT = "stilts/result.json"
+SUPERSEDED_BY = "stilts.superseded_by"
 CELL_ROLES = ("intermediate", "target", "probe")  # sweep points share their cell id: they are not cells
 RESTORABLE_ROLES = ("target", "probe")  # a checkpoint is not restored from its run: an intermediate cell retrains
 
@@ -55,12 +58,18 @@ def _read_artifact(params, run_id: str, path: str) -> str | None:
 
 
 def supersede(params, cell: str, role: str, keep: str, experiment: str | None = None) -> int:
-    """End the other FINISHED runs of `cell` as KILLED, tagged `stilts.superseded_by` = `keep`."""
+    """Tag the other FINISHED runs of `cell` `stilts.superseded_by` = `keep` (their status stays), and
+    clear that tag from `keep` (a restored twin that an earlier run had superseded)."""
     if role not in CELL_ROLES:
         return 0
     runs = _cell_runs(params, cell, role, "FINISHED", experiment)
-    older = [r for r in (runs["run_id"] if not runs.empty else []) if r != keep]
+    if runs.empty:
+        return 0
+    by = runs.set_index("run_id")[f"tags.{SUPERSEDED_BY}"] if f"tags.{SUPERSEDED_BY}" in runs else {}
     client = tracking._client(tracking.tracking_uri(params))
+    older = [r for r in runs["run_id"] if r != keep and by.get(r) != keep]
     for run_id in older:
-        tracking.end_killed(client, run_id, f"superseded by run {keep} of the same cell", {"superseded_by": keep})
+        tracking.Run(client, run_id).set_tags({"superseded_by": keep})
+    if isinstance(by.get(keep), str):
+        tracking._retry(client.delete_tag, keep, SUPERSEDED_BY)
     return len(older)
