@@ -36,8 +36,8 @@ lock:  ## refresh requirements.lock from the current venv
 pipeline: install
 	stilts pipeline
 
-ui: install  ## browse the runs
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1
+ui: install  ## browse the runs: the MLflow UI on 127.0.0.1:5000, opened on the study's training runs
+	stilts server --open
 
 clean-study:  ## forget the study's outputs (keeps the DVC cache)
 	rm -rf data/processed models results reports mlflow.db

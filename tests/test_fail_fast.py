@@ -209,6 +209,24 @@ def test_server_workers_follow_the_cores(tmp_path, monkeypatch, capsys):
     assert "(artifacts in" in capsys.readouterr().out and (tmp_path / "mlflow.db").is_file()
 
 
+def test_the_server_names_the_study_training_runs_page(tmp_path, monkeypatch, capsys):
+    """`make ui` (`stilts server --open`) opens the experiment's runs in the UI's model-training view: a fresh
+    browser would otherwise land on the GenAI overview, whatever the experiment's kind."""
+    import mlflow
+
+    monkeypatch.setattr(os, "execvpe", lambda exe, cmd, env: None)
+    opened = []
+    monkeypatch.setattr(service, "open_when_up", lambda host, port, page: opened.append(page))
+    monkeypatch.chdir(tmp_path)
+    port = closed_port()
+    assert cli.main(["server", "--port", str(port)]) == 0  # no study yet: the experiments list
+    assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in capsys.readouterr().out
+    exp = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment("stilts")
+    assert cli.main(["server", "--port", str(port), "--open"]) == 0
+    page = f"http://127.0.0.1:{port}/#/experiments/{exp}/runs?workflowType=machine_learning"
+    assert f"training runs of 'stilts': {page}" in capsys.readouterr().out and opened == [page]
+
+
 @pytest.mark.slow
 def test_a_running_server_passes_the_check_and_keeps_its_port(tmp_path):
     """A real `stilts server` (default workers): the check's API call is one MLflow answers, and a second

@@ -202,9 +202,13 @@ def cmd_server(args):
             raise StiltsError(f"server: backend store {store} cannot be used: {str(e).splitlines()[0][:300]}") \
                 from None
     url = f"http://{args.host}:{args.port}"
+    page = service.training_runs_url(url, tracking.experiment_id_if_any(store, params.mlflow.experiment))
     print(f"MLflow tracking server for {store} at {url} (artifacts in {artifacts}, {workers} worker"
           f"{'s' if workers > 1 else ''})\n"
-          f"cells: stilts study --tracking-uri {url} ..., or export MLFLOW_TRACKING_URI={url}", flush=True)
+          f"cells: stilts study --tracking-uri {url} ..., or export MLFLOW_TRACKING_URI={url}\n"
+          f"training runs of '{params.mlflow.experiment}': {page}", flush=True)
+    if args.open:
+        service.open_when_up(args.host, args.port, page)
     exe = shutil.which("mlflow", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [exe or "mlflow", "server", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port),
            "--artifacts-destination", artifacts, "--workers", str(workers)]
@@ -312,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--artifacts-destination", help="where the server keeps artifacts it serves "
                     "(default: mlartifacts/ in the project; or s3://..., gs://...)")
     sp.add_argument("--workers", type=int, help="server processes (default: one per 4 cores, 1 to 4)")
+    sp.add_argument("--open", action="store_true", help="open the study's training runs in a browser")
     sp = add("study", cmd_study, "write dvc.yaml and run the out-of-date stages: `dvc repro`, or on a Dask cluster")
     sp.add_argument("--cluster", metavar="local|tcp://HOST:PORT|slurm",
                     help="run the stages as Dask tasks: a local cluster on 127.0.0.1, a running scheduler, "

@@ -111,6 +111,12 @@ def _experiment_id(client, name: str) -> str:
     raise StiltsError(f"mlflow.experiment: could not create or find experiment '{name}'")
 
 
+def experiment_id_if_any(uri: str, name: str) -> str | None:
+    """The id of experiment `name` in the store at `uri`, or None when it is not there (yet)."""
+    exp = _client(uri).get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
+
+
 def git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)

@@ -187,3 +187,32 @@ def check_port(host: str, port: int) -> None:
             hint = ("another process listens there; choose another --port" if e.errno == errno.EADDRINUSE
                     else "choose another --port or --host")
             raise StiltsError(f"server: cannot listen on {host}:{port}: {e.strerror.lower()}; {hint}") from None
+
+
+# The UI's sidebar switch (GenAI / Model training) lives in the browser's localStorage and starts on GenAI in a
+# fresh browser, whatever the experiment's kind; this query parameter sets it for the page it opens.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def training_runs_url(url: str, experiment_id: str | None) -> str:
+    """The page of the UI at `url` that lists the experiment's training runs (every experiment without one)."""
+    page = f"experiments/{experiment_id}/runs" if experiment_id else "experiments"
+    return f"{url}/#/{page}?{TRAINING_VIEW}"
+
+
+def open_when_up(host: str, port: int, page: str, wait_s: float = 120.0) -> None:
+    """Open `page` in the user's browser once the server at host:port accepts connections (a child process:
+    the caller is about to become the server)."""
+    import subprocess
+    import sys
+
+    script = ("import socket, time, webbrowser, sys\n"
+              "host, port, page, end = sys.argv[1], int(sys.argv[2]), sys.argv[3], time.time() + float(sys.argv[4])\n"
+              "while time.time() < end:\n"
+              "    try:\n"
+              "        socket.create_connection((host, port), 1).close(); webbrowser.open(page); break\n"
+              "    except OSError:\n"
+              "        time.sleep(0.5)\n")
+    subprocess.Popen([sys.executable, "-c", script, host, str(port), page, str(wait_s)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
