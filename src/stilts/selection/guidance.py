@@ -30,11 +30,20 @@ def train_sizes(params, targets) -> dict[str, int]:
 
 
 def data_status(params, candidates) -> dict[str, str]:
-    """candidate → `present`, or where its data must go before it can be trained."""
+    """candidate → `present`, or what it needs before it can be trained: its data, or (a task known only from
+    a grid) a task file too."""
     from stilts.selection.signals import has_data
+    from stilts.tasks import registry
 
-    return {c: "present" if has_data(params, c) else
-            f"needed in {params.path(params.data.raw_dir) / c}/ before training" for c in dict.fromkeys(candidates)}
+    def status(c: str) -> str:
+        if has_data(params, c):
+            return "present"
+        where = f"data in {params.path(params.data.raw_dir) / c}/"
+        if c not in registry.names():
+            return f"needed: a task file {params.data.tasks_dir}/{c}.yaml and its {where}"
+        return f"needed in {params.path(params.data.raw_dir) / c}/ before training"
+
+    return {c: status(c) for c in dict.fromkeys(candidates)}
 
 
 def baseline_notes(params, grid_list, targets, baselines: dict, sizes: dict) -> list[str]:
