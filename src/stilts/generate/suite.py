@@ -161,6 +161,8 @@ def _sentlen(rng, c: Clause):
 
 
 PROBES = {"syn_tense": _tense, "syn_subjnum": _subjnum, "syn_bshift": _bshift, "syn_sentlen": _sentlen}
+# the tasks write_task writes (a task file's `generator`)
+NAMES = ("syn_nli", "syn_rte", "syn_copa", "syn_sentiment", *PROBES)
 
 
 # ----------------------------------------------------------------------------- writers

@@ -1,7 +1,8 @@
-"""Task declarations as YAML files: `tasks/<name>.yaml` in the project (`data.tasks_dir`).
+"""Task declarations as YAML files: the built-in tasks' in the package (`stilts/tasks/builtin/<name>.yaml`), the
+project's own in `tasks/<name>.yaml` (`data.tasks_dir`). Both are read here, with the same keys and checks.
 
-The keys are the fields of `Task` (type, metric, format, files, fields, labels, hub, ...); a file is checked
-when it is read, like params.yaml: one line naming the file and the key, with "did you mean" for typos.
+The keys are the fields of `Task` (type, metric, format, files, fields, labels, convert, hub, ...); a file is
+checked when it is read, like params.yaml: one line naming the file and the key, with "did you mean" for typos.
 What needs the data (a column the rows lack, a dev label unseen in train) is checked when it is prepared.
 """
 
@@ -13,22 +14,24 @@ import re
 import typing
 from pathlib import Path
 
-import yaml
-
 from stilts.errors import StiltsError, did_you_mean
 from stilts.tasks.base import ROLES, Task
 
+BUILTIN_DIR = Path(__file__).parent / "builtin"
 SPLIT_KEYS = ("train", "validation", "all")
-# what only Python can give: a conversion function, a generator of synthetic data, the file it came from
-NOT_IN_FILES = ("name", "convert", "generator", "declared_in")
-KEYS = tuple(f.name for f in dataclasses.fields(Task) if f.name not in NOT_IN_FILES)
+# the task's name is the file's; the file a project's task came from is recorded, not written
+KEYS = tuple(f.name for f in dataclasses.fields(Task) if f.name not in ("name", "declared_in"))
 # the record fields each type reads (fields: record field -> column); the types not listed take any (and the
 # switches their modules read, e.g. edge probing's `two_spans: true`)
 TYPE_FIELDS = {"classification": ("text_a", "text_b", "label"), "regression": ("text_a", "text_b", "label"),
                "multiple_choice": ("context", "question", "choices", "label", "label_offset")}
 REQUIRED_FIELDS = {"multiple_choice": ("choices",)}
+# the metrics that read each type's predictions (every type; named here so that reading a task file needs
+# neither numpy nor the metrics module)
 TYPE_METRICS = {"classification": ("accuracy", "f1", "macro_f1", "acc_f1", "mcc"),
-                "regression": ("pearson_spearman",), "multiple_choice": ("accuracy",)}
+                "regression": ("pearson_spearman",), "multiple_choice": ("accuracy",), "span_pair": ("accuracy",),
+                "edge_probing": ("micro_f1",), "tagging": ("token_accuracy",), "span_qa": ("span_f1_em",),
+                "grouped_binary": ("multirc_f1a_em", "record_f1_em")}
 NAME = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -39,9 +42,11 @@ def shown(path: Path) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
+    import yaml
+
     where = shown(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:  # libyaml's parser when PyYAML has it: several times faster
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except UnicodeDecodeError:
         raise StiltsError(f"{where}: not UTF-8 text") from None
     except yaml.YAMLError as e:
@@ -83,9 +88,23 @@ def _scalar(value, tp, key: str, where: str):
     return value
 
 
-def from_mapping(name: str, raw: dict, path: Path, readers: typing.Iterable[str]) -> Task:
-    """A Task from a task file's mapping (every key checked)."""
-    from stilts import metrics, tasktypes
+def _code_names(raw: dict, where: str) -> dict:
+    """`convert` (a function in stilts.tasks.convert) and `generator` (a task of stilts.generate.suite)."""
+    kw: dict = {}
+    if "convert" in raw:
+        from stilts.tasks.convert import BY_NAME
+
+        kw["convert"] = BY_NAME[_choice(raw["convert"], tuple(BY_NAME), "convert", where, "conversion function")]
+    if "generator" in raw:
+        from stilts.generate.suite import NAMES
+
+        kw["generator"] = _choice(raw["generator"], NAMES, "generator", where, "generator")
+    return kw
+
+
+def from_mapping(name: str, raw: dict, path: Path, readers: typing.Iterable[str], project: bool = True) -> Task:
+    """A Task from a task file's mapping (every key checked); a project's task records the file it came from."""
+    from stilts import tasktypes
 
     where = shown(path)
     for k in raw:
@@ -95,9 +114,9 @@ def from_mapping(name: str, raw: dict, path: Path, readers: typing.Iterable[str]
         if k not in raw:
             raise StiltsError(f"{where}: '{k}' is missing (type: one of {', '.join(TYPE_FIELDS)}, ...)")
     kind = _choice(raw["type"], tasktypes.TYPES, "type", where, "task type")
-    metric_names = TYPE_METRICS.get(kind, metrics.names())
+    metric_names = TYPE_METRICS[kind]
     metric = _choice(raw["metric"], metric_names, "metric", where, f"metric for {kind}")
-    kw: dict = {}
+    kw = _code_names(raw, where)
     if "format" in raw:
         kw["format"] = _choice(raw["format"], tuple(readers), "format", where, "format")
     if "files" in raw:
@@ -132,15 +151,50 @@ def from_mapping(name: str, raw: dict, path: Path, readers: typing.Iterable[str]
     if not kw.get("files") and not kw.get("hub"):
         raise StiltsError(f"{where}: 'files' is missing (split → file under the task's data folder), and no "
                           "'hub' dataset is named")
-    return Task(name, kind, metric, declared_in=str(path), **kw)
+    return Task(name, kind, metric, declared_in=str(path) if project else "", **kw)
 
 
-def load_dir(folder: Path, builtin: typing.Container[str]) -> dict[str, Task]:
+def _task_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")) if folder.is_dir() else []
+
+
+def _builtin_mappings() -> dict[str, dict]:
+    """The built-in task files' mappings, by file name. Parsing YAML in every process costs more than the rest of
+    the registry, so they are cached as JSON, keyed by every file's name, size and modification time (like .pyc)."""
+    import json
+
+    stamp = [[p.name, st.st_size, st.st_mtime_ns] for p in _task_files(BUILTIN_DIR) for st in [p.stat()]]
+    cache = BUILTIN_DIR / "__pycache__" / "tasks.json"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached["stamp"] == stamp:
+            return cached["mappings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    mappings = {p.name: _read_yaml(p) for p in _task_files(BUILTIN_DIR)}
+    try:  # a read-only install goes without the cache
+        cache.parent.mkdir(exist_ok=True)
+        part = cache.with_suffix(f".{os.getpid()}.part")
+        part.write_text(json.dumps({"stamp": stamp, "mappings": mappings}), encoding="utf-8")
+        part.replace(cache)
+    except OSError:
+        pass
+    return mappings
+
+
+def load_builtin() -> dict[str, Task]:
+    """The built-in tasks, by name (a file here that does not pass the checks is a bug in the package)."""
+    mappings = _builtin_mappings()
+    return load_dir(BUILTIN_DIR, (), project=False, read=lambda path: mappings[path.name])
+
+
+def load_dir(folder: Path, builtin: typing.Container[str], project: bool = True,
+             read: typing.Callable[[Path], dict] = _read_yaml) -> dict[str, Task]:
     """Every `*.yaml` task file in `folder` (none when it does not exist), by task name."""
     from stilts.readers import READERS
 
     tasks = {}
-    for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")) if folder.is_dir() else []:
+    for path in _task_files(folder):
         where, name = shown(path), path.stem
         if not NAME.match(name):
             raise StiltsError(f"{where}: task name '{name}' (the file's name) must be lower-case letters, digits "
@@ -150,7 +204,7 @@ def load_dir(folder: Path, builtin: typing.Container[str]) -> dict[str, Task]:
                               f"(e.g. {name}_own.yaml)")
         if name in tasks:
             raise StiltsError(f"{where}: task '{name}' is declared twice in {shown(folder)}/")
-        tasks[name] = from_mapping(name, _read_yaml(path), path.resolve(), READERS)
+        tasks[name] = from_mapping(name, read(path), path.resolve(), READERS, project)
     return tasks
 
 

@@ -1,4 +1,5 @@
-"""Look tasks up by name, with "did you mean" for typos: the built-in tasks, then the project's task files."""
+"""Look tasks up by name, with "did you mean" for typos: the built-in tasks, then the project's task files
+(both read by stilts.tasks.files)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,15 @@ from pathlib import Path
 from stilts.errors import unknown
 from stilts.tasks.base import Task
 
-_TASKS: dict[str, Task] = {}
+_TASKS: dict[str, Task] = {}  # the built-in tasks: the package's task files (stilts/tasks/builtin/)
 _PROJECT: dict[str, Task] = {}  # from the task files of the project whose params were read last
-_LOADED = False
-
-
-def register(*tasks: Task) -> None:
-    for t in tasks:
-        if t.name in _TASKS:
-            raise ValueError(f"task '{t.name}' registered twice")
-        _TASKS[t.name] = t
 
 
 def _load() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from stilts.tasks import acceptability, edge_probing, generated, glue, nli, probing, qa, spans, superglue  # noqa: F401  (each module registers its tasks)
+    if not _TASKS:
+        from stilts.tasks.files import load_builtin
+
+        _TASKS.update(load_builtin())
 
 
 def use_project(folder: Path) -> None:
