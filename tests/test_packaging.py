@@ -51,3 +51,13 @@ def test_mlproject_adapter_builds_cli_args():
                     "syn_rte", "--restart", "1", "--source", "syn_nli"]
     assert to_cli(["sweep", "--task", "wic", "--overrides", "train.lr=1e-5 sweep.enabled=true 'train.seed=2'"]) == \
         ["--set", "train.lr=1e-5", "--set", "sweep.enabled=true", "--set", "train.seed=2", "sweep", "--task", "wic"]
+
+
+def test_builtin_task_files_ship_as_package_data():
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["stilts"]
+    files = sorted((ROOT / "src/stilts/tasks/builtin").iterdir())
+    names = [p.relative_to(ROOT / "src/stilts").as_posix() for p in files if p.name != "__pycache__"]
+    assert names and all(any(fnmatch.fnmatch(n, g) for g in globs) for n in names), names

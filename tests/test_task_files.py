@@ -139,22 +139,54 @@ def test_tasks_dir_is_a_params_key(project, capsys):
     assert registry.get("my_scores").type == "regression" and params.tasks.target == ["my_scores"]
 
 
-def test_one_schema_every_builtin_declaration_reads_back_from_a_task_file():
-    """A built-in task, written as a task file (what only Python can give left out: its conversion function
-    and generator), is read back by the task-file loader into the same declaration."""
-    import dataclasses
-    from pathlib import Path
+def test_one_schema_every_builtin_task_is_a_task_file_that_passes_the_checks(tmp_path, monkeypatch):
+    """The built-in tasks are the package's task files, read by the loader that reads a project's, with every
+    check; the cached parse gives the same tasks as parsing the files afresh, and a stale cache is not used."""
+    from stilts.tasks import files, paper
 
-    from stilts.readers import READERS
+    paths = sorted(files.BUILTIN_DIR.glob("*.yaml"))
+    fresh = files.load_dir(files.BUILTIN_DIR, (), project=False)  # parses every file, with the task-file checks
+    assert list(fresh) == [p.stem for p in paths] and len(fresh) == 58
+    assert files.load_builtin() == fresh and {t.name: t for t in registry.all_tasks() if registry.builtin(t.name)} \
+        == fresh
+    assert all(t.declared_in == "" for t in fresh.values())  # a built-in is not one of the project's files
+    assert {n for role in paper.SUITE.values() for n in role} <= set(fresh)
+    assert fresh["wsc"].convert.__name__ == "wsc_row" and fresh["syn_copa"].generator == "syn_copa"
+    import shutil
+
+    monkeypatch.setattr(files, "BUILTIN_DIR", tmp_path / "builtin")
+    shutil.copytree(paths[0].parent, files.BUILTIN_DIR, ignore=shutil.ignore_patterns("__pycache__"))
+    assert files.load_builtin() == fresh
+    cache = files.BUILTIN_DIR / "__pycache__" / "tasks.json"
+    stale = json.loads(cache.read_text())
+    stale["mappings"]["rte.yaml"]["metric"] = "acc_f1"
+    stale["stamp"][0][1] += 1  # as if a file had changed since the cache was written
+    cache.write_text(json.dumps(stale))
+    assert files.load_builtin() == fresh and json.loads(cache.read_text())["stamp"] != stale["stamp"]
+
+
+def test_every_task_type_names_the_metrics_that_read_it():
+    from stilts import metrics, tasktypes
     from stilts.tasks import files
-    from stilts.tasks.base import Task
 
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(Task) if f.name in files.KEYS and f.name not in ("type", "metric")}
-    for t in registry.all_tasks():
-        mapping = {k: list(v) if isinstance(v, tuple) else v for k in files.KEYS
-                   if (v := getattr(t, k)) != defaults.get(k, object())}
-        if t.generator:
-            mapping.setdefault("files", dict(t.files))
-        back = files.from_mapping(t.name, yaml.safe_load(yaml.safe_dump(mapping)), Path(f"{t.name}.yaml"), READERS)
-        assert dataclasses.replace(back, convert=t.convert, generator=t.generator, declared_in="") == t, t.name
+    assert set(files.TYPE_METRICS) == set(tasktypes.TYPES)
+    assert {m for ms in files.TYPE_METRICS.values() for m in ms} <= set(metrics.names())
+
+
+def test_a_task_file_names_a_conversion_function(project, capsys):
+    """A project's task file may name one of the conversion functions the built-in tasks use."""
+    root = project()
+    (root / "tasks").mkdir()
+    (root / "tasks" / "my_wsc.yaml").write_text((files_dir() / "wsc.yaml").read_text())
+    registry.use_project(root / "tasks")
+    assert registry.get("my_wsc").convert is registry.get("wsc").convert
+    (root / "tasks" / "my_wsc.yaml").write_text((files_dir() / "wsc.yaml").read_text().replace("wsc_row", "wsc_rows"))
+    code, _, err = cli_run(capsys, "tasks")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "tasks/my_wsc.yaml: 'convert': unknown conversion function 'wsc_rows' (did you mean 'wsc_row'?)" in err
+
+
+def files_dir():
+    from stilts.tasks.files import BUILTIN_DIR
+
+    return BUILTIN_DIR

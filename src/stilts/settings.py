@@ -38,14 +38,16 @@ ANALYZE = f"{DIR}/analyze.json"
 RANK = f"{DIR}/rank.json"
 
 
-# not settings: code (src/stilts/tasks), where a task file lies, and words for people
-NOT_SETTINGS = ("convert", "declared_in", "description", "licence_note")
+# not settings: where a task file lies, and words for people
+NOT_SETTINGS = ("declared_in", "description", "licence_note")
 
 
 def declaration(task: str) -> dict:
-    """The task's declaration as plain data (a built-in's from src/stilts/tasks, a declared one's from its file)."""
+    """The task's declaration as plain data, as its task file says it (`convert` by the function's name; the
+    function's code is a dependency of prepare, src/stilts/tasks)."""
     t = registry.get(task)
-    return {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in NOT_SETTINGS}
+    decl = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in NOT_SETTINGS}
+    return decl | {"convert": t.convert.__name__ if t.convert else None}
 
 
 def for_prepare(params, task: str) -> dict:
