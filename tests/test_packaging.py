@@ -55,6 +55,7 @@ def test_mlproject_adapter_builds_cli_args():
 
 def test_builtin_task_files_ship_as_package_data():
     import fnmatch
+
     import tomllib
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["stilts"]
