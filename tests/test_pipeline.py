@@ -83,7 +83,9 @@ def test_settings_files_change_only_for_the_task_whose_settings_changed(make_par
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "settings").rglob("*.json")}
     assert settings.write(params) == []  # nothing changed: nothing rewritten
     rte = json.loads(before[params.root / "settings/train/syn_rte.json"][0])
-    assert rte["task"]["metric"] == "accuracy" and "convert" not in rte["task"]
+    assert rte["task"]["metric"] == "accuracy" and rte["task"]["convert"] is None
+    copa = json.loads(before[params.root / "settings/prepare/syn_copa.json"][0])
+    assert copa["task"]["convert"] == "copa_question"  # by name, as its task file says it
     assert rte["train"]["epochs"] == 1 and rte["model"]["name"] == params.model.name and rte["sweep"] is None
 
     changed = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "syn_copa"], "probe": []},
