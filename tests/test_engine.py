@@ -130,7 +130,8 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_head_stops_a_studys_running_cells(tmp_path):
-    """Ctrl-C in the head: `client.run(cell.stop, study)` kills that study's cells on each worker."""
+    """A signal to the head: `client.run(cell.stop, study)` stops that study's cells on each worker (SIGTERM to
+    the command's group, which a cell answers by saving its state) and returns once they have ended."""
     codes = []
     runner = threading.Thread(target=lambda: codes.append(cell.run_command(
         "echo $$ > pid; exec sleep 300", tmp_path, ENV, tmp_path / "log", study="s1")))
@@ -140,7 +141,7 @@ def test_the_head_stops_a_studys_running_cells(tmp_path):
     start = time.monotonic()
     assert cell.stop("s1") == 1
     runner.join(60)
-    assert codes == [137] and time.monotonic() - start < 30
+    assert codes == [128 + signal.SIGTERM] and time.monotonic() - start < 30
     with contextlib.suppress(psutil.NoSuchProcess):
         psutil.wait_procs([psutil.Process(sleeper)], timeout=10)
     assert _gone(sleeper)
@@ -240,6 +241,19 @@ def test_cells_get_the_threads_their_cluster_gives_and_no_dask_malloc_threshold(
     monkeypatch.delenv("STILTS_CELL_THREADS")
     cell.CellWorker().setup(None)
     assert os.environ["OMP_NUM_THREADS"] == "4" and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
+
+
+def test_a_cell_that_does_not_stop_is_killed_after_the_grace_period(tmp_path):
+    """The worker goes: SIGTERM to the cell's group, SIGKILL once STILTS_STOP_GRACE_S has passed."""
+    env = ENV | {"STILTS_STOP_GRACE_S": "2"}
+    guard = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "/bin/sh", "-c",
+                              "trap '' TERM; echo $$ > pid; while :; do sleep 0.1; done"],
+                             stdin=subprocess.PIPE, cwd=tmp_path, env=env)
+    shell = _pid(tmp_path / "pid")
+    start = time.monotonic()
+    guard.stdin.close()
+    assert guard.wait(30) == 128 + signal.SIGKILL and 2 <= time.monotonic() - start < 20
+    assert _gone(shell)
 
 
 def test_guard_passes_the_exit_code_while_its_stdin_stays_open():

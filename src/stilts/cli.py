@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from stilts import stop
 from stilts.errors import StiltsError
 
 
@@ -317,9 +318,15 @@ def main(argv: list[str] | None = None) -> int:
                 code = warm.run(argv)
                 if code is not None:
                     return code
+        if args.command != "server":
+            stop.install()  # SIGTERM, SIGINT, SIGUSR1: save, end the run, exit EXIT_RESUME
         if tracked:
             check_tracking(args)
         return args.fn(args) or 0
+    except stop.Interrupted as e:
+        print(f"stilts: {e}; what it had done is saved: run the same command again to continue",
+              file=sys.stderr)
+        return stop.EXIT_RESUME
     except StiltsError as e:
         print(f"stilts: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ run (`upstream`) or any (`inputs`: a worker without the project's files fetches 
 
 from __future__ import annotations
 
+import contextlib
 import graphlib
 import json
 import os
@@ -28,11 +29,52 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
     env = os.environ | (env or {})
     if not capture:
-        return subprocess.call(cmd, cwd=root, env=env)
+        return _call_stopping_on_signals(cmd, root, env)
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if out.returncode:
         raise StiltsError(f"{root}: `dvc {args[0]}` failed: {last_line(out.stderr or out.stdout)}")
     return out.stdout
+
+
+def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
+    """Run `cmd` in a process group of its own; SIGTERM, SIGINT or SIGUSR1 to us reaches that whole group as
+    SIGINT (DVC waits for the running stage, whose cell saves its state and stops), and we return only when
+    nothing of the group runs any more: no stage keeps running without its head."""
+    import signal
+    import time
+
+    from stilts import stop
+
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
+
+    def forward(signum, frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in stop.SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    deadline = time.monotonic() + stop.grace_seconds()
+    while _group_alive(proc.pid):  # a stage still saving after DVC itself ended
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    return code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 @dataclass

@@ -311,13 +311,24 @@ def tracked(params, name: str, tags: dict, experiment: str | None = None, resume
     try:
         yield run
     except BaseException as e:
-        with contextlib.suppress(Exception):
-            run.set_tags({f"{TAG}error": f"{type(e).__name__}: {e}"[:5000]})
-            run.client.log_text(run.id, traceback.format_exc(), "error.txt")
-        with contextlib.suppress(Exception):
-            run.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        _end_on_error(run, e)
         raise
     run.finish("FINISHED")
+
+
+def _end_on_error(run: Run, e: BaseException) -> None:
+    """A run stopped by a signal ends KILLED, tagged `stilts.interrupted` (its cell's rerun resumes it);
+    one that failed ends FAILED with the error as `stilts.error` and its traceback as error.txt."""
+    from stilts.stop import Interrupted
+
+    with contextlib.suppress(Exception):
+        if isinstance(e, Interrupted):
+            run.set_tags({"interrupted": e.signal})
+        else:
+            run.set_tags({f"{TAG}error": f"{type(e).__name__}: {e}"[:5000]})
+            run.client.log_text(run.id, traceback.format_exc(), "error.txt")
+    with contextlib.suppress(Exception):
+        run.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
 
 
 def search_runs(params, experiment: str | None = None, filter_string: str = ""):

@@ -1,0 +1,117 @@
+"""A cell or a study stopped by a signal (SIGUSR1, SIGTERM) saves its state at once, ends its run KILLED and
+exits 75; run again, it resumes that run and ends exactly like an uninterrupted run."""
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from stilts import config, stop, tracking
+from tests.conftest import tiny_params_dict
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+# 512 examples, batch 8, 2 epochs: 128 steps, long enough to be signalled mid-way; a state every 32 steps
+LONG = {"data": {"generated_train": 512, "generated_validation": 32},
+        "train": {"epochs": 2, "eval_every": 16, "log_every": 1, "batch_size": 8, "save_every": 32,
+                  "save_interval_s": 3600}}
+TOTAL_STEPS = 128
+
+
+def env_for(root: Path) -> dict:
+    env = {**os.environ, "STILTS_WORKER": "1", "STILTS_WORKER_IDLE": "30", "XDG_RUNTIME_DIR": str(root.parent),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "STILTS_STOP_GRACE_S": "60", "DVC_NO_ANALYTICS": "1"}
+    for k in ("STILTS_FAULT", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+        env.pop(k, None)
+    return env
+
+
+def make_project(root: Path, tiny_model, **over) -> Path:
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model, **over), sort_keys=False))
+    return root
+
+
+def stilts(root: Path, *args, timeout=600):
+    return subprocess.run([str(BIN / "stilts"), *args], cwd=root, env=env_for(root), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def logged_steps(root: Path, metric: str = "train_loss") -> list[int]:
+    """The steps at which `metric` was logged, over every run in the project's store (repeats included)."""
+    db = root / "mlflow.db"
+    if not db.is_file():
+        return []
+    with contextlib.suppress(sqlite3.OperationalError), contextlib.closing(
+            sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+        return [r[0] for r in con.execute("select step from metrics where key = ?", (metric,))]
+    return []
+
+
+def signal_at_step(proc: subprocess.Popen, root: Path, step: int, sig: int, timeout: float = 300) -> int:
+    """Send `sig` to `proc` once the run logged `step`; the last step logged then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        steps = logged_steps(root)
+        if steps and max(steps) >= step:
+            proc.send_signal(sig)
+            return max(steps)
+        time.sleep(0.05)
+    raise AssertionError(f"never reached step {step}: {proc.poll()}")
+
+
+def runs_of(root: Path, cell: str):
+    runs = tracking.search_runs(config.load(root / "params.yaml"))
+    return runs[runs["tags.stilts.cell"] == cell]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    """The uninterrupted run of the cell, in a project of its own."""
+    root = make_project(tmp_path_factory.mktemp("stop") / "ref", tiny_model, **LONG)
+    assert stilts(root, "prepare").returncode == 0
+    done = stilts(root, "transfer", "--source", "none", "--task", "syn_rte")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def result(root: Path) -> dict:
+    return json.loads((root / "results" / "none" / "syn_rte" / "r0.json").read_text())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+def test_a_signalled_cell_saves_at_once_and_resumes_its_run(reference, tiny_model, sig):
+    root = reference.parent / signal.Signals(sig).name
+    make_project(root, tiny_model, **LONG)
+    assert stilts(root, "prepare").returncode == 0
+    cell = subprocess.Popen([str(BIN / "stilts"), "transfer", "--source", "none", "--task", "syn_rte"], cwd=root,
+                            env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    at = signal_at_step(cell, root, TOTAL_STEPS // 2 - 12, sig)
+    out, err = cell.communicate(timeout=120)
+    assert cell.returncode == stop.EXIT_RESUME, err
+    assert f"stopped by {signal.Signals(sig).name}" in err.splitlines()[-1]
+    assert not (root / "results" / "none" / "syn_rte" / "r0.json").exists()
+    saved = json.loads(next((root / ".stilts" / "state").glob("*/state.json")).read_text())["loop"]["step"]
+    assert at <= saved < TOTAL_STEPS and saved % 32  # saved when signalled, not at a periodic save
+    runs = runs_of(root, "none/syn_rte/r0")
+    assert list(runs["status"]) == ["KILLED"]
+    assert runs["tags.stilts.interrupted"].iloc[0] == signal.Signals(sig).name
+
+    again = stilts(root, "transfer", "--source", "none", "--task", "syn_rte")
+    assert again.returncode == 0, again.stderr
+    assert {k: result(root)[k] for k in ("metrics", "steps", "best_step", "score")} == \
+        {k: result(reference)[k] for k in ("metrics", "steps", "best_step", "score")}
+    runs = runs_of(root, "none/syn_rte/r0")
+    assert list(runs["status"]) == ["FINISHED"] and runs["tags.stilts.resumed"].iloc[0] == "true"
+    steps = logged_steps(root)
+    assert sorted(set(steps)) == list(range(1, TOTAL_STEPS + 1))
+    assert len(steps) - TOTAL_STEPS <= 32  # repeated steps: at most one save interval (here none)
