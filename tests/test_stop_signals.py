@@ -115,3 +115,72 @@ def test_a_signalled_cell_saves_at_once_and_resumes_its_run(reference, tiny_mode
     steps = logged_steps(root)
     assert sorted(set(steps)) == list(range(1, TOTAL_STEPS + 1))
     assert len(steps) - TOTAL_STEPS <= 32  # repeated steps: at most one save interval (here none)
+
+
+def left_behind(root: Path) -> list[str]:
+    """Processes still running in the project, other than the idle warm cell server (which waits for work)."""
+    left = []
+    for p in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            if p.info["cwd"] and Path(p.info["cwd"]).is_relative_to(root) and p.pid != os.getpid() and \
+                    "stilts.worker" not in " ".join(p.info["cmdline"]) and p.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(p.info["cmdline"]))
+    return left
+
+
+def wait_until_gone(root: Path, timeout: float = 90) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := left_behind(root)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def git_dvc_project(root: Path, tiny_model) -> Path:
+    make_project(root, tiny_model, **LONG)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=root, env=env_for(root), check=True, capture_output=True)
+    return root
+
+
+class Group:
+    """A process group, signalled as a whole (what `timeout` and a terminal's Ctrl-C do)."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def poll(self):
+        return self.proc.poll()
+
+    def send_signal(self, sig):
+        os.killpg(self.proc.pid, sig)
+
+
+@pytest.mark.parametrize("cluster, group", [(["--cluster", "local", "--jobs", "2"], False),
+                                            (["--cluster", "local", "--jobs", "2"], True), ([], False)],
+                         ids=["dask", "dask-group", "dvc-repro"])
+def test_sigterm_to_the_study_head_stops_its_cells_and_the_next_study_resumes_them(tiny_model, tmp_path, cluster,
+                                                                                   group):
+    root = git_dvc_project(tmp_path / "study", tiny_model)
+    head = subprocess.Popen([str(BIN / "stilts"), "study", *cluster], cwd=root, env=env_for(root),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+    signal_at_step(Group(head) if group else head, root, 40, signal.SIGTERM)
+    out, err = head.communicate(timeout=300)
+    assert head.returncode == stop.EXIT_RESUME, err
+    assert wait_until_gone(root, timeout=5) == []  # the head returned once its cells had ended
+    params = config.load(root / "params.yaml")
+    runs = tracking.search_runs(params)
+    # the Dask head passes SIGTERM on; the `dvc repro` head SIGINT, on which DVC waits for its stage
+    assert "RUNNING" not in set(runs["status"]) and set(runs["tags.stilts.interrupted"].dropna()) & {"SIGTERM",
+                                                                                                       "SIGINT"}
+    assert list((root / ".stilts" / "state").glob("*/state.json"))
+
+    again = subprocess.run([str(BIN / "stilts"), "study", *cluster], cwd=root, env=env_for(root),
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = tracking.search_runs(params)
+    cells = runs[runs["tags.stilts.role"].isin(["intermediate", "target", "probe"])]
+    assert (cells.groupby("tags.stilts.cell")["status"].apply(lambda s: (s == "FINISHED").sum()) == 1).all()
+    assert "RUNNING" not in set(runs["status"]) and (cells["tags.stilts.resumed"] == "true").any()
+    status = subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=root, env=env_for(root))
+    assert status.returncode == 0
+    assert not list((root / ".stilts" / "state").glob("*/state.json"))

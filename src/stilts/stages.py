@@ -39,15 +39,17 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
 def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
     """Run `cmd` in a process group of its own; SIGTERM, SIGINT or SIGUSR1 to us reaches that whole group as
     SIGINT (DVC waits for the running stage, whose cell saves its state and stops), and we return only when
-    nothing of the group runs any more: no stage keeps running without its head."""
+    nothing of the group runs any more: no stage keeps running without its head. Stopped so: EXIT_RESUME."""
     import signal
     import time
 
     from stilts import stop
 
     proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
+    received = []
 
     def forward(signum, frame):
+        received.append(signal.Signals(signum).name)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
 
@@ -64,6 +66,10 @@ def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.2)
+    if received and code:
+        print(f"stilts: stopped by {received[0]}; what it had done is saved: run the same command again to continue",
+              file=sys.stderr)
+        return stop.EXIT_RESUME
     return code
 
 
