@@ -223,6 +223,8 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
             _log_outputs(run, params, task, settings, summary, result, save_to, accelerator.unwrap_model(model),
                          tokenizer, mlm, dev_ds)
             twins.log_result(run, summary)
+            if output is not None and save_to is None:  # in the run: a result that cannot be written fails it
+                atomic_write_json(output, summary)
             twins.supersede(params, tags["cell"], role, keep=run.id)
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
@@ -383,6 +385,6 @@ def transfer(params, source: str, task: str, restart: int) -> dict:
                         init_from=init_from, save_to=None, output=out)
     state_dir = summary.pop("state_dir")
     if int(os.environ.get("RANK", "0")) == 0:
-        atomic_write_json(out, summary)  # written only now: a failed run never leaves a result
+        atomic_write_json(out, summary)  # also a twin's restored result; a failed run never leaves one
         _clear_state(state_dir)
     return summary

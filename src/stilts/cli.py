@@ -335,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
               "(same effective batch)", file=sys.stderr)
         return 3
     except Exception as e:  # noqa: BLE001
+        from stilts.io import disk_full
+
+        if disk_full(e):  # a write not named by stilts.io.writing (the MLflow store itself, say)
+            print(f"stilts: error: no space left on device ({str(e).splitlines()[0][:300]}); free some space and "
+                  "run the same command again", file=sys.stderr)
+            return 2
         if type(e).__name__ == "OutOfMemoryError":
             print(f"stilts: error: out of memory ({e}); lower train.batch_size and raise train.grad_accum "
                   "(same effective batch)", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stilts import __version__
 from stilts.errors import StiltsError
-from stilts.io import atomic_dir, read_json, sha256_file, sha256_text
+from stilts.io import atomic_dir, read_json, sha256_file, sha256_text, writing
 from stilts.readers import read
 from stilts.tasks import registry
 from stilts.tasks.base import Task
@@ -220,10 +220,11 @@ def features(params, task_name: str, split: str, tokenizer, max_length: int):
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{split}."))
     try:
-        ds.save_to_disk(str(tmp))
-        os.replace(tmp, cache)
-    except OSError:
+        with writing(cache):
+            ds.save_to_disk(str(tmp))
+            os.replace(tmp, cache)
+    except (OSError, StiltsError):
         shutil.rmtree(tmp, ignore_errors=True)
-        if not cache.is_dir():
+        if not cache.is_dir():  # else another process wrote the same features first
             raise
     return datasets.load_from_disk(str(cache))

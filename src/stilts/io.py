@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from stilts.errors import StiltsError
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` is a write that failed for lack of space (also as Rust's or sqlite's message)."""
+    text = str(e)
+    return getattr(e, "errno", None) in DISK_FULL or "No space left on device" in text or "os error 28" in text \
+        or "database or disk is full" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(path) -> StiltsError:
+    return StiltsError(f"{path}: no space left on device; what was there before is intact: free some space and "
+                       f"run the same command again")
+
+
+@contextlib.contextmanager
+def writing(path):
+    """A full disk while writing `path` (ENOSPC, EDQUOT) becomes a one-line error naming it."""
+    try:
+        yield
+    except Exception as e:
+        if disk_full(e):
+            raise disk_full_error(path) from None
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -25,9 +54,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, Exception) and disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 
@@ -50,8 +81,10 @@ def atomic_dir(path: str | os.PathLike):
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 

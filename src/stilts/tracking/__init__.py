@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from stilts.errors import StiltsError
+from stilts.io import writing
 
 TAG = "stilts."
 
@@ -165,10 +166,15 @@ class Run:
         _retry(self.client.log_batch, self.id, tags=[RunTag(_tag(k), str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.id, str(path), artifact_path)
+        with writing(self._artifact(artifact_path or Path(path).name)):
+            self.client.log_artifact(self.id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.id, text, artifact_file)
+        with writing(self._artifact(artifact_file)):
+            self.client.log_text(self.id, text, artifact_file)
+
+    def _artifact(self, name: str) -> str:
+        return f"artifact {name} of run {self.id}"
 
     @property
     def experiment_id(self) -> str:
