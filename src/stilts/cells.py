@@ -189,9 +189,9 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     fingerprint = _fingerprint(params, settings, logged, init_from)
     state_dir = params.path(".stilts/state") / f"{source}__{task_name}__r{restart}__{role}-{fingerprint[:12]}"
     main = accelerator.is_main_process
-    if output is not None and output.is_file() and read_json(output).get("fingerprint") == fingerprint:
+    done = _finished(output, fingerprint, save_to)
+    if done is not None:
         print(f"{source}/{task_name}/r{restart}: already finished with these settings ({output}); skipped")
-        done = read_json(output)
         if save_to is not None and main:
             _complete_logging(params, done, save_to)
         return done | {"state_dir": state_dir}
@@ -201,6 +201,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
               "its result is restored, nothing is trained")
         return twin | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
+    resume.discard_damaged(state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
     name = f"intermediate:{task_name}:r{restart}" if role == "intermediate" else \
@@ -229,6 +230,27 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
     return summary
+
+
+def _finished(output: Path | None, fingerprint: str, save_to: Path | None) -> dict | None:
+    """The cell's output when it is there, intact, and made with this fingerprint; a damaged one is said and
+    made again."""
+    import sys
+
+    from stilts.modeling import checkpoint_damaged
+
+    if output is None or not output.is_file():
+        return None
+    try:
+        done = read_json(output)
+    except ValueError:
+        print(f"stilts: {output}: not valid JSON (truncated or altered); the cell runs again", file=sys.stderr)
+        return None
+    problem = checkpoint_damaged(save_to, done) if save_to is not None else None
+    if problem:
+        print(f"stilts: {problem}; the checkpoint is trained again", file=sys.stderr)
+        return None
+    return done if done.get("fingerprint") == fingerprint else None
 
 
 def _fingerprint(params, settings, logged: dict, init_from: Path | None) -> str:

@@ -107,3 +107,26 @@ def sha256_text(*parts: str) -> str:
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def file_records(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Size and sha256 of every file under `folder` (by relative name), to check it by before it is used."""
+    folder = Path(folder)
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name not in skip}
+
+
+def damaged(folder: str | os.PathLike, records: dict[str, dict]) -> str | None:
+    """What differs from `records` (`file_records`): '<file>: <how>' for the first such file, else None. Sizes
+    first (a copy cut short, a crash mid-write), then contents (an altered file)."""
+    folder = Path(folder)
+    for name, rec in records.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{f}: missing"
+        if f.stat().st_size != rec["size"]:
+            return f"{f}: {f.stat().st_size} bytes, {rec['size']} when written (truncated or altered)"
+    for name, rec in records.items():
+        if sha256_file(folder / name) != rec["sha256"]:
+            return f"{folder / name}: its sha256 differs from the one recorded when it was written (altered)"
+    return None
