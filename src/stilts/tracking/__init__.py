@@ -160,6 +160,15 @@ class Run:
         for i in range(0, len(items), 500):
             _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
+    def log_metrics_async(self, metrics: dict, step: int = 0):
+        """Metrics at `step` through MLflow's asynchronous logging (a queue and MLflow's own writer thread):
+        returns MLflow's RunOperations, whose `wait()` says they are stored."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        return self.client.log_batch(self.id, metrics=items, synchronous=False)
+
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
