@@ -213,10 +213,10 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                 run.log_params(logged | {"fingerprint": fingerprint})
             log_datasets(run, params, task_name, {"train": len(train_ds), "validation": len(dev_ds)})
         result = train(model, task, settings, train_ds, dev_ds, tasktypes.get(task.type).collator(tokenizer),
-                       accelerator, seed, log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
+                       accelerator, seed, log=(run.log_step if main else None), keep_best_state=save_to is not None,
                        mlm_batches=mlm.batches, mlm_ratio=mlm.ratio, state_dir=state_dir,
                        state_extra={"run_id": run.id}, save_every=settings.save_every,
-                       keep_predictions=role == "target")
+                       keep_predictions=role == "target", log_flush=run.flush if main else None)
         majority = tasktypes.get(task.type).majority_score(task, dev_ds)
         summary = _summary(task, tags, seed, fingerprint, result, majority, run.id if main else None)
         if main:

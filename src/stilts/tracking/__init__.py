@@ -72,14 +72,18 @@ def prepare_store(uri: str) -> None:
     _client(uri)
 
 
+# sqlite busy with other writers; a tracking server whose database connections are all taken (a burst of cells)
+TRANSIENT = ("locked", "busy", "queuepool limit")
+
+
 def _retry(fn, *args, **kwargs):
-    """Retry a tracking call while sqlite reports the database busy/locked (other writers)."""
+    """Retry a tracking call while the store is busy (`TRANSIENT`), backing off up to 5 s a try."""
     delay = 0.05
     for attempt in range(12):
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
-            if attempt == 11 or not any(w in str(e).lower() for w in ("locked", "busy")):
+            if attempt == 11 or not any(w in str(e).lower() for w in TRANSIENT):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -139,6 +143,7 @@ class Run:
 
     def __init__(self, client, run_id: str):
         self.client, self.id = client, run_id
+        self.pending: list = []  # step metrics queued by `log_step`, not yet known stored
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -160,14 +165,24 @@ class Run:
         for i in range(0, len(items), 500):
             _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
-    def log_metrics_async(self, metrics: dict, step: int = 0):
-        """Metrics at `step` through MLflow's asynchronous logging (a queue and MLflow's own writer thread):
-        returns MLflow's RunOperations, whose `wait()` says they are stored."""
+    def log_step(self, metrics: dict, step: int) -> None:
+        """A training step's metrics, through MLflow's asynchronous logging: queued, and written by MLflow's
+        own thread, which merges what waits into one request per run (many cells logging every step to one
+        server would otherwise send a request each). `flush()` waits for them (before a state is saved, and
+        when the run ends); a queued write that failed is written again then, so no metric is lost."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
-        return self.client.log_batch(self.id, metrics=items, synchronous=False)
+        self.pending.append((self.client.log_batch(self.id, metrics=items, synchronous=False), items))
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for operation, items in pending:
+            try:
+                operation.wait()
+            except Exception:  # noqa: BLE001  (the server was busy or away: write them now, retried)
+                _retry(self.client.log_batch, self.id, metrics=items)
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
@@ -190,6 +205,7 @@ class Run:
         return _retry(self.client.get_run, self.id).info.experiment_id
 
     def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
         _retry(self.client.set_terminated, self.id, status)
 
 
