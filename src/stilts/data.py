@@ -17,8 +17,7 @@ from pathlib import Path
 
 from stilts import __version__
 from stilts.errors import StiltsError
-from stilts.io import (atomic_dir, atomic_write_json, damaged, file_records, read_json, sha256_file, sha256_text,
-                       writing)
+from stilts.io import atomic_dir, atomic_write_json, damaged, file_records, read_json, sha256_file, sha256_text, writing
 from stilts.readers import read
 from stilts.tasks import registry
 from stilts.tasks.base import Task

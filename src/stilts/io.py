@@ -13,7 +13,6 @@ from pathlib import Path
 
 from stilts.errors import StiltsError
 
-
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
