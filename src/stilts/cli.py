@@ -180,6 +180,10 @@ def cmd_server(args):
            "--artifacts-destination", artifacts, "--workers", str(workers)]
     # MLflow 3's job runner (GenAI evaluation jobs, trace rollups) adds 7 processes that no stilts run uses
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+    if store.startswith("sqlite:///"):
+        # sqlite writes one at a time: with SQLAlchemy's default pool (5 + 10 connections, 30 s wait) a burst
+        # of cells fails with "QueuePool limit reached"; without a pool each request waits on sqlite's lock
+        env = {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"} | env
     os.execvpe(cmd[0], cmd, env)  # become the server: a signal to `stilts server` reaches it
 
 

@@ -177,12 +177,14 @@ class Run:
         self.pending.append((self.client.log_batch(self.id, metrics=items, synchronous=False), items))
 
     def flush(self) -> None:
-        pending, self.pending = self.pending, []
+        pending, self.pending, failed = self.pending, [], []
         for operation, items in pending:
             try:
                 operation.wait()
             except Exception:  # noqa: BLE001  (the server was busy or away: write them now, retried)
-                _retry(self.client.log_batch, self.id, metrics=items)
+                failed += items
+        for i in range(0, len(failed), 1000):  # MLflow's most metrics in one request
+            _retry(self.client.log_batch, self.id, metrics=failed[i:i + 1000])
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
