@@ -170,9 +170,9 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['store']:<13} {r['cells']:>5} {r['failed']:>6} {r['lost']:>5} {r['metrics_per_s']:9.1f} "
               f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['wall_s']:6.1f} {r['end_s']:5.1f} {r['server_mb']:>10}")
-    base = rows[0]["metrics_per_s"]  # the first row's
-    print(" ".join(f"{r['store'].replace(' ', '_')}_vs_{rows[0]['store'].replace(' ', '_')}={r['metrics_per_s'] / base:.2f}" for r in rows[1:]) +
-          f" lost={sum(r['lost'] for r in rows)} failed={sum(r['failed'] for r in rows)}")
+    base, first = rows[0]["metrics_per_s"], rows[0]["store"].replace(" ", "_")
+    ratios = [f"{r['store'].replace(' ', '_')}_vs_{first}={r['metrics_per_s'] / base:.2f}" for r in rows[1:]]
+    print(" ".join(ratios) + f" lost={sum(r['lost'] for r in rows)} failed={sum(r['failed'] for r in rows)}")
     return 1 if any(r["lost"] or r["failed"] for r in rows) else 0
 
 
