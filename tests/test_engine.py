@@ -260,3 +260,20 @@ def test_guard_passes_the_exit_code_while_its_stdin_stays_open():
     proc = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "sh", "-c", "exit 7"], stdin=subprocess.PIPE)
     assert proc.wait(60) == 7
     proc.stdin.close()
+
+
+@pytest.mark.parametrize("env, job", [({"SLURM_JOB_ID": "41"}, "41"),
+                                      ({"SLURM_JOB_ID": "42", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2"},
+                                       "40_2")])
+def test_a_cell_stopped_by_sigusr1_under_slurm_requeues_its_job(tmp_path, monkeypatch, env, job):
+    """As Lightning's SLURMEnvironment does: `scontrol requeue` the job (an array task by its array id)."""
+    fake = tmp_path / "scontrol"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cell.requeue_slurm_job()
+    assert (tmp_path / "calls").read_text() == f"requeue {job}\n"
