@@ -10,8 +10,8 @@ logged to in two ways, in the same run:
   sqlite   the project's own mlflow.db (each cell writes to it directly, WAL mode)
   server   one `stilts server` (sqlite behind it, one worker process) on 127.0.0.1
   sync     a request per step (`log_batch`)
-  async    what cells do: the step metrics through MLflow's asynchronous logging (`Run.log_step`), which
-           merges what waits into one request; dev metrics synchronously; waited for when the run ends.
+  async    what cells do: the training loop's metrics through MLflow's asynchronous logging
+           (`Run.log_step`), which merges what waits into one request; waited for when the run ends.
 Latency is per step's logging call; "end s" is the longest
 wait for a run to end (with async logging: until its queued metrics are stored). Afterwards every run's metric
 history is read back and counted: a lost metric fails the benchmark. The
@@ -57,9 +57,10 @@ def cell(rank: int, args, uri: str, asynchronous: bool, go, out) -> None:
     for step in range(1, args.steps + 1):
         time.sleep(args.step_seconds)
         t = time.perf_counter()
-        (run.log_step if asynchronous else run.log_metrics)({"train_loss": 1.0 / step, "lr": 1e-5 * step}, step)
+        log = run.log_step if asynchronous else run.log_metrics
+        log({"train_loss": 1.0 / step, "lr": 1e-5 * step}, step)
         if step % DEV_EVERY == 0:
-            run.log_metrics({k: step / 1000 for k in DEV_METRICS}, step)
+            log({k: step / 1000 for k in DEV_METRICS}, step)
         latencies.append(time.perf_counter() - t)
     t = time.perf_counter()
     run.finish()  # waits for the queued step metrics
