@@ -93,6 +93,23 @@ class Attempt:
         return [s for s, _ in self.stages][:None if self.proc.returncode == 0 else -1]
 
 
+def become_subreaper() -> None:
+    """Orphans of a killed study become our children (PR_SET_CHILD_SUBREAPER), so that `reap` ends them as
+    init would: a zombie keeps its pid, and DVC reads a pid in its lock file as a process still running."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def reap() -> None:
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
 def study_processes(name: str) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["pid"]):
@@ -157,7 +174,8 @@ def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dic
                 except psutil.Error:
                     pass
             elapsed = attempt.finish()
-            psutil.wait_procs(study_processes(name), timeout=30)
+            psutil.wait_procs(study_processes(name), timeout=5)
+            reap()
             return {"aimed": target, "landed": phase or "(between)", "stage": stage, "at_s": elapsed,
                     "completed": attempt.completed()}
         time.sleep(0.02)
@@ -177,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, help="keep the scratch clones in this folder")
     args = ap.parse_args(argv)
     print(f"# {bench_env.describe_machine()}", flush=True)
+    become_subreaper()
     base = Path(tempfile.mkdtemp(prefix="stilts-chaos-", dir=args.keep))
     ref_env, env = environment(base, "reference"), environment(base, "chaos")
     ref = clone(args.project, base / "reference", args.params, ref_env)
