@@ -277,3 +277,27 @@ def test_a_cell_stopped_by_sigusr1_under_slurm_requeues_its_job(tmp_path, monkey
         monkeypatch.setenv(k, v)
     cell.requeue_slurm_job()
     assert (tmp_path / "calls").read_text() == f"requeue {job}\n"
+
+
+def test_a_killed_dvc_left_as_a_zombie_no_longer_blocks_the_next_repro(tmp_path):
+    """Where nothing reaps orphans, a SIGKILLed `dvc` stays a zombie whose pid DVC's rwlock still names."""
+    import json as json_
+
+    from stilts.stages import drop_zombie_lock_holders
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lock = tmp_path / ".dvc" / "tmp" / "rwlock"
+        lock.parent.mkdir(parents=True)
+        alive = {"pid": os.getpid(), "cmd": "dvc status"}
+        lock.write_text(json_.dumps({"read": {"data/a": [{"pid": pid, "cmd": "dvc repro"}, alive]},
+                                     "write": {"models/m": {"pid": pid, "cmd": "dvc repro"}}}))
+        drop_zombie_lock_holders(tmp_path)
+        assert json_.loads(lock.read_text()) == {"read": {"data/a": [alive]}, "write": {}}
+    finally:
+        os.waitpid(pid, 0)

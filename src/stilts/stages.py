@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stilts.errors import StiltsError, last_line
+from stilts.io import atomic_write_text
 
 TRAINING = ("sweep-", "intermediate-", "transfer-")  # the stages that train: they take a GPU
 
@@ -27,6 +28,7 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     or a one-line error when it fails; else its output goes to ours and its exit code is returned."""
     exe = Path(sys.executable).with_name("dvc")
     cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
+    drop_zombie_lock_holders(Path(root))
     env = os.environ | (env or {})
     if not capture:
         return _call_stopping_on_signals(cmd, root, env)
@@ -34,6 +36,41 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     if out.returncode:
         raise StiltsError(f"{root}: `dvc {args[0]}` failed: {last_line(out.stderr or out.stdout)}")
     return out.stdout
+
+
+def drop_zombie_lock_holders(root: Path) -> None:
+    """DVC reads a pid in `.dvc/tmp/rwlock` as a command still running while that pid exists. A `dvc` killed
+    where nothing reaps orphans (a container whose first process is no init) stays a zombie, and every later
+    `dvc repro` refuses to start ("... is busy, it is being blocked by"). Drop the zombies' entries, under
+    DVC's own lock on the file (DVC itself drops those of processes that are gone)."""
+    import fcntl
+
+    import psutil
+
+    path = root / ".dvc" / "tmp" / "rwlock"
+    if not path.is_file():
+        return
+
+    def zombie(info) -> bool:
+        try:
+            return psutil.Process(int(info["pid"])).status() == psutil.STATUS_ZOMBIE
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            return False
+
+    with open(path.with_name("rwlock.lock"), "a") as guard:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a dvc is editing it now
+        try:
+            lock = json.loads(path.read_text())
+            read = {p: [i for i in infos if not zombie(i)] for p, infos in lock.get("read", {}).items()}
+            kept = {"read": {p: v for p, v in read.items() if v},
+                    "write": {p: i for p, i in lock.get("write", {}).items() if not zombie(i)}}
+        except (OSError, ValueError, AttributeError):
+            return
+        if kept != {"read": lock.get("read", {}), "write": lock.get("write", {})}:
+            atomic_write_text(path, json.dumps(kept))
 
 
 def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
