@@ -184,3 +184,43 @@ def test_sigterm_to_the_study_head_stops_its_cells_and_the_next_study_resumes_th
     status = subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=root, env=env_for(root))
     assert status.returncode == 0
     assert not list((root / ".stilts" / "state").glob("*/state.json"))
+
+
+class CellOf:
+    """The first training cell command (`stilts intermediate|transfer`, the warm server's client) of a study."""
+
+    def __init__(self, root: Path, head: subprocess.Popen, timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        self.proc = None
+        while self.proc is None and time.monotonic() < deadline and head.poll() is None:
+            for p in psutil.process_iter(["cmdline", "cwd"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.info["cwd"] == str(root) and "bin/stilts transfer" in cmd and "stilts.worker" not in cmd:
+                    self.proc, self.cmd = p, cmd
+                    break
+            time.sleep(0.05)
+        assert self.proc is not None, "no training cell started"
+
+    def poll(self):
+        return None if self.proc.is_running() and self.proc.status() != psutil.STATUS_ZOMBIE else 0
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+
+def test_a_cell_stopped_on_its_worker_is_run_again_by_the_head_and_resumes(tiny_model, tmp_path):
+    """SIGUSR1 to one cell of `stilts study --cluster local` (as SLURM sends it): the cell saves and exits 75,
+    the head submits it again, and the rerun resumes its state and its run; the study ends complete."""
+    root = git_dvc_project(tmp_path / "study", tiny_model)
+    head = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", "local", "--jobs", "2"], cwd=root,
+                            env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cell = CellOf(root, head)
+    signal_at_step(cell, root, 40, signal.SIGUSR1)
+    out, err = head.communicate(timeout=900)
+    assert head.returncode == 0, err[-3000:]
+    runs = tracking.search_runs(config.load(root / "params.yaml"))
+    cells = runs[runs["tags.stilts.role"].isin(["intermediate", "target", "probe"])]
+    assert (cells["status"] == "FINISHED").all() and cells["tags.stilts.cell"].is_unique
+    stopped = cells[cells["tags.stilts.interrupted"] == "SIGUSR1"]
+    assert len(stopped) == 1 and stopped["tags.stilts.resumed"].iloc[0] == "true"
+    assert subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=root, env=env_for(root)).returncode == 0
