@@ -182,8 +182,12 @@ def run(params, kind: str, opts: clusters.Options, tracking_uri: str | None = No
     with stop.deferred():  # a signal now waits for the record of what ran (one `dvc commit`)
         home.record(list(study.results.values()), study.plan)
     print(f"{len(study.results)} stages ran and are recorded in dvc.lock", flush=True)
-    if study.failures:
-        first = study.failures[0]
+    failed = [f for f in study.failures if f.code != stop.EXIT_RESUME]
+    if study.failures and not failed:  # stopped by a signal: the next `stilts study` continues
+        print(f"stilts: {study.failures[-1].message}", file=sys.stderr, flush=True)
+        return stop.EXIT_RESUME
+    if failed:
+        first = failed[0]
         log = Path(params.root) / ".stilts" / "logs" / f"{first.stage}.log"
         print(f"stilts: error: {first} (log: {log})", file=sys.stderr, flush=True)
         return first.code or 1
