@@ -136,7 +136,8 @@ def wait_until_gone(root: Path, timeout: float = 90) -> list[str]:
 
 
 def git_dvc_project(root: Path, tiny_model) -> Path:
-    make_project(root, tiny_model, **LONG)
+    """A study of 3 cells (an intermediate task, a target: baseline and transfer)."""
+    make_project(root, tiny_model, **LONG, tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=root, env=env_for(root), check=True, capture_output=True)
     return root
