@@ -130,7 +130,8 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_head_stops_a_studys_running_cells(tmp_path):
-    """Ctrl-C in the head: `client.run(cell.stop, study)` kills that study's cells on each worker."""
+    """A signal to the head: `client.run(cell.stop, study)` stops that study's cells on each worker (SIGTERM to
+    the command's group, which a cell answers by saving its state) and returns once they have ended."""
     codes = []
     runner = threading.Thread(target=lambda: codes.append(cell.run_command(
         "echo $$ > pid; exec sleep 300", tmp_path, ENV, tmp_path / "log", study="s1")))
@@ -140,7 +141,7 @@ def test_the_head_stops_a_studys_running_cells(tmp_path):
     start = time.monotonic()
     assert cell.stop("s1") == 1
     runner.join(60)
-    assert codes == [137] and time.monotonic() - start < 30
+    assert codes == [128 + signal.SIGTERM] and time.monotonic() - start < 30
     with contextlib.suppress(psutil.NoSuchProcess):
         psutil.wait_procs([psutil.Process(sleeper)], timeout=10)
     assert _gone(sleeper)
@@ -242,7 +243,61 @@ def test_cells_get_the_threads_their_cluster_gives_and_no_dask_malloc_threshold(
     assert os.environ["OMP_NUM_THREADS"] == "4" and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
 
 
+def test_a_cell_that_does_not_stop_is_killed_after_the_grace_period(tmp_path):
+    """The worker goes: SIGTERM to the cell's group, SIGKILL once STILTS_STOP_GRACE_S has passed."""
+    env = ENV | {"STILTS_STOP_GRACE_S": "2"}
+    guard = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "/bin/sh", "-c",
+                              "trap '' TERM; echo $$ > pid; while :; do sleep 0.1; done"],
+                             stdin=subprocess.PIPE, cwd=tmp_path, env=env)
+    shell = _pid(tmp_path / "pid")
+    start = time.monotonic()
+    guard.stdin.close()
+    assert guard.wait(30) == 128 + signal.SIGKILL and 2 <= time.monotonic() - start < 20
+    assert _gone(shell)
+
+
 def test_guard_passes_the_exit_code_while_its_stdin_stays_open():
     proc = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "sh", "-c", "exit 7"], stdin=subprocess.PIPE)
     assert proc.wait(60) == 7
     proc.stdin.close()
+
+
+@pytest.mark.parametrize("env, job", [({"SLURM_JOB_ID": "41"}, "41"),
+                                      ({"SLURM_JOB_ID": "42", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2"},
+                                       "40_2")])
+def test_a_cell_stopped_by_sigusr1_under_slurm_requeues_its_job(tmp_path, monkeypatch, env, job):
+    """As Lightning's SLURMEnvironment does: `scontrol requeue` the job (an array task by its array id)."""
+    fake = tmp_path / "scontrol"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cell.requeue_slurm_job()
+    assert (tmp_path / "calls").read_text() == f"requeue {job}\n"
+
+
+def test_a_killed_dvc_left_as_a_zombie_no_longer_blocks_the_next_repro(tmp_path):
+    """Where nothing reaps orphans, a SIGKILLed `dvc` stays a zombie whose pid DVC's rwlock still names."""
+    import json as json_
+
+    from stilts.stages import drop_zombie_lock_holders
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lock = tmp_path / ".dvc" / "tmp" / "rwlock"
+        lock.parent.mkdir(parents=True)
+        alive = {"pid": os.getpid(), "cmd": "dvc status"}
+        lock.write_text(json_.dumps({"read": {"data/a": [{"pid": pid, "cmd": "dvc repro"}, alive]},
+                                     "write": {"models/m": {"pid": pid, "cmd": "dvc repro"}}}))
+        drop_zombie_lock_holders(tmp_path)
+        assert json_.loads(lock.read_text()) == {"read": {"data/a": [alive]}, "write": {}}
+    finally:
+        os.waitpid(pid, 0)

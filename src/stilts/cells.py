@@ -189,9 +189,9 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
     fingerprint = _fingerprint(params, settings, logged, init_from)
     state_dir = params.path(".stilts/state") / f"{source}__{task_name}__r{restart}__{role}-{fingerprint[:12]}"
     main = accelerator.is_main_process
-    if output is not None and output.is_file() and read_json(output).get("fingerprint") == fingerprint:
+    done = _finished(output, fingerprint, save_to)
+    if done is not None:
         print(f"{source}/{task_name}/r{restart}: already finished with these settings ({output}); skipped")
-        done = read_json(output)
         if save_to is not None and main:
             _complete_logging(params, done, save_to)
         return done | {"state_dir": state_dir}
@@ -203,6 +203,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
             twins.supersede(params, tags["cell"], role, keep=twin["mlflow_run_id"])
         return twin | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
+    resume.discard_damaged(state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
     name = f"intermediate:{task_name}:r{restart}" if role == "intermediate" else \
@@ -214,10 +215,10 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                 run.log_params(logged | {"fingerprint": fingerprint})
             log_datasets(run, params, task_name, {"train": len(train_ds), "validation": len(dev_ds)})
         result = train(model, task, settings, train_ds, dev_ds, tasktypes.get(task.type).collator(tokenizer),
-                       accelerator, seed, log=(run.log_metrics if main else None), keep_best_state=save_to is not None,
+                       accelerator, seed, log=(run.log_step if main else None), keep_best_state=save_to is not None,
                        mlm_batches=mlm.batches, mlm_ratio=mlm.ratio, state_dir=state_dir,
                        state_extra={"run_id": run.id}, save_every=settings.save_every,
-                       keep_predictions=role == "target")
+                       keep_predictions=role == "target", log_flush=run.flush if main else None)
         majority = tasktypes.get(task.type).majority_score(task, dev_ds)
         summary = _summary(task, tags, seed, fingerprint, result, majority, run.id if main else None)
         if main:
@@ -225,10 +226,33 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
             _log_outputs(run, params, task, settings, summary, result, save_to, accelerator.unwrap_model(model),
                          tokenizer, mlm, dev_ds)
             twins.log_result(run, summary)
+            if output is not None and save_to is None:  # in the run: a result that cannot be written fails it
+                atomic_write_json(output, summary)
             twins.supersede(params, tags["cell"], role, keep=run.id)
     accelerator.wait_for_everyone()
     summary["state_dir"] = state_dir
     return summary
+
+
+def _finished(output: Path | None, fingerprint: str, save_to: Path | None) -> dict | None:
+    """The cell's output when it is there, intact, and made with this fingerprint; a damaged one is said and
+    made again."""
+    import sys
+
+    from stilts.modeling import checkpoint_damaged
+
+    if output is None or not output.is_file():
+        return None
+    try:
+        done = read_json(output)
+    except ValueError:
+        print(f"stilts: {output}: not valid JSON (truncated or altered); the cell runs again", file=sys.stderr)
+        return None
+    problem = checkpoint_damaged(save_to, done) if save_to is not None else None
+    if problem:
+        print(f"stilts: {problem}; the checkpoint is trained again", file=sys.stderr)
+        return None
+    return done if done.get("fingerprint") == fingerprint else None
 
 
 def _fingerprint(params, settings, logged: dict, init_from: Path | None) -> str:
@@ -385,6 +409,6 @@ def transfer(params, source: str, task: str, restart: int) -> dict:
                         init_from=init_from, save_to=None, output=out)
     state_dir = summary.pop("state_dir")
     if int(os.environ.get("RANK", "0")) == 0:
-        atomic_write_json(out, summary)  # written only now: a failed run never leaves a result
+        atomic_write_json(out, summary)  # also a twin's restored result; a failed run never leaves one
         _clear_state(state_dir)
     return summary

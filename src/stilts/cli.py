@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from stilts import stop
 from stilts.errors import StiltsError
 
 
@@ -214,6 +215,10 @@ def cmd_server(args):
            "--artifacts-destination", artifacts, "--workers", str(workers)]
     # MLflow 3's job runner (GenAI evaluation jobs, trace rollups) adds 7 processes that no stilts run uses
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+    if store.startswith("sqlite:///"):
+        # sqlite writes one at a time: with SQLAlchemy's default pool (5 + 10 connections, 30 s wait) a burst
+        # of cells fails with "QueuePool limit reached"; without a pool each request waits on sqlite's lock
+        env = {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"} | env
     os.execvpe(cmd[0], cmd, env)  # become the server: a signal to `stilts server` reaches it
 
 
@@ -364,9 +369,15 @@ def main(argv: list[str] | None = None) -> int:
                 code = warm.run(argv)
                 if code is not None:
                     return code
+        if args.command != "server":
+            stop.install()  # SIGTERM, SIGINT, SIGUSR1: save, end the run, exit EXIT_RESUME
         if tracked:
             check_tracking(args)
         return args.fn(args) or 0
+    except stop.Interrupted as e:
+        print(f"stilts: {e}; what it had done is saved: run the same command again to continue",
+              file=sys.stderr)
+        return stop.EXIT_RESUME
     except StiltsError as e:
         print(f"stilts: error: {e}", file=sys.stderr)
         return 2
@@ -375,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
               "(same effective batch)", file=sys.stderr)
         return 3
     except Exception as e:  # noqa: BLE001
+        from stilts.io import disk_full
+
+        if disk_full(e):  # a write not named by stilts.io.writing (the MLflow store itself, say)
+            print(f"stilts: error: no space left on device ({str(e).splitlines()[0][:300]}); free some space and "
+                  "run the same command again", file=sys.stderr)
+            return 2
         if type(e).__name__ == "OutOfMemoryError":
             print(f"stilts: error: out of memory ({e}); lower train.batch_size and raise train.grad_accum "
                   "(same effective batch)", file=sys.stderr)

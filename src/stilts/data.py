@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from pathlib import Path
 
 from stilts import __version__
 from stilts.errors import StiltsError
-from stilts.io import atomic_dir, read_json, sha256_file, sha256_text
+from stilts.io import atomic_dir, atomic_write_json, damaged, file_records, read_json, sha256_file, sha256_text, writing
 from stilts.readers import read
 from stilts.tasks import registry
 from stilts.tasks.base import Task
@@ -209,6 +210,24 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return sha256_text(type(tokenizer).__name__, body, str(tokenizer.model_max_length))[:16]
 
 
+FEATURE_FILES = "stilts-files.json"  # the sizes and hashes of a feature cache's files
+
+
+def _intact(cache: Path) -> bool:
+    """Whether the feature cache is there and its files are as written; a damaged one (or one without its
+    record) is said, removed and built again."""
+    if not cache.is_dir():
+        return False
+    try:
+        problem = damaged(cache, read_json(cache / FEATURE_FILES))
+    except (OSError, ValueError, KeyError, TypeError):
+        problem = f"{cache / FEATURE_FILES}: missing or not valid JSON"
+    if problem:
+        print(f"stilts: {problem}; the feature cache is built again", file=sys.stderr)
+        shutil.rmtree(cache, ignore_errors=True)
+    return problem is None
+
+
 def features(params, task_name: str, split: str, tokenizer, max_length: int):
     """Token ids for one split, cached on disk and keyed by everything that changes them."""
     import datasets
@@ -223,7 +242,7 @@ def features(params, task_name: str, split: str, tokenizer, max_length: int):
     key = sha256_text(meta["data_hash"], tokenizer_fingerprint(tokenizer), str(max_length), FEATURIZER_VERSION,
                       task.type, ",".join(task.labels))[:20]
     cache = params.path(params.data.features_dir) / task_name / key / split
-    if cache.is_dir():
+    if _intact(cache):
         return datasets.load_from_disk(str(cache))
     records = load_records(params, task_name, split)
     tt = tasktypes.get(task.type)
@@ -234,10 +253,12 @@ def features(params, task_name: str, split: str, tokenizer, max_length: int):
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{split}."))
     try:
-        ds.save_to_disk(str(tmp))
-        os.replace(tmp, cache)
-    except OSError:
+        with writing(cache):
+            ds.save_to_disk(str(tmp))
+            atomic_write_json(tmp / FEATURE_FILES, file_records(tmp))
+            os.replace(tmp, cache)
+    except (OSError, StiltsError):
         shutil.rmtree(tmp, ignore_errors=True)
-        if not cache.is_dir():
+        if not cache.is_dir():  # else another process wrote the same features first
             raise
     return datasets.load_from_disk(str(cache))

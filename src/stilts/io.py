@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from stilts.errors import StiltsError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` is a write that failed for lack of space (also as Rust's or sqlite's message)."""
+    text = str(e)
+    return getattr(e, "errno", None) in DISK_FULL or "No space left on device" in text or "os error 28" in text \
+        or "database or disk is full" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(path) -> StiltsError:
+    return StiltsError(f"{path}: no space left on device; what was there before is intact: free some space and "
+                       f"run the same command again")
+
+
+@contextlib.contextmanager
+def writing(path):
+    """A full disk while writing `path` (ENOSPC, EDQUOT) becomes a one-line error naming it."""
+    try:
+        yield
+    except Exception as e:
+        if disk_full(e):
+            raise disk_full_error(path) from None
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -25,9 +53,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, Exception) and disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 
@@ -50,8 +80,10 @@ def atomic_dir(path: str | os.PathLike):
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and disk_full(e):
+            raise disk_full_error(path) from None
         raise
 
 
@@ -74,3 +106,26 @@ def sha256_text(*parts: str) -> str:
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def file_records(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Size and sha256 of every file under `folder` (by relative name), to check it by before it is used."""
+    folder = Path(folder)
+    return {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.name not in skip}
+
+
+def damaged(folder: str | os.PathLike, records: dict[str, dict]) -> str | None:
+    """What differs from `records` (`file_records`): '<file>: <how>' for the first such file, else None. Sizes
+    first (a copy cut short, a crash mid-write), then contents (an altered file)."""
+    folder = Path(folder)
+    for name, rec in records.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{f}: missing"
+        if f.stat().st_size != rec["size"]:
+            return f"{f}: {f.stat().st_size} bytes, {rec['size']} when written (truncated or altered)"
+    for name, rec in records.items():
+        if sha256_file(folder / name) != rec["sha256"]:
+            return f"{folder / name}: its sha256 differs from the one recorded when it was written (altered)"
+    return None

@@ -14,7 +14,7 @@ from torch import nn
 
 from stilts.config import EMBEDDED_MODEL
 from stilts.errors import StiltsError
-from stilts.io import atomic_dir
+from stilts.io import atomic_dir, damaged, file_records
 
 CHECKPOINT_META = "stilts.json"
 
@@ -239,12 +239,12 @@ def build(params, task, settings, init_from: str | Path | None = None, mlm_model
     """Encoder from the pretrained model, or from an intermediate checkpoint, plus a fresh head.
     With `mlm_model`, its encoder is used (shared) and it is kept for masked-LM batches."""
     name = str(init_from) if init_from is not None else params.model.name
+    if init_from is not None:
+        check_compatible(Path(init_from), params)
     if mlm_model is not None:
         encoder = mlm_model.base_model
     else:
         encoder = load_encoder(name, None if init_from else params.model.revision, attn_for(params, settings))
-    if init_from is not None:
-        check_compatible(Path(init_from), params)
     limit = max_positions(encoder.config)
     if settings.max_seq_length > limit:
         raise StiltsError(f"{params.source}: 'train.max_seq_length' is {settings.max_seq_length}, above the "
@@ -259,10 +259,24 @@ def check_compatible(checkpoint: Path, params) -> None:
     meta_path = checkpoint / CHECKPOINT_META
     if not meta_path.is_file():
         raise StiltsError(f"{checkpoint}: not a stilts checkpoint (no {CHECKPOINT_META})")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:
+        raise StiltsError(f"{meta_path}: not valid JSON (truncated or altered); delete {checkpoint} and train it "
+                          f"again (`dvc repro`)") from None
+    problem = checkpoint_damaged(checkpoint, meta)
+    if problem:
+        raise StiltsError(f"{problem}; the checkpoint is damaged: delete {checkpoint} and train it again "
+                          f"(`dvc repro`)")
     if meta.get("base_model") != params.model.name:
         raise StiltsError(f"{meta_path}: checkpoint was trained from '{meta.get('base_model')}', "
                           f"but model.name is '{params.model.name}'")
+
+
+def checkpoint_damaged(checkpoint: Path, meta: dict) -> str | None:
+    """What differs from the files' sizes and hashes its stilts.json recorded (None: all match, or an older
+    checkpoint that recorded none)."""
+    return damaged(checkpoint, meta.get("files", {}))
 
 
 def save_checkpoint(model: StiltsModel, tokenizer, out: Path, meta: dict, state: dict | None = None) -> None:
@@ -279,4 +293,5 @@ def save_checkpoint(model: StiltsModel, tokenizer, out: Path, meta: dict, state:
         tokenizer.save_pretrained(tmp)
         head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
         save_file(head, str(tmp / "head.safetensors"))
+        meta = {**meta, "files": file_records(tmp)}  # checked before the checkpoint is used
         (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")

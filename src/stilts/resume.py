@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stilts.io import atomic_dir
+from stilts.io import atomic_dir, damaged, file_records
 
 
 def fault(point: str) -> None:
@@ -98,7 +98,8 @@ def save(path: Path, model, optimizer, scheduler, loop: dict, best_state: dict |
             else:
                 save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
             loop["best_saved_step"] = loop.get("best_step")
-        meta = {"loop": loop, "optimizer": opt_rest, "scheduler": scheduler.state_dict(), "rng": rng_info}
+        meta = {"loop": loop, "optimizer": opt_rest, "scheduler": scheduler.state_dict(), "rng": rng_info,
+                "files": file_records(tmp)}  # checked before the state is used (`discard_damaged`)
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
 
 
@@ -115,6 +116,27 @@ def load(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None] | 
     _set_rng_state(load_file(str(path / "rng.safetensors")), meta["rng"])
     best = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None
     return meta["loop"], best
+
+
+def discard_damaged(path: Path) -> None:
+    """A saved state whose files differ from the sizes and hashes it recorded (a copy cut short, a crash
+    in an older stilts, an altered file) is never loaded: it is said in one line and removed, and the cell
+    starts over."""
+    import sys
+
+    if not path.is_dir():
+        return
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        problem = damaged(path, meta["files"])
+    except FileNotFoundError:
+        problem = f"{path / 'state.json'}: missing"
+    except (ValueError, KeyError, TypeError):
+        problem = f"{path / 'state.json'}: not a complete state (truncated or altered)"
+    if problem:
+        print(f"stilts: {problem}; the saved training state is discarded and the cell starts over",
+              file=sys.stderr)
+        clear(path)
 
 
 def read_loop(path: Path) -> dict | None:

@@ -8,6 +8,7 @@ run (`upstream`) or any (`inputs`: a worker without the project's files fetches 
 
 from __future__ import annotations
 
+import contextlib
 import graphlib
 import json
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stilts.errors import StiltsError, last_line
+from stilts.io import atomic_write_text
 
 TRAINING = ("sweep-", "intermediate-", "transfer-")  # the stages that train: they take a GPU
 
@@ -26,13 +28,96 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     or a one-line error when it fails; else its output goes to ours and its exit code is returned."""
     exe = Path(sys.executable).with_name("dvc")
     cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
+    drop_zombie_lock_holders(Path(root))
     env = os.environ | (env or {})
     if not capture:
-        return subprocess.call(cmd, cwd=root, env=env)
+        return _call_stopping_on_signals(cmd, root, env)
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if out.returncode:
         raise StiltsError(f"{root}: `dvc {args[0]}` failed: {last_line(out.stderr or out.stdout)}")
     return out.stdout
+
+
+def drop_zombie_lock_holders(root: Path) -> None:
+    """DVC reads a pid in `.dvc/tmp/rwlock` as a command still running while that pid exists. A `dvc` killed
+    where nothing reaps orphans (a container whose first process is no init) stays a zombie, and every later
+    `dvc repro` refuses to start ("... is busy, it is being blocked by"). Drop the zombies' entries, under
+    DVC's own lock on the file (DVC itself drops those of processes that are gone)."""
+    import fcntl
+
+    import psutil
+
+    path = root / ".dvc" / "tmp" / "rwlock"
+    if not path.is_file():
+        return
+
+    def zombie(info) -> bool:
+        try:
+            return psutil.Process(int(info["pid"])).status() == psutil.STATUS_ZOMBIE
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            return False
+
+    with open(path.with_name("rwlock.lock"), "a") as guard:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a dvc is editing it now
+        try:
+            lock = json.loads(path.read_text())
+            read = {p: [i for i in infos if not zombie(i)] for p, infos in lock.get("read", {}).items()}
+            kept = {"read": {p: v for p, v in read.items() if v},
+                    "write": {p: i for p, i in lock.get("write", {}).items() if not zombie(i)}}
+        except (OSError, ValueError, AttributeError):
+            return
+        if kept != {"read": lock.get("read", {}), "write": lock.get("write", {})}:
+            atomic_write_text(path, json.dumps(kept))
+
+
+def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
+    """Run `cmd` in a process group of its own; SIGTERM, SIGINT or SIGUSR1 to us reaches that whole group as
+    SIGINT (DVC waits for the running stage, whose cell saves its state and stops), and we return only when
+    nothing of the group runs any more: no stage keeps running without its head. Stopped so: EXIT_RESUME."""
+    import signal
+    import time
+
+    from stilts import stop
+
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signal.Signals(signum).name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in stop.SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    deadline = time.monotonic() + stop.grace_seconds()
+    while _group_alive(proc.pid):  # a stage still saving after DVC itself ended
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    if received and code:
+        print(f"stilts: stopped by {received[0]}; what it had done is saved: run the same command again to continue",
+              file=sys.stderr)
+        return stop.EXIT_RESUME
+    return code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stilts import resume, step
+from stilts import resume, step, stop
 
 
 @dataclass
@@ -170,6 +170,7 @@ class _Loop:
     mlm_batches: object
     mlm_ratio: float
     log: object = None  # metrics, step → None
+    log_flush: object = lambda: None  # waits until what `log` queued is stored
     keep_best_state: bool = False
     keep_predictions: bool = False
     L: dict = field(default_factory=lambda: {
@@ -279,12 +280,19 @@ def _save_if_due(loop: _Loop, evaluated: bool, totals: dict) -> None:
     now = time.perf_counter()
     due = (loop.save_every and loop.L["step"] % loop.save_every == 0) or \
         (evaluated and now - loop.last_save >= loop.settings.save_interval_s)
-    if due and loop.state_dir is not None:
-        loop.L.update(loss_sum=float(totals["loss_sum"]), mlm_loss_sum=float(totals["mlm_loss_sum"]),
-                      tokens=int(totals["tokens"]), seconds=now - loop.start)
-        resume.save(loop.state_dir, loop.accelerator.unwrap_model(loop.model), loop.optimizer, loop.scheduler,
-                    {**loop.L, **loop.state_extra}, loop.best_state)
-        loop.last_save = time.perf_counter()
+    if due:
+        _save(loop, totals)
+
+
+def _save(loop: _Loop, totals: dict) -> None:
+    if loop.state_dir is None:
+        return
+    loop.log_flush()  # the steps' metrics are stored before the state that follows them
+    loop.L.update(loss_sum=float(totals["loss_sum"]), mlm_loss_sum=float(totals["mlm_loss_sum"]),
+                  tokens=int(totals["tokens"]), seconds=time.perf_counter() - loop.start)
+    resume.save(loop.state_dir, loop.accelerator.unwrap_model(loop.model), loop.optimizer, loop.scheduler,
+                {**loop.L, **loop.state_extra}, loop.best_state)
+    loop.last_save = time.perf_counter()
 
 
 def _train_steps(loop: _Loop, train_loader, sampler_generator, seed: int, totals: dict, bar) -> None:
@@ -305,6 +313,8 @@ def _train_steps(loop: _Loop, train_loader, sampler_generator, seed: int, totals
             if L["step"] >= loop.total or (settings.patience and L["stale"] >= settings.patience):
                 return
             _save_if_due(loop, evaluated, totals)
+            if stop.pending():  # a stop signal: train() saves this step's state and stops
+                return
         L["epoch"] += 1
         L["batch"] = 0
 
@@ -312,7 +322,7 @@ def _train_steps(loop: _Loop, train_loader, sampler_generator, seed: int, totals
 def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
           keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0,
           state_dir=None, state_extra: dict | None = None, save_every: int = 0,
-          keep_predictions: bool = False) -> TrainResult:
+          keep_predictions: bool = False, log_flush=None) -> TrainResult:
     """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation.
 
     With `state_dir`, the full training state is saved at every evaluation (and every `save_every`
@@ -328,6 +338,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     loop, train_loader, sampler_generator = _prepare(model, task, settings, train_ds, dev_during, collate,
                                                      accelerator, seed, mlm_batches, mlm_ratio)
     loop.log = log or (lambda metrics, step: None)
+    loop.log_flush = log_flush or (lambda: None)
     loop.keep_best_state, loop.keep_predictions = keep_best_state, keep_predictions
     if state_dir is not None and accelerator.num_processes == 1:
         loop.state_dir, loop.state_extra, loop.save_every = state_dir, state_extra or {}, save_every
@@ -340,7 +351,11 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
     loop.model.train()
     with tqdm(total=loop.total, initial=L["step"], desc=f"{task.name}", mininterval=2.0, leave=False,
               disable=not (progress and accelerator.is_local_main_process)) as bar:
-        _train_steps(loop, train_loader, sampler_generator, seed, totals, bar)
+        with stop.deferred():  # a stop signal lets the current step finish, then the state is saved
+            _train_steps(loop, train_loader, sampler_generator, seed, totals, bar)
+            if stop.pending():
+                _save(loop, totals)
+                stop.raise_if_pending()
     seconds = time.perf_counter() - loop.start
     best, final_eval = L["best"], time.perf_counter()
     if dev_during is not dev_ds:  # the paper: capped dev set while training, full dev set at the end

@@ -1,7 +1,8 @@
 """The client of the warm cell server (`stilts.worker`): how a `stilts` command runs in a fork of it.
 
 A cell command hands the server its argv, working directory, environment and stdin/stdout/stderr over a
-unix socket, waits for the exit code, and exits with it; when the client dies, the server kills the fork.
+unix socket, waits for the exit code, and exits with it; a stop signal to the client is passed on to the
+fork (which saves and stops, `stilts.stop`), and when the client dies, the server kills the fork.
 The CLI alone decides (`cli.main`): the warm server when it is enabled and reachable, else in-process.
 `STILTS_WORKER=0` turns it off. The socket's name includes a hash of the package source and of the
 environment read at import time, so a code change (or another thread count) gets a server of its own.
@@ -9,10 +10,12 @@ environment read at import time, so a code change (or another thread count) gets
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import signal
 import socket
 import stat
 import struct
@@ -119,6 +122,24 @@ def prestart() -> None:
             conn.close()
 
 
+@contextlib.contextmanager
+def _passing_signals(conn: socket.socket):
+    """SIGTERM, SIGINT and SIGUSR1 to this client go on to the command in the server (which saves and stops,
+    `stilts.stop`); the client keeps waiting for its exit code. Killing the client kills the command."""
+    from stilts.stop import SIGNALS
+
+    def forward(signum, frame):
+        with contextlib.suppress(OSError):
+            conn.send(struct.pack("!i", signum))
+
+    previous = {sig: signal.signal(sig, forward) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(argv: list[str]) -> int | None:
     """Run `stilts argv` in the warm server with this process's stdin/stdout/stderr, working directory and
     environment: its exit code, or None when no server could be reached (then it runs in-process)."""
@@ -131,10 +152,8 @@ def run(argv: list[str]) -> int | None:
             socket.send_fds(conn, [message], [0, 1, 2])
         except OSError:
             return None
-        try:
+        with _passing_signals(conn):
             reply = conn.recv(4)
-        except KeyboardInterrupt:
-            return 130  # closing the connection kills the command
     if len(reply) < 4:
         print("stilts: error: the cell server exited while running the command", file=sys.stderr)
         return 137

@@ -8,6 +8,7 @@ away first. It exits after `STILTS_WORKER_IDLE` seconds (default 300) without wo
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -35,6 +36,8 @@ PRELOAD = ["torch", "transformers", "accelerate", "datasets", "mlflow", "mlflow.
            "stilts.tasktypes.classification", "stilts.tasktypes.multiple_choice", "stilts.analysis.report",
            "mlflow.pyfunc", "stilts.tracking.models", "stilts.tracking.pyfunc", "stilts.predict"]
 MAX_REQUEST = 1 << 20  # bytes: argv, working directory and environment, as one message (SOCK_SEQPACKET)
+_children: dict[int, int] = {}  # the running commands: pid → pidfd
+_children_lock = threading.Lock()
 
 
 def _child(fds: list[int], request: dict) -> None:
@@ -49,7 +52,8 @@ def _child(fds: list[int], request: dict) -> None:
     os.environ.update(request["env"])
     os.environ["STILTS_WORKER"] = "0"
     os.chdir(request["cwd"])
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)  # until the command handles them (`stilts.stop`)
     from stilts import cli
 
     code = 1
@@ -64,6 +68,19 @@ def _child(fds: list[int], request: dict) -> None:
     finally:
         sys.stdout.flush(), sys.stderr.flush()
         os._exit(code)
+
+
+def _wait_for_child(pidfd: int, conn: socket.socket) -> None:
+    """Until the child ends: a signal number from the client (a stop signal it received) is passed on to the
+    child; the client going away first (its end of the connection closes) kills the child."""
+    while pidfd not in select.select([pidfd, conn], [], [])[0]:
+        message = conn.recv(4)
+        with contextlib.suppress(ProcessLookupError):
+            if len(message) == 4:
+                signal.pidfd_send_signal(pidfd, struct.unpack("!i", message)[0])
+                continue
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        return
 
 
 def _peer_is_us(conn: socket.socket) -> bool:
@@ -90,10 +107,13 @@ def _serve_one(conn: socket.socket) -> None:
     for fd in fds:
         os.close(fd)
     pidfd = os.pidfd_open(pid)
-    try:  # the child ends, or the client goes away first (its end of the connection closes): kill the child
-        if pidfd not in select.select([pidfd, conn], [], [])[0]:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    with _children_lock:
+        _children[pid] = pidfd
+    try:
+        _wait_for_child(pidfd, conn)
     finally:
+        with _children_lock:
+            del _children[pid]
         os.close(pidfd)
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     try:
@@ -127,11 +147,33 @@ def _preload() -> None:
     gc.freeze()
 
 
+class _Stopping(Exception):
+    """SIGTERM to the server: its children have been told to stop; wait for them, then exit."""
+
+
+def _stop_children(signum, frame) -> None:
+    with _children_lock:
+        for pidfd in _children.values():
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    raise _Stopping
+
+
 def _accept_until_idle(server: socket.socket, idle: float) -> None:
-    """Serve each connection in a thread; return once no command has run for `idle` seconds."""
+    """Serve each connection in a thread; return once no command has run for `idle` seconds, or once the
+    commands running have stopped after a SIGTERM to the server (each saves its state, `stilts.stop`)."""
     handlers: list[threading.Thread] = []
     last_done = [time.monotonic()]
+    signal.signal(signal.SIGTERM, _stop_children)
+    try:
+        _accept(server, idle, handlers, last_done)
+    except _Stopping:
+        server.close()
+        for t in handlers:
+            t.join()
 
+
+def _accept(server: socket.socket, idle: float, handlers: list, last_done: list) -> None:
     def handle(conn):
         try:
             with conn:
@@ -140,7 +182,7 @@ def _accept_until_idle(server: socket.socket, idle: float) -> None:
             last_done[0] = time.monotonic()
 
     while True:
-        handlers = [t for t in handlers if t.is_alive()]
+        handlers[:] = [t for t in handlers if t.is_alive()]
         wait = idle if handlers else last_done[0] + idle - time.monotonic()
         if wait <= 0:
             return
@@ -159,6 +201,8 @@ def serve(path: Path, lock_fd: int) -> None:
     why = unsafe(path.parent)
     if why:
         raise SystemExit(f"stilts worker: not serving: {why}")
+    for sig in (signal.SIGINT, signal.SIGUSR1):  # SLURM signals every process of a job: the commands stop,
+        signal.signal(sig, signal.SIG_IGN)       # the server serves on (SIGTERM: it waits for them, then exits)
     _preload()
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -1,12 +1,14 @@
 """One stage as a Dask task, on a worker: fetch its inputs, run its command, store its outputs.
 
 The command runs as `dvc repro` runs it (`/bin/sh -c CMD`, DVC's variables) under `stilts.engine.guard`,
-which dies with this worker and kills the command, so a rerun elsewhere never races an orphan. A `stilts`
+which stops the command when this worker goes, so a rerun elsewhere never races an orphan. A cell stopped
+by a signal exits `stilts.stop.EXIT_RESUME` with its state saved; the head runs it again (`runner`). A `stilts`
 command itself decides whether it runs in a fork of the warm cell server (`stilts.warm`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,10 +19,12 @@ from pathlib import Path
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from stilts.errors import StiltsError, last_line
+from stilts.stop import EXIT_RESUME
 
 LOG_TAIL = 64_000  # bytes of a cell's log that travel back to the head from a worker's own copy
 _running: dict[str, set[subprocess.Popen]] = {}  # study → the guards of its cells running on this worker
 _running_lock = threading.Lock()
+_stopping: set[str] = set()  # the studies whose head stopped them
 
 
 class StageFailed(StiltsError):
@@ -59,12 +63,32 @@ class CellWorker(WorkerPlugin):
 
 
 def stop(study: str) -> int:
-    """Kill the study's cells running on this worker (`client.run(stop, study)` when the head is interrupted)."""
+    """Stop the study's cells running on this worker (`client.run(stop, study)` when the head is interrupted):
+    each saves its state and ends its run (killed after `STILTS_STOP_GRACE_S`); return once all have ended."""
+    from stilts.stop import grace_seconds
+
     with _running_lock:
+        _stopping.add(study)
         guards = _running.pop(study, set())
     for guard in guards:
-        guard.stdin.close()  # the guard kills the command's process group
+        guard.stdin.close()  # the guard stops the command's process group
+    for guard in guards:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            guard.wait(grace_seconds() + 10)
     return len(guards)
+
+
+def requeue_slurm_job() -> None:
+    """SIGUSR1 under SLURM (`--signal=USR1@120`) means this job is about to end: as Lightning does
+    (`SLURMEnvironment`'s auto-requeue), put it back in the queue with `scontrol requeue`, once the cells it
+    ran have saved their state. The job ends now and starts again later as a fresh worker; Dask runs its
+    cells elsewhere meanwhile, and they resume. A second cell asking for the same job is ignored by SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    if job:
+        with contextlib.suppress(OSError):
+            subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60)
 
 
 def run_command(cmd: str, root: Path, env: dict, log_path: Path, study: str = "") -> int:
@@ -72,6 +96,9 @@ def run_command(cmd: str, root: Path, env: dict, log_path: Path, study: str = ""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {cmd}\n".encode())
+        if study in _stopping:  # handed to this worker in the instant its head was stopping the study
+            log.write(b"stilts: not started: its study was stopped\n")
+            return EXIT_RESUME
         log.flush()
         guard = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "/bin/sh", "-c", cmd],
                                  stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=root, env=env)
@@ -122,7 +149,10 @@ def run_stage(spec: dict, *upstream: dict) -> dict:
         code = run_command(spec["cmd"], side.root, _cell_env(spec, side.root), log_path, spec["study"])
         log = "" if spec["shared"] else _tail(log_path)
         if code:
-            raise StageFailed(name, code, error_line(log_path), log)
+            message = error_line(log_path)
+            if code == EXIT_RESUME and "stopped by SIGUSR1" in message and spec["study"] not in _stopping:
+                requeue_slurm_job()
+            raise StageFailed(name, code, message, log)
         return {"stage": name, "file": spec["file"], "seconds": round(time.monotonic() - start, 1),
                 "worker": worker.address, "log": log, **side.store(spec)}
     except StageFailed:

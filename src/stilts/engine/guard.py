@@ -1,23 +1,59 @@
-"""`python -m stilts.engine.guard CMD...`: run CMD, and kill it (its whole process group) when our stdin
-closes. The Dask worker holds the other end of that pipe, so a cell dies with the worker that started it
-(or when the worker lets go of it): no orphan trains on while its task runs again elsewhere.
+"""`python -m stilts.engine.guard CMD...`: run CMD in a process group of its own and stop it with its worker.
+
+The Dask worker holds the other end of our stdin, so a cell stops with the worker that started it (or when
+the worker lets go of it): no orphan trains on while its task runs again elsewhere. Stopping is SIGTERM to
+the command's group (its cell saves its state and ends its run, `stilts.stop`), then SIGKILL after
+`STILTS_STOP_GRACE_S`. A SIGTERM, SIGINT or SIGUSR1 to the guard itself (SLURM signals every process of a
+job) goes on to the group the same way. The guard returns once nothing of the group runs any more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
+import time
+
+from stilts import stop
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _drain(pgid: int, grace: float) -> None:
+    """Wait up to `grace` seconds for the group's last processes (a cell still saving), then SIGKILL them."""
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid):
+        if time.monotonic() > deadline:
+            _signal_group(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
 
 
 def main(argv: list[str]) -> int:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    for sig in stop.SIGNALS:
+        signal.signal(sig, lambda signum, frame: _signal_group(proc.pid, signum))
     pidfd = os.pidfd_open(proc.pid)
     if pidfd not in select.select([0, pidfd], [], [])[0]:  # stdin closed (or written to) before CMD ended
-        os.killpg(proc.pid, signal.SIGKILL)
+        _signal_group(proc.pid, signal.SIGTERM)
+        if not select.select([pidfd], [], [], stop.grace_seconds())[0]:
+            _signal_group(proc.pid, signal.SIGKILL)
     code = proc.wait()
+    _drain(proc.pid, stop.grace_seconds())
     return code if code >= 0 else 128 - code
 
 

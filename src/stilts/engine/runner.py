@@ -5,16 +5,19 @@ arguments; a training stage asks for one of a GPU worker's `GPU=K` cell slots. T
 results and releases each future at once: Dask reruns a finished task whose result sat on a worker that
 died, which would train (and log) that cell again. A failed stage cancels the stages no worker has been
 handed yet; those running finish and are recorded. A worker lost mid-cell is Dask's to handle (the task runs again
-elsewhere, up to `distributed.scheduler.allowed-failures` times). Ctrl-C also kills the running cells.
+elsewhere, up to `distributed.scheduler.allowed-failures` times); a cell stopped by a signal on its worker saved
+its state, and the head submits it again. SIGTERM, SIGINT or SIGUSR1 to the head stops the running cells
+(each saves its state and ends its run) and records what finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from pathlib import Path
 
-from stilts import pipeline, stages
+from stilts import pipeline, stages, stop
 from stilts.engine import cell, clusters, transport
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_text
@@ -57,6 +60,8 @@ class Study:
         self.failures: list[cell.StageFailed] = []
         self.waiting: dict[str, object] = {}  # submitted, not completed: future by stage
         self.cancelled = 0
+        self.attempts: dict[str, int] = {}  # stage → times submitted
+        self.names: dict[str, str] = {}  # task key → stage
         self.completed = as_completed()
         self.bar = tqdm(total=len(plan), desc="stages", unit="stage", file=out or sys.stderr, mininterval=1,
                         dynamic_ncols=True)
@@ -68,10 +73,26 @@ class Study:
                 "recorded": {i: recorded[i] for i in st.inputs if i in recorded}}
         inputs = [{k: self.results[u][k] for k in ("stage", "file", "entry") if k in self.results[u]}
                   for u in st.upstream]  # not their logs: the analysis alone has every cell upstream
+        attempt = self.attempts[st.name] = self.attempts.get(st.name, 0) + 1
+        key = f"{st.name}-{self.id}" + (f"-{attempt}" if attempt > 1 else "")
+        self.names[key] = st.name
         self.waiting[st.name] = self.client.submit(
-            cell.run_stage, spec, *inputs, pure=False, key=f"{st.name}-{self.id}", priority=st.downstream,
+            cell.run_stage, spec, *inputs, pure=False, key=key, priority=st.downstream,
             resources={"GPU": 1} if st.trains and self.gpus else None)
         self.completed.add(self.waiting[st.name])
+
+    def _again(self, name: str, exc) -> bool:
+        """A cell stopped by a signal on its worker (SLURM's preemption or walltime, a spot node's notice) saved
+        its state: run it again, where it resumes, as Dask reruns the cells of a lost worker (at most
+        `distributed.scheduler.allowed-failures` times each)."""
+        import dask
+
+        if not (isinstance(exc, cell.StageFailed) and exc.code == stop.EXIT_RESUME) or self.failures:
+            return False
+        if self.attempts[name] > dask.config.get("distributed.scheduler.allowed-failures"):
+            return False
+        self._submit(self.plan[name])
+        return True
 
     def _write_log(self, stage: str, log: str) -> None:
         """Bring a cell's log from a worker's own copy into the project's .stilts/logs."""
@@ -93,6 +114,8 @@ class Study:
             for nxt in self.after[name] if not self.failures else ():
                 if all(u in self.results for u in self.plan[nxt].upstream):
                     self._submit(self.plan[nxt])
+        elif self._again(name, fut.exception()):
+            return
         else:
             self.failures.append(_failure(name, fut.exception()))
             self._write_log(name, self.failures[-1].log)
@@ -106,16 +129,18 @@ class Study:
                 self._submit(st)
         try:
             for fut in self.completed:
-                name = fut.key[:-len(self.id) - 1]
+                name = self.names.pop(fut.key)
                 del self.waiting[name]
                 self._completed(name, fut)
                 # the head holds the result now: release it at once, or Dask would run the cell again
                 # (and log a second run) if the worker holding it died while any reference remained
                 fut.release()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # stilts.stop.Interrupted: SIGTERM, SIGINT or SIGUSR1 to the head
             self.client.cancel(list(self.waiting.values()))
-            self.client.run(cell.stop, self.id)  # the running cells are killed on their workers
-            self.failures.append(cell.StageFailed("(interrupted)", 130, "Ctrl-C; running cells were stopped"))
+            with contextlib.suppress(Exception):  # workers that got the signal too may be gone already
+                self.client.run(cell.stop, self.id)  # the running cells save, end their runs and exit
+            self.failures.append(cell.StageFailed("(interrupted)", stop.EXIT_RESUME, f"{str(e) or 'Ctrl-C'}; running "
+                                                  "cells saved their state: `stilts study` again continues them"))
         self.bar.close()
 
 
@@ -156,10 +181,15 @@ def run(params, kind: str, opts: clusters.Options, tracking_uri: str | None = No
               + (f"; dashboard {cluster.dashboard}" if cluster.dashboard else ""), flush=True)
         study = Study(params, client, plan, base, cluster.gpus, tracking_uri, out)
         study.run()
-    home.record(list(study.results.values()), study.plan)
+    with stop.deferred():  # a signal now waits for the record of what ran (one `dvc commit`)
+        home.record(list(study.results.values()), study.plan)
     print(f"{len(study.results)} stages ran and are recorded in dvc.lock", flush=True)
-    if study.failures:
-        first = study.failures[0]
+    failed = [f for f in study.failures if f.code != stop.EXIT_RESUME]
+    if study.failures and not failed:  # stopped by a signal: the next `stilts study` continues
+        print(f"stilts: {study.failures[-1].message}", file=sys.stderr, flush=True)
+        return stop.EXIT_RESUME
+    if failed:
+        first = failed[0]
         log = Path(params.root) / ".stilts" / "logs" / f"{first.stage}.log"
         print(f"stilts: error: {first} (log: {log})", file=sys.stderr, flush=True)
         return first.code or 1

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from stilts.errors import StiltsError
+from stilts.io import writing
 
 TAG = "stilts."
 
@@ -71,14 +72,18 @@ def prepare_store(uri: str) -> None:
     _client(uri)
 
 
+# sqlite busy with other writers; a tracking server whose database connections are all taken (a burst of cells)
+TRANSIENT = ("locked", "busy", "queuepool limit")
+
+
 def _retry(fn, *args, **kwargs):
-    """Retry a tracking call while sqlite reports the database busy/locked (other writers)."""
+    """Retry a tracking call while the store is busy (`TRANSIENT`), backing off up to 5 s a try."""
     delay = 0.05
     for attempt in range(12):
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
-            if attempt == 11 or not any(w in str(e).lower() for w in ("locked", "busy")):
+            if attempt == 11 or not any(w in str(e).lower() for w in TRANSIENT):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -144,6 +149,7 @@ class Run:
 
     def __init__(self, client, run_id: str):
         self.client, self.id = client, run_id
+        self.pending: list = []  # step metrics queued by `log_step`, not yet known stored
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -165,22 +171,49 @@ class Run:
         for i in range(0, len(items), 500):
             _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
+    def log_step(self, metrics: dict, step: int) -> None:
+        """A training step's metrics, through MLflow's asynchronous logging: queued, and written by MLflow's
+        own thread, which merges what waits into one request per run (many cells logging every step to one
+        server would otherwise send a request each). `flush()` waits for them (before a state is saved, and
+        when the run ends); a queued write that failed is written again then, so no metric is lost."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        self.pending.append((self.client.log_batch(self.id, metrics=items, synchronous=False), items))
+
+    def flush(self) -> None:
+        pending, self.pending, failed = self.pending, [], []
+        for operation, items in pending:
+            try:
+                operation.wait()
+            except Exception:  # noqa: BLE001  (the server was busy or away: write them now, retried)
+                failed += items
+        for i in range(0, len(failed), 1000):  # MLflow's most metrics in one request
+            _retry(self.client.log_batch, self.id, metrics=failed[i:i + 1000])
+
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
         _retry(self.client.log_batch, self.id, tags=[RunTag(_tag(k), str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.id, str(path), artifact_path)
+        with writing(self._artifact(artifact_path or Path(path).name)):
+            self.client.log_artifact(self.id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.id, text, artifact_file)
+        with writing(self._artifact(artifact_file)):
+            self.client.log_text(self.id, text, artifact_file)
+
+    def _artifact(self, name: str) -> str:
+        return f"artifact {name} of run {self.id}"
 
     @property
     def experiment_id(self) -> str:
         return _retry(self.client.get_run, self.id).info.experiment_id
 
     def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
         _retry(self.client.set_terminated, self.id, status)
 
 
@@ -317,13 +350,24 @@ def tracked(params, name: str, tags: dict, experiment: str | None = None, resume
     try:
         yield run
     except BaseException as e:
-        with contextlib.suppress(Exception):
-            run.set_tags({f"{TAG}error": f"{type(e).__name__}: {e}"[:5000]})
-            run.client.log_text(run.id, traceback.format_exc(), "error.txt")
-        with contextlib.suppress(Exception):
-            run.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        _end_on_error(run, e)
         raise
     run.finish("FINISHED")
+
+
+def _end_on_error(run: Run, e: BaseException) -> None:
+    """A run stopped by a signal ends KILLED, tagged `stilts.interrupted` (its cell's rerun resumes it);
+    one that failed ends FAILED with the error as `stilts.error` and its traceback as error.txt."""
+    from stilts.stop import Interrupted
+
+    with contextlib.suppress(Exception):
+        if isinstance(e, Interrupted):
+            run.set_tags({"interrupted": e.signal})
+        else:
+            run.set_tags({f"{TAG}error": f"{type(e).__name__}: {e}"[:5000]})
+            run.client.log_text(run.id, traceback.format_exc(), "error.txt")
+    with contextlib.suppress(Exception):
+        run.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
 
 
 def search_runs(params, experiment: str | None = None, filter_string: str = ""):

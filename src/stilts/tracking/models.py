@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from stilts.errors import StiltsError
-from stilts.io import sha256_file
+from stilts.io import sha256_file, writing
 
 CODE = Path(__file__).with_name("pyfunc_code.py")
 
@@ -63,7 +63,8 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
     try:
         # project_root is empty unless given at load time (model_config={"project_root": ...})
         config = {"checkpoint": rel, "project_root": "", "logged_in": str(root), "files": files, "weights": mode}
-        with tempfile.TemporaryDirectory(prefix="stilts-model-") as tmp, warnings.catch_warnings():
+        with tempfile.TemporaryDirectory(prefix="stilts-model-") as tmp, warnings.catch_warnings(), \
+                writing(f"{model.artifact_location} (the logged model of run {run.id})"):
             # an input example would make MLflow load the model (and hash the checkpoint) while logging it
             warnings.filterwarnings("ignore", message=".*input example was not provided")
             mlflow.pyfunc.save_model(

@@ -1,0 +1,235 @@
+"""Kill the study anywhere: SIGKILL its whole process tree at N seeded moments, resume as a user would, and
+check that it ends exactly like an uninterrupted run.
+
+    python benchmarks/chaos.py --kills 20 --seed 0                  # the default study (this repository)
+    python benchmarks/chaos.py --params my.yaml --kills 3           # another study
+
+Two scratch clones of the project: one runs `stilts study` uninterrupted (the reference), the other is
+killed N times. Each kill aims at a phase — prepare, sweep, training, checkpoint write, MLflow logging,
+DVC commit, analysis — drawn by the seed (every phase once before any twice, in study order), and at a
+seeded offset after the phase is first seen. Phases are read from the processes running (the `stilts`
+command of the stage) and from files (a checkpoint's temporary folder, a logged model's temporary folder),
+and "DVC commit" is DVC at work between two stage commands. The kill is SIGKILL to every process of the
+study: `dvc repro`, its stage, and the warm cell server with its forks (as when a node dies). Then
+`stilts study` again, up to the next kill. At the end: every results/**/*.json and report table equal to
+the reference's (timings and run ids aside), exactly one FINISHED run per cell that no other run
+supersedes, no RUNNING run, `dvc status` clean, no temporary file or folder left in the project. Prints
+where each kill landed and the time it cost (the attempt's time minus the reference time of the stages it
+completed); last line `chaos: ok` or what differed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import bench_env
+import chaos_checks
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PHASES = ("prepare", "sweep", "training", "checkpoint write", "MLflow logging", "DVC commit", "analysis")
+OFFSET_S = {"prepare": 2.0, "sweep": 8.0, "training": 8.0, "checkpoint write": 0.1, "MLflow logging": 0.3,
+            "DVC commit": 0.3, "analysis": 3.0}
+MARK = "STILTS_CHAOS_RUN"
+
+
+def clone(source: Path, dest: Path, params: Path | None, env: dict) -> Path:
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    if params is not None:
+        shutil.copy2(params, dest / "params.yaml")
+    subprocess.run([str(BIN / "stilts"), "pipeline"], cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+def environment(base: Path, name: str) -> dict:
+    tmp = base / f"tmp-{name}"
+    tmp.mkdir(mode=0o700)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "XDG_RUNTIME_DIR": str(tmp),
+           "TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
+           "STILTS_WORKER_IDLE": "60", MARK: name}
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "STILTS_FAULT", "STILTS_WORKER"):
+        env.pop(k, None)
+    return env
+
+
+class Attempt:
+    """One `stilts study` in the project, its stages' start and end times read from DVC's output."""
+
+    def __init__(self, root: Path, env: dict):
+        self.start = time.monotonic()
+        self.proc = subprocess.Popen([str(BIN / "stilts"), "study"], cwd=root, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.stages: list[tuple[str, float]] = []  # (stage, when it started)
+        self.output: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.output.append(line)
+            m = re.search(r"Running stage '([^']+)'", line)
+            if m:
+                self.stages.append((m.group(1).split(":")[-1], time.monotonic()))
+
+    def finish(self) -> float:
+        self.proc.wait()
+        self.reader.join(10)
+        return time.monotonic() - self.start
+
+    def completed(self) -> list[str]:
+        """The stages this attempt finished: all it started, but the last when it did not end well."""
+        return [s for s, _ in self.stages][:None if self.proc.returncode == 0 else -1]
+
+
+def become_subreaper() -> None:
+    """Orphans of a killed study become our children (PR_SET_CHILD_SUBREAPER), so that `reap` ends them as
+    init would: a zombie keeps its pid, and DVC reads a pid in its lock file as a process still running."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def reap() -> None:
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
+def study_processes(name: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.pid != os.getpid() and p.environ().get(MARK) == name:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def phase_now(root: Path, name: str, tmp: Path) -> tuple[str | None, str]:
+    """(the phase the study is in, the stage command running) from its processes and files."""
+    cmds = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline", "environ"])
+            if (p.info["environ"] or {}).get(MARK) == name]
+    stage = next((c.split("stilts ", 1)[1] for c in cmds if re.search(r"bin/stilts (prepare|sweep|intermediate|"
+                                                                      r"transfer|analyze)", c)), "")
+    if any((root / "models" / "intermediate").glob("*/.r*.tmp")):
+        return "checkpoint write", stage
+    if stage.startswith(("intermediate", "transfer")) and any(tmp.glob("stilts-model-*")):
+        return "MLflow logging", stage
+    for word, phase in (("prepare", "prepare"), ("sweep", "sweep"), ("intermediate", "training"),
+                        ("transfer", "training"), ("analyze", "analysis")):
+        if stage.startswith(word):
+            return phase, stage
+    if any("dvc" in c and " repro" in c for c in cmds):
+        return "DVC commit", "(between stages)"
+    return None, ""
+
+
+def possible(root: Path, env: dict) -> set[str]:
+    """The phases the rest of the study still goes through (from `dvc status`)."""
+    out = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=root, env=env, capture_output=True, text=True)
+    names = " ".join(k.split(":")[-1] for k in json.loads(out.stdout or "{}"))
+    found = {"DVC commit"} if names else set()
+    for word, phases in (("prepare-", ["prepare"]), ("sweep-", ["sweep"]), ("analysis", ["analysis"]),
+                         ("intermediate-", ["training", "checkpoint write", "MLflow logging"]),
+                         ("transfer-", ["training"])):
+        if word in names:
+            found |= set(phases)
+    return found
+
+
+def plan(kills: int, seed: int) -> list[tuple[str, float]]:
+    """Seeded (phase, offset) pairs: every phase once before any twice, in the order a study meets them."""
+    rng = random.Random(seed)
+    phases = [PHASES[i % len(PHASES)] for i in range(kills)]
+    return sorted(((p, rng.uniform(0, OFFSET_S[p])) for p in phases), key=lambda k: PHASES.index(k[0]))
+
+
+def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:
+    attempt, seen = Attempt(root, env), None
+    while attempt.proc.poll() is None:
+        phase, stage = phase_now(root, name, Path(env["TMPDIR"]))
+        if phase == target and seen is None:
+            seen = time.monotonic()
+        if seen is not None and time.monotonic() - seen >= offset:
+            phase, stage = phase_now(root, name, Path(env["TMPDIR"]))
+            for p in study_processes(name):
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            elapsed = attempt.finish()
+            psutil.wait_procs(study_processes(name), timeout=5)
+            reap()
+            return {"aimed": target, "landed": phase or "(between)", "stage": stage, "at_s": elapsed,
+                    "completed": attempt.completed()}
+        time.sleep(0.02)
+    elapsed = attempt.finish()
+    code = attempt.proc.returncode
+    why = "" if code == 0 else ": " + next((ln.strip() for ln in reversed(attempt.output) if ln.strip()), "")[:200]
+    return {"aimed": target, "landed": f"(not reached: the study ended, exit {code}{why})", "stage": "",
+            "at_s": elapsed, "completed": attempt.completed()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--project", type=Path, default=ROOT, help="a git repository of a study (default: this one)")
+    ap.add_argument("--params", type=Path, help="run this params.yaml instead of the project's")
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=Path, help="keep the scratch clones in this folder")
+    args = ap.parse_args(argv)
+    print(f"# {bench_env.describe_machine()}", flush=True)
+    become_subreaper()
+    base = Path(tempfile.mkdtemp(prefix="stilts-chaos-", dir=args.keep))
+    ref_env, env = environment(base, "reference"), environment(base, "chaos")
+    ref = clone(args.project, base / "reference", args.params, ref_env)
+    root = clone(args.project, base / "chaos", args.params, env)
+    reference = Attempt(ref, ref_env)
+    ref_total = reference.finish()
+    if reference.proc.returncode:
+        sys.exit("the reference study failed:\n" + "".join(reference.output[-30:]))
+    starts = reference.stages + [("(end)", reference.start + ref_total)]
+    stage_s = {s: round(starts[i + 1][1] - t, 2) for i, (s, t) in enumerate(starts[:-1])}
+    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s", flush=True)
+    rows, total = [], 0.0
+    for i, (target, offset) in enumerate(plan(args.kills, args.seed)):
+        left = possible(root, env)
+        if target not in left:
+            target = next((p for p in PHASES if p in left), target)
+        row = kill_at(root, env, target, offset, "chaos")
+        row["cost_s"] = row["at_s"] - sum(stage_s.get(s, 0) for s in row["completed"])
+        total += row["at_s"]
+        rows.append(row)
+        print(f"kill {i + 1:>2}: aimed {row['aimed']:<16} landed {row['landed']:<17} in {row['stage'] or '-':<40} "
+              f"after {row['at_s']:6.1f} s, cost {row['cost_s']:6.1f} s", flush=True)
+    last = Attempt(root, env)
+    total += last.finish()
+    if last.proc.returncode:
+        print("".join(last.output[-30:]))
+    problems = chaos_checks.compare(ref, root, env)
+    print(f"# uninterrupted {ref_total:.1f} s; with {len(rows)} kills {total:.1f} s "
+          f"(+{total - ref_total:.1f} s, {total / ref_total:.2f}x)")
+    print("chaos: ok" if not problems else "chaos: FAILED\n" + "\n".join(problems))
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
