@@ -17,7 +17,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHECKOUT = Path(__file__).resolve().parents[1]
 # a study's outputs in the checkout the tests run from (`make run` fills them): no test may read or write them
-STUDY_OUTPUTS = ("models", "results", "reports", "settings", "mlflow.db", "mlflow.db-wal", "mlruns", "mlartifacts",
+STUDY_OUTPUTS = ("models", "results", "reports", "data/settings", "mlflow.db", "mlflow.db-wal", "mlruns", "mlartifacts",
                  "data/processed", "data/features", ".dvc/cache", "dvc.lock", "pipelines")
 _CHECKOUT_STATE = pytest.StashKey[dict]()
 

@@ -94,8 +94,7 @@ def test_a_task_override_by_exp_run_or_by_an_edit_reruns_only_that_tasks_cells(p
     root, _ = project
     # what the repository's own .gitignore keeps out of git (DVC's own .gitignore files go with a `dvc pull`)
     (root / ".gitignore").write_text("".join(f"/{p}\n" for p in ("mlflow.db", "mlflow.db.lock", "mlruns/", ".stilts/",
-                                                                   "data/", "models/", "results/", "reports/",
-                                                                   "settings/")))
+                                                                   "data/", "models/", "results/", "reports/")))
     sh(root, "git", "add", "-A")  # experiments start from a commit
     sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "study")
     tense = {"settings", "transfer-none-syn_tense-r0", "transfer-syn_nli-syn_tense-r0", "analyze"}

@@ -12,13 +12,13 @@ def test_stages_cover_the_grid(make_params):
     assert len([s for s in st if s.startswith("intermediate-")]) == 2 * 2
     assert len([s for s in st if s.startswith("transfer-")]) == 3 * 3 * 2  # (none + 2) × 3 tasks × 2 restarts
     rte = st["transfer-syn_nli-syn_rte-r1"]
-    assert {"settings/train/syn_rte.json", "models/intermediate/syn_nli/r1"} <= set(rte["deps"])
-    assert "settings/train/syn_rte.json" not in st["transfer-syn_nli-syn_copa-r1"]["deps"]
+    assert {"data/settings/train/syn_rte.json", "models/intermediate/syn_nli/r1"} <= set(rte["deps"])
+    assert "data/settings/train/syn_rte.json" not in st["transfer-syn_nli-syn_copa-r1"]["deps"]
     assert not any("params" in s for s in st.values())  # no params keys: the settings files stand for them
     assert st["settings"]["deps"][0] == "params.yaml"
-    assert {"settings/train/syn_rte.json": {"persist": True}} in st["settings"]["outs"]
-    assert "settings/prepare/syn_rte.json" in st["prepare-syn_rte"]["deps"]
-    assert "settings/analyze.json" in st["analyze"]["deps"]
+    assert {"data/settings/train/syn_rte.json": {"persist": True}} in st["settings"]["outs"]
+    assert "data/settings/prepare/syn_rte.json" in st["prepare-syn_rte"]["deps"]
+    assert "data/settings/analyze.json" in st["analyze"]["deps"]
     assert st["transfer-none-syn_rte-r0"]["cmd"] == "stilts transfer --source none --task syn_rte --restart 0"
     assert len(st["analyze"]["deps"]) >= 18
 
@@ -80,20 +80,20 @@ def test_settings_files_change_only_for_the_task_whose_settings_changed(make_par
 
     params = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "syn_copa"], "probe": []})
     assert {p.relative_to(params.root).as_posix() for p in settings.write(params)} == set(settings.files(params))
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "settings").rglob("*.json")}
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "data" / "settings").rglob("*.json")}
     assert settings.write(params) == []  # nothing changed: nothing rewritten
-    rte = json.loads(before[params.root / "settings/train/syn_rte.json"][0])
+    rte = json.loads(before[params.root / "data/settings/train/syn_rte.json"][0])
     assert rte["task"]["metric"] == "accuracy" and rte["task"]["convert"] is None
-    copa = json.loads(before[params.root / "settings/prepare/syn_copa.json"][0])
+    copa = json.loads(before[params.root / "data/settings/prepare/syn_copa.json"][0])
     assert copa["task"]["convert"] == "copa_question"  # by name, as its task file says it
     assert rte["train"]["epochs"] == 1 and rte["model"]["name"] == params.model.name and rte["sweep"] is None
 
     changed = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "syn_copa"], "probe": []},
                           task_overrides={"syn_copa": {"epochs": 3}})
-    assert [p.relative_to(params.root).as_posix() for p in settings.write(changed)] == ["settings/train/syn_copa.json"]
-    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "settings").rglob("*.json")}
-    assert {p for p in after if after[p] != before[p]} == {params.root / "settings/train/syn_copa.json"}
-    assert json.loads(after[params.root / "settings/train/syn_copa.json"][0])["train"]["epochs"] == 3
+    assert [p.relative_to(params.root).as_posix() for p in settings.write(changed)] == ["data/settings/train/syn_copa.json"]
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "data" / "settings").rglob("*.json")}
+    assert {p for p in after if after[p] != before[p]} == {params.root / "data/settings/train/syn_copa.json"}
+    assert json.loads(after[params.root / "data/settings/train/syn_copa.json"][0])["train"]["epochs"] == 3
 
 
 def test_settings_stage_stops_when_params_add_a_stage(make_params, capsys, monkeypatch):
@@ -104,11 +104,11 @@ def test_settings_stage_stops_when_params_add_a_stage(make_params, capsys, monke
     params = make_params()
     pipeline.write(params)
     argv = ["--params", str(params.root / "params.yaml"), "settings"]
-    assert cli.main(argv) == 0 and (params.root / "settings" / "train" / "syn_rte.json").is_file()
+    assert cli.main(argv) == 0 and (params.root / "data" / "settings" / "train" / "syn_rte.json").is_file()
     capsys.readouterr()
     make_params(tasks={"target": ["syn_rte", "syn_copa"]})
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.strip().endswith("dvc.yaml: out of date with "
                                                          f"{params.root / 'params.yaml'}; run `stilts pipeline`")
-    assert not (params.root / "settings" / "train" / "syn_copa.json").exists()
+    assert not (params.root / "data" / "settings" / "train" / "syn_copa.json").exists()

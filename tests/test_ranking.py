@@ -239,7 +239,7 @@ def test_rank_stage_in_the_pipeline(make_params):
     assert {"results/syn_nli/syn_rte/r1.json", "results/syn_sentiment/syn_rte/r0.json",
             "models/intermediate/syn_nli/r0"} <= set(stage["deps"])
     assert not any("syn_copa/r" in d for d in stage["deps"])  # not measured in this study
-    assert "settings/rank.json" in stage["deps"] and "reports/ranking_eval.csv" in st["analyze"]["deps"]
+    assert "data/settings/rank.json" in stage["deps"] and "reports/ranking_eval.csv" in st["analyze"]["deps"]
     assert "rank" not in pipeline.stages(make_params())
 
 

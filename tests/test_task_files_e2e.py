@@ -38,7 +38,7 @@ def test_repro_trains_every_declared_task(study):
     assert ran(first) == {f"prepare-{n}" for n in DECLARED} | {"settings", "intermediate-my_reviews-r0",
                                                                 "analyze"} | cells
     assert "- tasks\n" in (root / "dvc.yaml").read_text()  # the task files: a dependency of the settings stage
-    settings = json.loads((root / "settings" / "train" / "my_scores.json").read_text())
+    settings = json.loads((root / "data" / "settings" / "train" / "my_scores.json").read_text())
     assert settings["task"]["type"] == "regression" and settings["task"]["fields"]["label"] == "score"
 
 

@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("grids", cmd_grids, "list the published transfer grids shipped with stilts: citation, encoder, size")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
-    add("settings", cmd_settings, "resolve each task's settings from params into settings/ (the first DVC stage)")
+    add("settings", cmd_settings, "resolve each task's settings from params into data/settings/ (the first DVC stage)")
     sp = add("generate", cmd_generate, "write one generated task in its official format")
     sp.add_argument("--task", required=True)
     sp.add_argument("--out", required=True)

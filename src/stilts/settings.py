@@ -6,11 +6,11 @@ change of params by any route (an edit, `dvc exp run -S`, a key that did not exi
 wrote the stages) reaches exactly the stages whose resolved settings changed: a file's bytes change only
 when its content does (sorted keys), and an unchanged file is not rewritten.
 
-- `settings/prepare/<task>.json`: what `stilts prepare` reads: the task's declaration and data settings.
-- `settings/train/<task>.json`: what its sweep and cells read: declaration, model, train settings after
+- `data/settings/prepare/<task>.json`: what `stilts prepare` reads: the task's declaration and data settings.
+- `data/settings/train/<task>.json`: what its sweep and cells read: declaration, model, train settings after
   task_overrides, the sweep (when the task is swept), MLflow, probe mode, masked LM (intermediate tasks).
   The sweep's winner is in results/sweep/<task>.json, a dependency of the cells already.
-- `settings/analyze.json`, `settings/rank.json`: the analysis's and the ranking's settings.
+- `data/settings/analyze.json`, `data/settings/rank.json`: the analysis's and the ranking's settings.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from stilts.config import parse_source
 from stilts.io import atomic_write_text
 from stilts.tasks import registry
 
-DIR = "settings"
+DIR = "data/settings"
 
 
 def prepare_path(task: str) -> str:
