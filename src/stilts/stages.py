@@ -78,7 +78,6 @@ def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
     SIGINT (DVC waits for the running stage, whose cell saves its state and stops), and we return only when
     nothing of the group runs any more: no stage keeps running without its head. Stopped so: EXIT_RESUME."""
     import signal
-    import time
 
     from stilts import stop
 
@@ -96,28 +95,12 @@ def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    deadline = time.monotonic() + stop.grace_seconds()
-    while _group_alive(proc.pid):  # a stage still saving after DVC itself ended
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.2)
+    stop.drain(proc.pid, stop.grace_seconds(), poll=0.2)  # a stage still saving after DVC itself ended
     if received and code:
         print(f"stilts: stopped by {received[0]}; what it had done is saved: run the same command again to continue",
               file=sys.stderr)
         return stop.EXIT_RESUME
     return code
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 @dataclass

@@ -10,7 +10,9 @@ saving its resume state (`train.py`). Either way `Interrupted` ends the MLflow r
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import time
 
 # EX_TEMPFAIL (sysexits.h): a temporary failure; the same command, run again, continues where this one stopped
 EXIT_RESUME = 75
@@ -69,6 +71,29 @@ def raise_if_pending() -> None:
 def grace_seconds() -> float:
     """How long a stopped cell may take to save and end its run before it is killed (`STILTS_STOP_GRACE_S`,
     default 30 s: SLURM's default KillWait between its SIGTERM and SIGKILL)."""
-    import os
-
     return float(os.environ.get("STILTS_STOP_GRACE_S", "30"))
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def drain(pgid: int, grace: float, poll: float = 0.1) -> None:
+    """Wait up to `grace` seconds for the group's last processes (a cell still saving), then SIGKILL them."""
+    deadline = time.monotonic() + grace
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            signal_group(pgid, signal.SIGKILL)
+            return
+        time.sleep(poll)

@@ -9,51 +9,26 @@ job) goes on to the group the same way. The guard returns once nothing of the gr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
-import time
 
 from stilts import stop
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _drain(pgid: int, grace: float) -> None:
-    """Wait up to `grace` seconds for the group's last processes (a cell still saving), then SIGKILL them."""
-    deadline = time.monotonic() + grace
-    while _group_alive(pgid):
-        if time.monotonic() > deadline:
-            _signal_group(pgid, signal.SIGKILL)
-            return
-        time.sleep(0.1)
 
 
 def main(argv: list[str]) -> int:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
     for sig in stop.SIGNALS:
-        signal.signal(sig, lambda signum, frame: _signal_group(proc.pid, signum))
+        signal.signal(sig, lambda signum, frame: stop.signal_group(proc.pid, signum))
     pidfd = os.pidfd_open(proc.pid)
     if pidfd not in select.select([0, pidfd], [], [])[0]:  # stdin closed (or written to) before CMD ended
-        _signal_group(proc.pid, signal.SIGTERM)
+        stop.signal_group(proc.pid, signal.SIGTERM)
         if not select.select([pidfd], [], [], stop.grace_seconds())[0]:
-            _signal_group(proc.pid, signal.SIGKILL)
+            stop.signal_group(proc.pid, signal.SIGKILL)
     code = proc.wait()
-    _drain(proc.pid, stop.grace_seconds())
+    stop.drain(proc.pid, stop.grace_seconds())
     return code if code >= 0 else 128 - code
 
 
