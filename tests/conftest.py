@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"FAILED: the tests changed {len(changed)} study output(s) of the checkout "
                                     f"{CHECKOUT} (tests must make their projects in tmp): {', '.join(changed[:10])}",
                                     red=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """Accelerate keeps one precision per process; a test that trains in-process (the CLI's `main`) must not
+    inherit the precision an earlier test chose."""
+    yield
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -90,7 +90,8 @@ def test_settings_files_change_only_for_the_task_whose_settings_changed(make_par
 
     changed = make_params(tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "syn_copa"], "probe": []},
                           task_overrides={"syn_copa": {"epochs": 3}})
-    assert [p.relative_to(params.root).as_posix() for p in settings.write(changed)] == ["data/settings/train/syn_copa.json"]
+    written = [p.relative_to(params.root).as_posix() for p in settings.write(changed)]
+    assert written == ["data/settings/train/syn_copa.json"]
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (params.root / "data" / "settings").rglob("*.json")}
     assert {p for p in after if after[p] != before[p]} == {params.root / "data/settings/train/syn_copa.json"}
     assert json.loads(after[params.root / "data/settings/train/syn_copa.json"][0])["train"]["epochs"] == 3
