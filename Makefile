@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast lock pipeline clean-study ui
+.PHONY: install run test test-long test-fast lock pipeline clean-study ui
 
 $(BIN)/stilts: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ run: install  ## the default study: write the DVC pipeline from params.yaml, the
 	stilts pipeline
 	dvc repro
 
-test: install  ## the test suite: unit tests, a tiny end-to-end dvc repro, real-data tests when the real data is present
-	$(BIN)/python -m pytest -q --durations=15 tests
+test: install  ## the test suite: unit tests, tiny end-to-end dvc repro and mlflow runs, real-data tests when the data is present
+	$(BIN)/python -m pytest -q --durations=15 -m "not long" tests
+
+test-long: install  ## the longest multi-process tests: Dask clusters on 127.0.0.1, signals to a whole study, the chaos check
+	$(BIN)/python -m pytest -q --durations=10 -m long tests
 
 test-fast: install  ## without the end-to-end, resume, multi-process and real-data tests
 	$(BIN)/python -m pytest -q -m "not slow and not integration" tests

@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import tiny_params_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 BIN = Path(sys.executable).parent
 CHAOS = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
 

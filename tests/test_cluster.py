@@ -19,7 +19,7 @@ from stilts import config, tracking
 from stilts.io import sha256_file
 from tests.conftest import tiny_params_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 BIN = Path(sys.executable).parent
 CELLS = {"intermediate-syn_nli-r0", "transfer-none-syn_rte-r0", "transfer-none-syn_tense-r0",
          "transfer-syn_nli-syn_rte-r0", "transfer-syn_nli-syn_tense-r0"}

@@ -156,6 +156,7 @@ class Group:
         os.killpg(self.proc.pid, sig)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("cluster, group", [(["--cluster", "local", "--jobs", "2"], False),
                                             (["--cluster", "local", "--jobs", "2"], True), ([], False)],
                          ids=["dask", "dask-group", "dvc-repro"])
@@ -209,6 +210,7 @@ class CellOf:
         self.proc.send_signal(sig)
 
 
+@pytest.mark.long
 def test_a_cell_stopped_on_its_worker_is_run_again_by_the_head_and_resumes(tiny_model, tmp_path):
     """SIGUSR1 to one cell of `stilts study --cluster local` (as SLURM sends it): the cell saves and exits 75,
     the head submits it again, and the rerun resumes its state and its run; the study ends complete."""
