@@ -181,8 +181,6 @@ def cmd_generate(args):
 
 
 def cmd_server(args):
-    import shutil
-
     from stilts import tracking
     from stilts.tracking import service
 
@@ -210,16 +208,7 @@ def cmd_server(args):
           f"training runs of '{params.mlflow.experiment}': {page}", flush=True)
     if args.open:
         service.open_when_up(args.host, args.port, page)
-    exe = shutil.which("mlflow", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [exe or "mlflow", "server", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port),
-           "--artifacts-destination", artifacts, "--workers", str(workers)]
-    # MLflow 3's job runner (GenAI evaluation jobs, trace rollups) adds 7 processes that no stilts run uses
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
-    if store.startswith("sqlite:///"):
-        # sqlite writes one at a time: with SQLAlchemy's default pool (5 + 10 connections, 30 s wait) a burst
-        # of cells fails with "QueuePool limit reached"; without a pool each request waits on sqlite's lock
-        env = {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"} | env
-    os.execvpe(cmd[0], cmd, env)  # become the server: a signal to `stilts server` reaches it
+    service.become_server(store, args.host, args.port, artifacts, workers)
 
 
 def cmd_study(args):

@@ -216,3 +216,20 @@ def open_when_up(host: str, port: int, page: str, wait_s: float = 120.0) -> None
     subprocess.Popen([sys.executable, "-c", script, host, str(port), page, str(wait_s)],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
+
+
+def become_server(store: str, host: str, port: int, artifacts: str, workers: int) -> None:
+    """Replace this process with `mlflow server` (a signal to `stilts server` then reaches the server)."""
+    import shutil
+    import sys
+
+    exe = shutil.which("mlflow", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [exe or "mlflow", "server", "--backend-store-uri", store, "--host", host, "--port", str(port),
+           "--artifacts-destination", artifacts, "--workers", str(workers)]
+    # MLflow 3's job runner (GenAI evaluation jobs, trace rollups) adds 7 processes that no stilts run uses
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ)
+    if store.startswith("sqlite:///"):
+        # sqlite writes one at a time: with SQLAlchemy's default pool (5 + 10 connections, 30 s wait) a burst
+        # of cells fails with "QueuePool limit reached"; without a pool each request waits on sqlite's lock
+        env = {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"} | env
+    os.execvpe(cmd[0], cmd, env)
