@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from stilts import __version__
+from stilts import __version__, remote_state
 from stilts.config import parse_source, source_name
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_json, read_json
@@ -204,6 +204,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
         return twin | {"state_dir": state_dir}
     resume.remove_partial(state_dir)
     resume.discard_damaged(state_dir)
+    remote_state.fetch_newer(params, state_dir)
     previous = resume.read_loop(state_dir)
     resume_id = previous.get("run_id") if previous else None
     name = f"intermediate:{task_name}:r{restart}" if role == "intermediate" else \
@@ -218,6 +219,7 @@ def _run_cell(params, *, role: str, source: str, task_name: str, restart: int, i
                        accelerator, seed, log=(run.log_step if main else None), keep_best_state=save_to is not None,
                        mlm_batches=mlm.batches, mlm_ratio=mlm.ratio, state_dir=state_dir,
                        state_extra={"run_id": run.id}, save_every=settings.save_every,
+                       after_save=remote_state.uploader(state_dir),
                        keep_predictions=role == "target", log_flush=run.flush if main else None)
         majority = tasktypes.get(task.type).majority_score(task, dev_ds)
         summary = _summary(task, tags, seed, fingerprint, result, majority, run.id if main else None)
@@ -273,6 +275,8 @@ def _clear_state(state_dir: Path) -> None:
     from stilts import resume  # torch: imported only where training happens
 
     resume.clear(state_dir)
+    if remote_state.remote_name():
+        remote_state.clear(state_dir)
 
 
 class _nullrun:

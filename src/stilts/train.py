@@ -171,6 +171,7 @@ class _Loop:
     mlm_ratio: float
     log: object = None  # metrics, step → None
     log_flush: object = lambda: None  # waits until what `log` queued is stored
+    after_save: object = lambda: None  # after each save of the training state (`remote_state.uploader`)
     keep_best_state: bool = False
     keep_predictions: bool = False
     L: dict = field(default_factory=lambda: {
@@ -292,6 +293,7 @@ def _save(loop: _Loop, totals: dict) -> None:
                   tokens=int(totals["tokens"]), seconds=time.perf_counter() - loop.start)
     resume.save(loop.state_dir, loop.accelerator.unwrap_model(loop.model), loop.optimizer, loop.scheduler,
                 {**loop.L, **loop.state_extra}, loop.best_state)
+    loop.after_save()
     loop.last_save = time.perf_counter()
 
 
@@ -322,7 +324,7 @@ def _train_steps(loop: _Loop, train_loader, sampler_generator, seed: int, totals
 def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: int, log=None,
           keep_best_state: bool = False, progress: bool = True, mlm_batches=None, mlm_ratio: float = 0.0,
           state_dir=None, state_extra: dict | None = None, save_every: int = 0,
-          keep_predictions: bool = False, log_flush=None) -> TrainResult:
+          keep_predictions: bool = False, log_flush=None, after_save=None) -> TrainResult:
     """Fine-tune `model` on `train_ds`, evaluating on `dev_ds`; return the best evaluation.
 
     With `state_dir`, the full training state is saved at every evaluation (and every `save_every`
@@ -339,6 +341,7 @@ def train(model, task, settings, train_ds, dev_ds, collate, accelerator, seed: i
                                                      accelerator, seed, mlm_batches, mlm_ratio)
     loop.log = log or (lambda metrics, step: None)
     loop.log_flush = log_flush or (lambda: None)
+    loop.after_save = after_save or (lambda: None)
     loop.keep_best_state, loop.keep_predictions = keep_best_state, keep_predictions
     if state_dir is not None and accelerator.num_processes == 1:
         loop.state_dir, loop.state_extra, loop.save_every = state_dir, state_extra or {}, save_every

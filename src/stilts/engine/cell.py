@@ -18,6 +18,7 @@ from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from stilts import remote_state
 from stilts.errors import StiltsError, last_line
 from stilts.stop import EXIT_RESUME
 
@@ -130,6 +131,8 @@ def _cell_env(spec: dict, root: Path) -> dict:
     env |= {"DVC_STAGE": spec["address"], "DVC_ROOT": str(root)}  # as `dvc repro` sets them
     if spec.get("tracking_uri"):
         env["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]
+    if not spec["shared"]:  # a cell stopped here may resume on another worker: its saves travel too
+        env.setdefault(remote_state.ENV, "default")
     return env
 
 
