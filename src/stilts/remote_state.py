@@ -30,9 +30,15 @@ def remote_name() -> str | None:
     return os.environ.get(ENV) or None
 
 
+_warned: set[str] = set()
+
+
 def _warn(what: str, e: Exception) -> None:
-    print(f"stilts: warning: {what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-          file=sys.stderr)
+    """One line, once per process for the same problem (a remote that is not there would repeat at every save)."""
+    line = f"stilts: warning: {what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if line not in _warned:
+        _warned.add(line)
+        print(line, file=sys.stderr)
 
 
 def _folder(state_dir: Path):
@@ -91,7 +97,7 @@ def restore(state_dir: Path, local_step: int | None, run_status) -> None:
     try:
         fs, folder = _folder(state_dir)
         pointer = _pointer(fs, folder)
-        if pointer is None:
+        if pointer is None or (local_step is not None and local_step >= pointer["step"]):
             return
         pointer = _wait_for_its_run(fs, folder, pointer, run_status)
         if local_step is not None and local_step >= pointer["step"]:
