@@ -45,6 +45,11 @@ OFFSET_S = {"prepare": 2.0, "sweep": 8.0, "training": 8.0, "checkpoint write": 0
 MARK = "STILTS_CHAOS_RUN"
 
 
+def mark(name: str) -> str:
+    """The value of MARK in the processes of one study of this script (another run of it may run beside)."""
+    return f"{name}-{os.getpid()}"
+
+
 def clone(source: Path, dest: Path, params: Path | None, env: dict) -> Path:
     subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
     if params is not None:
@@ -58,7 +63,7 @@ def environment(base: Path, name: str) -> dict:
     tmp.mkdir(mode=0o700)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "XDG_RUNTIME_DIR": str(tmp),
            "TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
-           "STILTS_WORKER_IDLE": "60", MARK: name}
+           "STILTS_WORKER_IDLE": "60", MARK: mark(name)}
     for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "STILTS_FAULT", "STILTS_WORKER"):
         env.pop(k, None)
     return env
@@ -114,28 +119,42 @@ def study_processes(name: str) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["pid"]):
         try:
-            if p.pid != os.getpid() and p.environ().get(MARK) == name:
+            if p.pid != os.getpid() and p.environ().get(MARK) == mark(name):
                 out.append(p)
         except psutil.Error:
             pass
     return out
 
 
-def phase_now(root: Path, name: str, tmp: Path) -> tuple[str | None, str]:
-    """(the phase the study is in, the stage command running) from its processes and files."""
+def _being_written(paths, since: float) -> bool:
+    """Whether one of these temporary folders is being written now: made or changed since `since` (one left
+    by an earlier kill is older, and is cleared by the stage when it runs again)."""
+    for path in paths:
+        try:
+            if path.stat().st_mtime >= since:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def phase_now(root: Path, name: str, tmp: Path, since: float, after_a_stage: bool) -> tuple[str | None, str]:
+    """(the phase the study is in, the stage command running) from its processes and files; DVC between two
+    stage commands (`after_a_stage`: one ran in this attempt) records the first one's outputs."""
     cmds = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline", "environ"])
-            if (p.info["environ"] or {}).get(MARK) == name]
+            if (p.info["environ"] or {}).get(MARK) == mark(name)]
     stage = next((c.split("stilts ", 1)[1] for c in cmds if re.search(r"bin/stilts (prepare|sweep|intermediate|"
                                                                       r"transfer|analyze)", c)), "")
-    if any((root / "models" / "intermediate").glob("*/.r*.tmp")):
+    if stage.startswith("intermediate") and _being_written((root / "models" / "intermediate").glob("*/.r*.tmp"),
+                                                           since):
         return "checkpoint write", stage
-    if stage.startswith(("intermediate", "transfer")) and any(tmp.glob("stilts-model-*")):
+    if stage.startswith(("intermediate", "transfer")) and _being_written(tmp.glob("stilts-model-*"), since):
         return "MLflow logging", stage
     for word, phase in (("prepare", "prepare"), ("sweep", "sweep"), ("intermediate", "training"),
                         ("transfer", "training"), ("analyze", "analysis")):
         if stage.startswith(word):
             return phase, stage
-    if any("dvc" in c and " repro" in c for c in cmds):
+    if after_a_stage and any("dvc" in c and " repro" in c for c in cmds):
         return "DVC commit", "(between stages)"
     return None, ""
 
@@ -161,13 +180,14 @@ def plan(kills: int, seed: int) -> list[tuple[str, float]]:
 
 
 def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:
+    since = time.time()
     attempt, seen = Attempt(root, env), None
     while attempt.proc.poll() is None:
-        phase, stage = phase_now(root, name, Path(env["TMPDIR"]))
+        phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, bool(attempt.stages))
         if phase == target and seen is None:
             seen = time.monotonic()
         if seen is not None and time.monotonic() - seen >= offset:
-            phase, stage = phase_now(root, name, Path(env["TMPDIR"]))
+            phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, bool(attempt.stages))
             for p in study_processes(name):
                 try:
                     p.kill()
