@@ -182,11 +182,11 @@ def procs(tmp_path_factory):
         procs.stop()
 
 
-@pytest.fixture(scope="module")
-def cluster(procs, tiny_model):
-    """A head project, two worker clones, and a scheduler with one worker in each."""
+def two_workers(procs: Processes, tiny_model, **over) -> dict:
+    """A head project without a shared filesystem, two worker clones, and a scheduler with one worker in each."""
     base = procs.runtime
-    head = project(procs, base / "head", tiny_model, base / "remote", **TINY, cluster={"shared_filesystem": False})
+    head = project(procs, base / "head", tiny_model, base / "remote", **TINY, cluster={"shared_filesystem": False},
+                   **over)
     clones = []
     for name in ("w1", "w2"):
         procs.run(base, "git", "clone", "-q", str(head), name)
@@ -195,6 +195,11 @@ def cluster(procs, tiny_model):
     workers = {c.name: start_worker(procs, c, address, "--nthreads", "1") for c in clones}
     return {"base": base, "head": head, "clones": clones, "uri": procs.uri, "address": address, "workers": workers,
             "procs": procs}
+
+
+@pytest.fixture(scope="module")
+def cluster(procs, tiny_model):
+    return two_workers(procs, tiny_model)
 
 
 def test_no_shared_filesystem_study_equals_sequential_dvc_repro(cluster, tiny_model):

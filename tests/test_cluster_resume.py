@@ -13,15 +13,12 @@ from mlflow import MlflowClient
 
 from tests.test_cluster import (
     BIN,
-    TINY,
     Processes,
     _cell_children,
-    project,
     results,
     runs,
-    start_scheduler,
     start_server,
-    start_worker,
+    two_workers,
     wait_for,
 )
 
@@ -44,14 +41,8 @@ def test_a_cell_sigtermed_on_one_worker_resumes_on_the_other_from_its_saved_stat
     procs = Processes(base)
     try:
         uri = procs.uri = start_server(procs, base)
-        head = project(procs, base / "head", tiny_model, base / "remote", **TINY, cluster={"shared_filesystem": False},
-                       tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
-        clones = []
-        for name in ("w1", "w2"):
-            procs.run(base, "git", "clone", "-q", str(head), name)
-            clones.append(base / name)
-        address = start_scheduler(procs, base, "scheduler")
-        workers = {c.name: start_worker(procs, c, address, "--nthreads", "1") for c in clones}
+        made = two_workers(procs, tiny_model, tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
+        head, clones, address, workers = made["head"], made["clones"], made["address"], made["workers"]
         study = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", address, "--tracking-uri", uri],
                                  cwd=head, env=procs.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
