@@ -69,6 +69,7 @@ def test_slurm_job_script_one_gpu_k_cells_and_loopback_only_when_told(monkeypatc
             cluster.close()
     assert "#SBATCH --gres=gpu:1" in script and "#SBATCH --cpus-per-task=8" in script and "#SBATCH -p gpu" in script
     assert "--resources GPU=2" in script and "--nthreads 2" in script and "export STILTS_CELL_THREADS=4" in script
+    assert "--preload-nanny stilts.engine.slurm_nanny" in script  # the worker outlives SLURM's SIGUSR1
     with dask.config.set({"jobqueue.slurm": slurm_cfg | {"scheduler-options": {}}}):
         with pytest.raises(StiltsError, match="set where the scheduler listens"):
             clusters.slurm(clusters.Options())
