@@ -94,8 +94,8 @@ def slurm(opts: Options):
     sched |= _dashboard(opts.dashboard)
     return SLURMCluster(
         cores=k, processes=1, job_cpu=int(cores),  # k Dask threads = k cells; the job's cores are theirs
-        worker_extra_args=list(cfg.get("worker-extra-args") or []) + [
-            "--resources", f"GPU={k}", "--preload-nanny", "stilts.engine.slurm_nanny"],  # survives SIGUSR1
+        worker_extra_args=list(cfg.get("worker-extra-args") or []) + ["--resources", f"GPU={k}"] +
+        ["--preload-nanny", "stilts.engine.slurm_signals", "--preload", "stilts.engine.slurm_signals"],  # SIGUSR1
         job_extra_directives=directives,
         job_script_prologue=list(cfg.get("job-script-prologue") or []) +
         [f"export STILTS_CELL_THREADS={cell_threads(int(cores), k)}"],
