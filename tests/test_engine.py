@@ -69,6 +69,7 @@ def test_slurm_job_script_one_gpu_k_cells_and_loopback_only_when_told(monkeypatc
             cluster.close()
     assert "#SBATCH --gres=gpu:1" in script and "#SBATCH --cpus-per-task=8" in script and "#SBATCH -p gpu" in script
     assert "--resources GPU=2" in script and "--nthreads 2" in script and "export STILTS_CELL_THREADS=4" in script
+    assert "--preload-nanny stilts.engine.slurm_signals --preload stilts.engine.slurm_signals" in script  # SIGUSR1
     with dask.config.set({"jobqueue.slurm": slurm_cfg | {"scheduler-options": {}}}):
         with pytest.raises(StiltsError, match="set where the scheduler listens"):
             clusters.slurm(clusters.Options())
@@ -277,6 +278,11 @@ def test_a_cell_stopped_by_sigusr1_under_slurm_requeues_its_job(tmp_path, monkey
         monkeypatch.setenv(k, v)
     cell.requeue_slurm_job()
     assert (tmp_path / "calls").read_text() == f"requeue {job}\n"
+    monkeypatch.setitem(cell._running, "study", {object()})  # a cell runs: it requeues once it has saved
+    assert not cell.requeue_slurm_job_if_idle()
+    monkeypatch.setitem(cell._running, "study", set())  # none runs: the warning requeues the job at once
+    assert cell.requeue_slurm_job_if_idle()
+    assert (tmp_path / "calls").read_text() == f"requeue {job}\nrequeue {job}\n"
 
 
 def test_a_killed_dvc_left_as_a_zombie_no_longer_blocks_the_next_repro(tmp_path):

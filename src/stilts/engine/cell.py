@@ -92,6 +92,14 @@ def requeue_slurm_job() -> None:
             subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60)
 
 
+def requeue_slurm_job_if_idle() -> bool:
+    """SIGUSR1 to a SLURM job's worker: with no cell running here (none to save and requeue after), requeue now."""
+    if any(list(_running.values())):  # read without the lock: this runs in a signal handler
+        return False
+    requeue_slurm_job()
+    return True
+
+
 def run_command(cmd: str, root: Path, env: dict, log_path: Path, study: str = "") -> int:
     """Run a stage's command under the guard, its output appended to `log_path`; its exit code."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

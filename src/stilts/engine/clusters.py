@@ -94,11 +94,23 @@ def slurm(opts: Options):
     sched |= _dashboard(opts.dashboard)
     return SLURMCluster(
         cores=k, processes=1, job_cpu=int(cores),  # k Dask threads = k cells; the job's cores are theirs
-        worker_extra_args=list(cfg.get("worker-extra-args") or []) + ["--resources", f"GPU={k}"],
+        worker_extra_args=list(cfg.get("worker-extra-args") or []) + ["--resources", f"GPU={k}"] +
+        ["--preload-nanny", "stilts.engine.slurm_signals", "--preload", "stilts.engine.slurm_signals"],  # SIGUSR1
         job_extra_directives=directives,
         job_script_prologue=list(cfg.get("job-script-prologue") or []) +
         [f"export STILTS_CELL_THREADS={cell_threads(int(cores), k)}"],
         scheduler_options=sched)
+
+
+def keep_requeued_jobs():
+    """Dask's cluster cancels a job whose worker stays gone `distributed.deploy.lost-worker-timeout` (15 s);
+    a job that requeued itself (`--requeue`, SIGUSR1) waits in SLURM's queue and starts again: keep it."""
+    import dask
+
+    directives = dask.config.get("jobqueue.slurm.job-extra-directives", None) or []
+    if any(d.split("=")[0].strip() == "--requeue" for d in directives):
+        return dask.config.set({"distributed.deploy.lost-worker-timeout": "3650 days"})
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -153,6 +165,8 @@ def open_cluster(kind: str, opts: Options):
         cluster.scale(jobs=opts.jobs)
         describe, gpus = f"SLURM: {opts.jobs} jobs × 1 GPU × {opts.cells_per_gpu} cells", True
     try:
-        yield Opened(cluster.scheduler_address, gpus, cluster.dashboard_link if opts.dashboard else None, describe)
+        with keep_requeued_jobs() if kind == "slurm" else contextlib.nullcontext():
+            yield Opened(cluster.scheduler_address, gpus, cluster.dashboard_link if opts.dashboard else None,
+                         describe)
     finally:
         cluster.close()

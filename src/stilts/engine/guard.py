@@ -19,7 +19,10 @@ from stilts import stop
 
 
 def main(argv: list[str]) -> int:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    # CMD (`/bin/sh -c ...`) starts with SIGUSR1 ignored: SLURM signals every process of a job step, and the
+    # shell must wait for the `stilts` command in it, which sets its own handler, instead of dying of it
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
     for sig in stop.SIGNALS:
         signal.signal(sig, lambda signum, frame: stop.signal_group(proc.pid, signum))
     pidfd = os.pidfd_open(proc.pid)
