@@ -16,7 +16,7 @@ from pathlib import Path
 from stilts import __version__, remote_state
 from stilts.config import parse_source, source_name
 from stilts.errors import StiltsError
-from stilts.io import atomic_write_json, read_json
+from stilts.io import atomic_write_json, read_json, remove_partial
 from stilts.seeds import seed_for
 from stilts.tasks import registry
 
@@ -388,6 +388,7 @@ def intermediate(params, task: str, restart: int, size: int | None = None) -> di
     source = source_name(task, size)
 
     out = checkpoint_dir(params, source, restart)
+    remove_partial(out)  # a checkpoint a kill left half-written
     summary = _run_cell(params, role="intermediate", source=source, task_name=task, restart=restart,
                         init_from=None, save_to=out, size=size, output=out / "stilts.json")
     _clear_state(summary.pop("state_dir"))

@@ -87,6 +87,18 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
+def remove_partial(path: str | os.PathLike) -> None:
+    """Remove what a kill left half-written of `path` (the temporaries of `atomic_dir`); `path` itself, the
+    previous complete version, stays."""
+    path = Path(path)
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

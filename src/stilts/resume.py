@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stilts.io import atomic_dir, damaged, file_records
+from stilts.io import atomic_dir, damaged, file_records, remove_partial
 
 
 def fault(point: str) -> None:
@@ -145,13 +145,6 @@ def read_loop(path: Path) -> dict | None:
         return json.loads((path / "state.json").read_text())["loop"]
     except (OSError, ValueError, KeyError):
         return None
-
-
-def remove_partial(path: Path) -> None:
-    """Remove half-written states left by a kill during a save (the previous state stays valid)."""
-    if path.parent.is_dir():
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def clear(path: Path) -> None:

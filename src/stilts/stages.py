@@ -29,6 +29,7 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     exe = Path(sys.executable).with_name("dvc")
     cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
     drop_zombie_lock_holders(Path(root))
+    keep_lock_files(Path(root))
     env = os.environ | (env or {})
     if not capture:
         return _call_stopping_on_signals(cmd, root, env)
@@ -71,6 +72,68 @@ def drop_zombie_lock_holders(root: Path) -> None:
             return
         if kept != {"read": lock.get("read", {}), "write": lock.get("write", {})}:
             atomic_write_text(path, json.dumps(kept))
+
+
+LOCK_COPIES = Path(".stilts") / "dvc-lock"  # the last good copy of each dvc.lock (`keep_lock_files`)
+
+
+def _lock_files(root: Path) -> list[Path]:
+    """The study's dvc.lock files: beside the dvc.yaml files `stilts pipeline` writes."""
+    return [p for p in [root / "dvc.lock", *sorted(root.glob("pipelines/*/dvc.lock"))] if p.is_file()]
+
+
+def _readable(lock: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.load(lock.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("stages"), dict)
+
+
+def keep_lock_files(root: Path) -> None:
+    """DVC rewrites a dvc.lock in place: a `dvc` killed while writing it leaves it empty or cut short, and every
+    later DVC command stops on it ("validation failed"). Before each dvc command, while no DVC holds the
+    project's lock: a damaged dvc.lock is put back from the copy taken before the previous command (the stages
+    that command recorded are then restored from DVC's run-cache, or run again) or, with no copy, removed;
+    the good ones are copied."""
+    import fcntl
+
+    repo_lock = root / ".dvc" / "tmp" / "lock"
+    if not repo_lock.is_file() or not _lock_files(root):
+        return
+    with open(repo_lock, "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a dvc is at work: what it writes is not ours to judge
+        try:
+            for lock in _lock_files(root):
+                _keep_or_restore(root, lock)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
+def _keep_or_restore(root: Path, lock: Path) -> None:
+    from stilts.io import atomic_write_bytes
+
+    rel = lock.relative_to(root)
+    copy = root / LOCK_COPIES / rel
+    data = lock.read_bytes()
+    if _readable(lock):
+        if not copy.is_file() or copy.read_bytes() != data:
+            atomic_write_bytes(copy, data)
+        return
+    how = "empty" if not data.strip() else "cut short or damaged"
+    if copy.is_file():
+        atomic_write_bytes(lock, copy.read_bytes())
+        what = "put back from the copy taken before that command"
+    else:
+        lock.unlink()
+        what = "removed"
+    print(f"stilts: {rel}: left {how} by a dvc command that was killed while writing it; {what} (the stages it "
+          f"had recorded are restored from DVC's run-cache or run again)", file=sys.stderr)
 
 
 def _call_stopping_on_signals(cmd: list[str], root, env: dict) -> int:
