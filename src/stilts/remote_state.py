@@ -112,7 +112,9 @@ def restore(state_dir: Path, local_step: int | None, run_status) -> None:
 
 
 def clear(state_dir: Path) -> None:
-    """Remove the copy of a finished cell's state."""
+    """Remove the copy of a finished cell's state (when states travel)."""
+    if not remote_name():
+        return
     try:
         fs, folder = _folder(state_dir)
         if fs.exists(folder):

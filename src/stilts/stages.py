@@ -121,13 +121,15 @@ def _keep_or_restore(root: Path, lock: Path) -> None:
     rel = lock.relative_to(root)
     copy = root / LOCK_COPIES / rel
     data = lock.read_bytes()
+    kept = copy.read_bytes() if copy.is_file() else None
+    if data == kept:  # checked when it was copied: no YAML to parse again (lock files of a paper-size study are long)
+        return
     if _readable(lock):
-        if not copy.is_file() or copy.read_bytes() != data:
-            atomic_write_bytes(copy, data)
+        atomic_write_bytes(copy, data)
         return
     how = "empty" if not data.strip() else "cut short or damaged"
-    if copy.is_file():
-        atomic_write_bytes(lock, copy.read_bytes())
+    if kept is not None:
+        atomic_write_bytes(lock, kept)
         what = "put back from the copy taken before that command"
     else:
         lock.unlink()
