@@ -7,7 +7,8 @@ check that it ends exactly like an uninterrupted run.
 Two scratch clones of the project: one runs `stilts study` uninterrupted (the reference), the other is
 killed N times. Each kill aims at a phase — prepare, sweep, training, checkpoint write, MLflow logging,
 DVC commit, analysis — drawn by the seed (every phase once before any twice, in study order), and at a
-seeded offset after the phase is first seen. Phases are read from the processes running (the `stilts`
+seeded offset after the phase is first seen (for the analysis, a stage of seconds, within half the
+reference's time for it). Phases are read from the processes running (the `stilts`
 command of the stage) and from files (a checkpoint's temporary folder, a logged model's temporary folder),
 and "DVC commit" is DVC at work between two stage commands. The kill is SIGKILL to every process of the
 study: `dvc repro`, its stage, and the warm cell server with its forks (as when a node dies). Then
@@ -42,6 +43,9 @@ BIN = Path(sys.executable).parent
 PHASES = ("prepare", "sweep", "training", "checkpoint write", "MLflow logging", "DVC commit", "analysis")
 OFFSET_S = {"prepare": 2.0, "sweep": 8.0, "training": 8.0, "checkpoint write": 0.1, "MLflow logging": 0.3,
             "DVC commit": 0.3, "analysis": 3.0}
+# the analysis runs once, in seconds (a fork of the warm cell server): its offsets stay inside the half of
+# the reference's analysis stage that follows its command's start
+SHORT_STAGE = {"analysis": "analysis"}
 MARK = "STILTS_CHAOS_RUN"
 
 
@@ -172,11 +176,13 @@ def possible(root: Path, env: dict) -> set[str]:
     return found
 
 
-def plan(kills: int, seed: int) -> list[tuple[str, float]]:
-    """Seeded (phase, offset) pairs: every phase once before any twice, in the order a study meets them."""
+def plan(kills: int, seed: int, stage_s: dict) -> list[tuple[str, float]]:
+    """Seeded (phase, offset) pairs: every phase once before any twice, in the order a study meets them.
+    `stage_s`: the reference's seconds per stage, which bound the offsets of the short phases."""
     rng = random.Random(seed)
     phases = [PHASES[i % len(PHASES)] for i in range(kills)]
-    return sorted(((p, rng.uniform(0, OFFSET_S[p])) for p in phases), key=lambda k: PHASES.index(k[0]))
+    limit = {p: min(OFFSET_S[p], 0.5 * stage_s.get(SHORT_STAGE.get(p), float("inf"))) for p in PHASES}
+    return sorted(((p, rng.uniform(0, limit[p])) for p in phases), key=lambda k: PHASES.index(k[0]))
 
 
 def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:
@@ -226,9 +232,10 @@ def main(argv=None) -> int:
         sys.exit("the reference study failed:\n" + "".join(reference.output[-30:]))
     starts = reference.stages + [("(end)", reference.start + ref_total)]
     stage_s = {s: round(starts[i + 1][1] - t, 2) for i, (s, t) in enumerate(starts[:-1])}
-    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s", flush=True)
+    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s (analysis {stage_s.get('analysis', 0):.1f} s)",
+          flush=True)
     rows, total = [], 0.0
-    for i, (target, offset) in enumerate(plan(args.kills, args.seed)):
+    for i, (target, offset) in enumerate(plan(args.kills, args.seed, stage_s)):
         left = possible(root, env)
         if target not in left:
             target = next((p for p in PHASES if p in left), target)

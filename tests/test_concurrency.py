@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from stilts import config, tracking
+from stilts.tracking import store
 
 WRITER = """
 import sys
@@ -33,7 +34,7 @@ def test_four_concurrent_writers(tmp_path, monkeypatch):
     runs = tracking.search_runs(params, "concurrency")
     assert len(runs) == 20 and set(runs["status"]) == {"FINISHED"}
     assert all(f"params.train.p{i}" in runs for i in range(30)) and runs["params.train.p29"].eq("29").all()
-    client = tracking._client(tracking.tracking_uri(params))
+    client = store.client_for(tracking.tracking_uri(params))
     for run_id in runs["run_id"]:
         history = client.get_metric_history(run_id, "m9")
         assert sorted(m.step for m in history) == list(range(20))

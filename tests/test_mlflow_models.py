@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stilts import cells, config, data, predict, tracking
+from stilts import cell_outputs, cells, config, data, predict, tracking
 from stilts.errors import StiltsError
 from stilts.io import read_json
 from tests.conftest import tiny_params_dict
@@ -189,7 +189,7 @@ def test_runs_list_their_datasets_and_targets_their_dev_predictions(chain):
     found = mlflow.search_runs([exp], "dataset.name = 'syn_rte/train'", output_format="list")
     assert [r.info.run_id for r in found] == [target["mlflow_run_id"]]
 
-    lines = mlflow.artifacts.load_text(f"runs:/{target['mlflow_run_id']}/{cells.DEV_PREDICTIONS}").splitlines()
+    lines = mlflow.artifacts.load_text(f"runs:/{target['mlflow_run_id']}/{cell_outputs.DEV_PREDICTIONS}").splitlines()
     rows = [json.loads(x) for x in lines]
     records = data.load_records(params, "syn_rte", "validation")
     assert [r["idx"] for r in rows] == [r["idx"] for r in records]

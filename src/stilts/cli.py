@@ -181,8 +181,8 @@ def cmd_generate(args):
 
 
 def cmd_server(args):
-    from stilts import tracking
     from stilts.tracking import service
+    from stilts.tracking import store as tracking_store
 
     params = _params_or_defaults(args)
     store = args.backend_store_uri or f"sqlite:///{(params.root / 'mlflow.db').resolve()}"
@@ -196,12 +196,12 @@ def cmd_server(args):
         service.check_writable(Path(artifacts.removeprefix("file://")), "--artifacts-destination")
     if store.startswith("sqlite:///"):
         try:  # schema and WAL mode now, before the server's workers open it at once
-            tracking.prepare_store(store)
+            tracking_store.prepare_store(store)
         except Exception as e:  # noqa: BLE001 — sqlalchemy/MLflow errors: one line, exit 2
             raise StiltsError(f"server: backend store {store} cannot be used: {str(e).splitlines()[0][:300]}") \
                 from None
     url = f"http://{args.host}:{args.port}"
-    page = service.training_runs_url(url, tracking.experiment_id_if_any(store, params.mlflow.experiment))
+    page = service.training_runs_url(url, tracking_store.experiment_id_if_any(store, params.mlflow.experiment))
     print(f"MLflow tracking server for {store} at {url} (artifacts in {artifacts}, {workers} worker"
           f"{'s' if workers > 1 else ''})\n"
           f"cells: stilts study --tracking-uri {url} ..., or export MLFLOW_TRACKING_URI={url}\n"

@@ -16,8 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
-from stilts.errors import StiltsError
 from stilts.io import writing
+from stilts.tracking.store import client_for, experiment_id, retry
 
 TAG = "stilts."
 
@@ -29,97 +29,6 @@ def tracking_uri(params) -> str:
 def uri_for(root) -> str:
     """$MLFLOW_TRACKING_URI, else the sqlite store of the project in `root`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
-
-
-# `mlflow ui` opens an experiment in the view its kind names: the machine-learning (model training) one, not
-# the GenAI one (traces, prompts). The UI's own kind switch writes this value for "Machine learning".
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
-_CLIENTS: dict = {}
-
-
-def _client(uri: str):
-    """One client per store and process. A new sqlite store is created (schema migrations) under a
-    file lock, so concurrent first writers do not race, and is switched to WAL so readers never block."""
-    if uri in _CLIENTS:
-        return _CLIENTS[uri]
-    from mlflow.tracking import MlflowClient
-
-    if not uri.startswith("sqlite:///"):
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
-        return _CLIENTS[uri]
-    import fcntl
-    import sqlite3
-
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{db}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
-            with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
-                con.execute("PRAGMA journal_mode=WAL")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    _CLIENTS[uri] = client
-    return client
-
-
-def prepare_store(uri: str) -> None:
-    """Create or migrate the store now (a new sqlite store under a lock, in WAL mode: see _client)."""
-    _client(uri)
-
-
-# sqlite busy with other writers; a tracking server whose database connections are all taken (a burst of cells)
-TRANSIENT = ("locked", "busy", "queuepool limit")
-
-
-def _retry(fn, *args, **kwargs):
-    """Retry a tracking call while the store is busy (`TRANSIENT`), backing off up to 5 s a try."""
-    delay = 0.05
-    for attempt in range(12):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
-            if attempt == 11 or not any(w in str(e).lower() for w in TRANSIENT):
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def _artifact_location(uri: str, name: str) -> str | None:
-    """With a sqlite store, artifacts (models, predictions, reports) go beside the database, in
-    mlruns/<experiment>/, wherever the process runs; a tracking server chooses its own."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    slug = re.sub(r"[^\w.-]", "_", name)
-    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / slug).as_uri()
-
-
-def _experiment_id(client, name: str) -> str:
-    for attempt in range(5):
-        exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                client.restore_experiment(exp.experiment_id)
-            for key, value in EXPERIMENT_KIND.items():  # made by an earlier stilts, or by hand: a kind chosen stays
-                if key not in exp.tags:
-                    _retry(client.set_experiment_tag, exp.experiment_id, key, value)
-            return exp.experiment_id
-        try:
-            return client.create_experiment(name, artifact_location=_artifact_location(client.tracking_uri, name),
-                                            tags=EXPERIMENT_KIND)
-        except Exception:  # another process created it first; look it up again
-            time.sleep(0.2 * (attempt + 1))
-    raise StiltsError(f"mlflow.experiment: could not create or find experiment '{name}'")
-
-
-def experiment_id_if_any(uri: str, name: str) -> str | None:
-    """The id of experiment `name` in the store at `uri`, or None when it is not there (yet)."""
-    exp = _client(uri).get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
 
 
 def git_commit(root: Path) -> str | None:
@@ -156,7 +65,7 @@ class Run:
 
         items = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
         for i in range(0, len(items), 100):
-            _retry(self.client.log_batch, self.id, params=items[i:i + 100])
+            retry(self.client.log_batch, self.id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict, step: int = 0, model_id: str | None = None,
                     dataset: tuple[str, str] | None = None) -> None:
@@ -169,7 +78,7 @@ class Run:
         items = [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest,
                         run_id=self.id) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
-            _retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
+            retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
     def log_step(self, metrics: dict, step: int) -> None:
         """A training step's metrics, through MLflow's asynchronous logging: queued, and written by MLflow's
@@ -190,12 +99,12 @@ class Run:
             except Exception:  # noqa: BLE001  (the server was busy or away: write them now, retried)
                 failed += items
         for i in range(0, len(failed), 1000):  # MLflow's most metrics in one request
-            _retry(self.client.log_batch, self.id, metrics=failed[i:i + 1000])
+            retry(self.client.log_batch, self.id, metrics=failed[i:i + 1000])
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
-        _retry(self.client.log_batch, self.id, tags=[RunTag(_tag(k), str(v)) for k, v in tags.items()])
+        retry(self.client.log_batch, self.id, tags=[RunTag(_tag(k), str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         with writing(self._artifact(artifact_path or Path(path).name)):
@@ -210,17 +119,17 @@ class Run:
 
     @property
     def experiment_id(self) -> str:
-        return _retry(self.client.get_run, self.id).info.experiment_id
+        return retry(self.client.get_run, self.id).info.experiment_id
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
-        _retry(self.client.set_terminated, self.id, status)
+        retry(self.client.set_terminated, self.id, status)
 
 
 def start_run(params, name: str, tags: dict, experiment: str | None = None) -> Run:
     """Create a run in `mlflow.experiment`. Under `mlflow run`, it becomes a child of the entry point's run."""
-    client = _client(tracking_uri(params))
-    exp_id = _experiment_id(client, experiment or params.mlflow.experiment)
+    client = client_for(tracking_uri(params))
+    exp_id = experiment_id(client, experiment or params.mlflow.experiment)
     all_tags = {_tag(k): str(v) for k, v in tags.items()}
     commit = git_commit(params.root)
     if commit:
@@ -232,7 +141,7 @@ def start_run(params, name: str, tags: dict, experiment: str | None = None) -> R
     if parent and "mlflow.parentRunId" not in all_tags:
         all_tags["mlflow.parentRunId"] = parent
     _claim_entry_run(client)
-    run = _retry(client.create_run, exp_id, tags=all_tags, run_name=name)
+    run = retry(client.create_run, exp_id, tags=all_tags, run_name=name)
     return Run(client, run.info.run_id)
 
 
@@ -242,7 +151,7 @@ def end_stale_runs(params, cell: str, keep: str | None = None, experiment: str |
     runs = search_runs(params, experiment, f"tags.`stilts.cell` = '{cell}' and attributes.status = 'RUNNING'")
     if runs.empty:
         return 0
-    client = _client(tracking_uri(params))
+    client = client_for(tracking_uri(params))
     stale = [r for r in runs["run_id"] if r != keep]
     for run_id in stale:
         _end_stale_parent(client, run_id)
@@ -279,7 +188,7 @@ def _abandoned(run) -> bool:
 
 def _end_stale_parent(client, run_id: str) -> None:
     """End the parent of a stale or resumed cell run when it is an abandoned entry point run."""
-    parent_id = _retry(client.get_run, run_id).data.tags.get("mlflow.parentRunId")
+    parent_id = retry(client.get_run, run_id).data.tags.get("mlflow.parentRunId")
     if not parent_id or parent_id == os.environ.get("MLFLOW_RUN_ID"):
         return
     try:
@@ -306,8 +215,8 @@ def _claim_entry_run(client) -> None:
     entry = re.sub(r"[^\w./ -]", "_", entry)  # it goes into a filter string
     Run(client, run_id).set_tags({"entry_point": entry, "host": socket.gethostname(),
                                   "pid": os.environ.get("STILTS_ENTRY_PID", os.getpid())})
-    exp_id = _retry(client.get_run, run_id).info.experiment_id
-    found = _retry(client.search_runs, [exp_id], f"tags.`stilts.entry_point` = '{entry}' and "
+    exp_id = retry(client.get_run, run_id).info.experiment_id
+    found = retry(client.search_runs, [exp_id], f"tags.`stilts.entry_point` = '{entry}' and "
                    "attributes.status = 'RUNNING'", max_results=1000)
     for r in found:
         if r.info.run_id != run_id and _abandoned(r):
@@ -320,21 +229,21 @@ def run_status(params, run_id: str | None) -> str | None:
     if not run_id:
         return None
     try:
-        return _client(tracking_uri(params)).get_run(run_id).info.status
+        return client_for(tracking_uri(params)).get_run(run_id).info.status
     except Exception:  # deleted, or another tracking store
         return None
 
 
 def resume_run(params, run_id: str) -> Run | None:
     """Reopen the run of a cell whose training resumes from saved state (None if it is gone)."""
-    client = _client(tracking_uri(params))
+    client = client_for(tracking_uri(params))
     try:
         client.get_run(run_id)
     except Exception:  # deleted, or another tracking store
         return None
     _claim_entry_run(client)
     _end_stale_parent(client, run_id)
-    _retry(client.update_run, run_id, status="RUNNING")
+    retry(client.update_run, run_id, status="RUNNING")
     run = Run(client, run_id)
     run.set_tags({"resumed": "true"})
     if os.environ.get("MLFLOW_RUN_ID"):  # resumed under another `mlflow run`: a child of that one now
@@ -378,7 +287,7 @@ def search_runs(params, experiment: str | None = None, filter_string: str = ""):
     (and the MLFLOW_TRACKING_URI seen by later code and child processes)."""
     import pandas as pd
 
-    client = _client(tracking_uri(params))
+    client = client_for(tracking_uri(params))
     exp = client.get_experiment_by_name(experiment or params.mlflow.experiment)
     if exp is None:
         return pd.DataFrame()
@@ -403,4 +312,4 @@ def experiment_exists(params, name: str) -> bool:
     uri = tracking_uri(params)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         return False  # no store yet: nothing exists, and asking would create one
-    return _client(uri).get_experiment_by_name(name) is not None
+    return client_for(uri).get_experiment_by_name(name) is not None

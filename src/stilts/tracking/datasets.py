@@ -33,7 +33,7 @@ def log_datasets(run, params, task: str, used: dict[str, int]) -> None:
     """Log the prepared splits of `task` as inputs of `run` (`used`: split → examples the cell used)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from stilts.tracking import _retry
+    from stilts.tracking.store import retry
 
     folder = params.path(params.data.processed_dir) / task
     meta = read_json(folder / "meta.json")
@@ -49,4 +49,4 @@ def log_datasets(run, params, task: str, used: dict[str, int]) -> None:
         source = json.dumps({"uri": str((folder / f"{split}.jsonl").resolve())})
         dataset = Dataset(name, digest(meta["data_hash"]), "local", source, profile=json.dumps(profile, sort_keys=True))
         inputs.append(DatasetInput(dataset, [InputTag("mlflow.data.context", split), InputTag("stilts.task", task)]))
-    _retry(run.client.log_inputs, run.id, datasets=inputs)
+    retry(run.client.log_inputs, run.id, datasets=inputs)

@@ -48,7 +48,7 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
     from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec
 
-    from stilts.tracking import _retry
+    from stilts.tracking.store import retry
 
     files = manifest(checkpoint)
     root = params.root.resolve()
@@ -56,7 +56,7 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
     rel = str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
     mode = params.mlflow.log_models
     client = run.client
-    model = _retry(client.create_logged_model, run.experiment_id, name=name, source_run_id=run.id,
+    model = retry(client.create_logged_model, run.experiment_id, name=name, source_run_id=run.id,
                    params={k: str(v)[:6000] for k, v in model_params.items()}, model_type="stilts-checkpoint",
                    tags={"stilts.checkpoint": rel, "stilts.checkpoint_sha256": files.get("model.safetensors", ""),
                          "stilts.weights": "in MLflow" if mode == "copy" else "in the DVC project (reference)"})
@@ -76,10 +76,10 @@ def log_checkpoint(run, params, checkpoint: Path, name: str, model_params: dict,
                 mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run.id,
                                    model_id=model.model_id))
             client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
-        _retry(client.log_outputs, run.id, [LoggedModelOutput(model.model_id, step)])
-        _retry(client.finalize_logged_model, model.model_id, "READY")
+        retry(client.log_outputs, run.id, [LoggedModelOutput(model.model_id, step)])
+        retry(client.finalize_logged_model, model.model_id, "READY")
     except BaseException:
-        _retry(client.finalize_logged_model, model.model_id, "FAILED")
+        retry(client.finalize_logged_model, model.model_id, "FAILED")
         raise
     return model.model_id, files
 

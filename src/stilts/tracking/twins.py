@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from stilts import tracking
+from stilts.tracking import store
 
 RESULT_ARTIFACT = "stilts/result.json"
 SUPERSEDED_BY = "stilts.superseded_by"
@@ -49,7 +50,7 @@ def finished_twin(params, cell: str, role: str, fingerprint: str, experiment: st
 
 
 def _read_artifact(params, run_id: str, path: str) -> str | None:
-    client = tracking._client(tracking.tracking_uri(params))
+    client = store.client_for(tracking.tracking_uri(params))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             return Path(client.download_artifacts(run_id, path, tmp)).read_text()
@@ -66,10 +67,10 @@ def supersede(params, cell: str, role: str, keep: str, experiment: str | None = 
     if runs.empty:
         return 0
     by = runs.set_index("run_id")[f"tags.{SUPERSEDED_BY}"] if f"tags.{SUPERSEDED_BY}" in runs else {}
-    client = tracking._client(tracking.tracking_uri(params))
+    client = store.client_for(tracking.tracking_uri(params))
     older = [r for r in runs["run_id"] if r != keep and by.get(r) != keep]
     for run_id in older:
         tracking.Run(client, run_id).set_tags({"superseded_by": keep})
     if isinstance(by.get(keep), str):
-        tracking._retry(client.delete_tag, keep, SUPERSEDED_BY)
+        store.retry(client.delete_tag, keep, SUPERSEDED_BY)
     return len(older)

@@ -1,0 +1,101 @@
+"""The tracking store: one MLflow client per store and process (a new sqlite store made under a lock, in WAL
+mode), retries while the store is busy, and the experiment a study logs to."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+
+from stilts.errors import StiltsError
+
+# `mlflow ui` opens an experiment in the view its kind names: the machine-learning (model training) one, not
+# the GenAI one (traces, prompts). The UI's own kind switch writes this value for "Machine learning".
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+_CLIENTS: dict = {}
+
+
+def client_for(uri: str):
+    """One client per store and process. A new sqlite store is created (schema migrations) under a
+    file lock, so concurrent first writers do not race, and is switched to WAL so readers never block."""
+    if uri in _CLIENTS:
+        return _CLIENTS[uri]
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+        return _CLIENTS[uri]
+    import fcntl
+    import sqlite3
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
+            with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _CLIENTS[uri] = client
+    return client
+
+
+def prepare_store(uri: str) -> None:
+    """Create or migrate the store now (a new sqlite store under a lock, in WAL mode: see _client)."""
+    client_for(uri)
+
+
+# sqlite busy with other writers; a tracking server whose database connections are all taken (a burst of cells)
+TRANSIENT = ("locked", "busy", "queuepool limit")
+
+
+def retry(fn, *args, **kwargs):
+    """Retry a tracking call while the store is busy (`TRANSIENT`), backing off up to 5 s a try."""
+    delay = 0.05
+    for attempt in range(12):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
+            if attempt == 11 or not any(w in str(e).lower() for w in TRANSIENT):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def artifact_location(uri: str, name: str) -> str | None:
+    """With a sqlite store, artifacts (models, predictions, reports) go beside the database, in
+    mlruns/<experiment>/, wherever the process runs; a tracking server chooses its own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    slug = re.sub(r"[^\w.-]", "_", name)
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / slug).as_uri()
+
+
+def experiment_id(client, name: str) -> str:
+    for attempt in range(5):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            for key, value in EXPERIMENT_KIND.items():  # made by an earlier stilts, or by hand: a kind chosen stays
+                if key not in exp.tags:
+                    retry(client.set_experiment_tag, exp.experiment_id, key, value)
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name),
+                                            tags=EXPERIMENT_KIND)
+        except Exception:  # another process created it first; look it up again
+            time.sleep(0.2 * (attempt + 1))
+    raise StiltsError(f"mlflow.experiment: could not create or find experiment '{name}'")
+
+
+def experiment_id_if_any(uri: str, name: str) -> str | None:
+    """The id of experiment `name` in the store at `uri`, or None when it is not there (yet)."""
+    exp = client_for(uri).get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
