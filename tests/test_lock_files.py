@@ -39,6 +39,20 @@ def test_a_dvc_lock_left_empty_is_put_back_from_the_last_good_copy(tmp_path, cap
     assert "dvc.lock: left cut short or damaged" in err[0]
 
 
+def test_a_dvc_lock_cut_just_after_a_stage_name_is_put_back(tmp_path, capsys):
+    """Valid YAML, but not a lock file DVC reads: its last stage has no entry (a cut at a buffer's end)."""
+    root = dvc_project(tmp_path / "p")
+    stages.keep_lock_files(root)
+    good = (root / "dvc.lock").read_text()
+    (root / "dvc.lock").write_text(good + "  transfer-syn_nli-syn_copa-r1:\n")
+    stages.keep_lock_files(root)
+    assert (root / "dvc.lock").read_text() == good
+    assert "dvc.lock: left cut short or damaged" in capsys.readouterr().err
+    (root / "dvc.lock").write_text(good + "  sweep-syn_nli:\n    cmd: stilts sweep --task syn_nli\n    deps:\n    - pa")
+    stages.keep_lock_files(root)
+    assert (root / "dvc.lock").read_text() == good
+
+
 def test_without_a_copy_it_is_removed_and_while_dvc_works_nothing_is_touched(tmp_path):
     root = dvc_project(tmp_path / "p")
     (root / "dvc.lock").write_text("")

@@ -83,13 +83,17 @@ def _lock_files(root: Path) -> list[Path]:
 
 
 def _readable(lock: Path) -> bool:
+    """Whether DVC will read this dvc.lock: YAML that DVC's own lock-file schema accepts (a file cut short can be
+    valid YAML, e.g. one that ends just after a stage's name)."""
+    import voluptuous
     import yaml
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
 
     try:
-        data = yaml.load(lock.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, yaml.YAMLError):
+        COMPILED_LOCKFILE_SCHEMA(yaml.load(lock.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    except (OSError, yaml.YAMLError, voluptuous.Invalid):
         return False
-    return isinstance(data, dict) and isinstance(data.get("stages"), dict)
+    return True
 
 
 def keep_lock_files(root: Path) -> None:
