@@ -65,6 +65,28 @@ def test_without_a_copy_it_is_removed_and_while_dvc_works_nothing_is_touched(tmp
     assert (root / "pipelines" / "none" / "dvc.lock").is_file()
 
 
+def test_dvc_stage_lock_table_left_empty_is_removed_a_good_one_kept(tmp_path, capsys):
+    """DVC rewrites .dvc/tmp/rwlock in place too; left empty, every dvc command stops ("JSON ... corrupted")."""
+    root = dvc_project(tmp_path / "p")
+    rwlock, guard = root / ".dvc" / "tmp" / "rwlock", root / ".dvc" / "tmp" / "rwlock.lock"
+    guard.touch()
+    good = '{"write": {}, "read": {"data/x": [{"pid": 1, "cmd": "dvc repro"}]}}'
+    rwlock.write_text(good)
+    stages.keep_lock_files(root)
+    assert rwlock.read_text() == good
+    rwlock.write_text("")
+    with open(guard, "a") as held:  # a dvc is editing it: not touched
+        fcntl.flock(held, fcntl.LOCK_EX)
+        stages.keep_lock_files(root)
+        assert rwlock.exists()
+    stages.keep_lock_files(root)
+    assert not rwlock.exists()
+    assert ".dvc/tmp/rwlock: left damaged by a dvc command that was killed" in capsys.readouterr().err
+    rwlock.write_text('{"write": {"x": {"pid": "one"}}}')  # JSON, but not DVC's format
+    stages.keep_lock_files(root)
+    assert not rwlock.exists()
+
+
 def test_a_half_written_checkpoint_folder_is_removed_the_complete_one_stays(tmp_path):
     out = tmp_path / "models" / "intermediate" / "syn_nli" / "r0"
     out.mkdir(parents=True)

@@ -101,22 +101,56 @@ def keep_lock_files(root: Path) -> None:
     later DVC command stops on it ("validation failed"). Before each dvc command, while no DVC holds the
     project's lock: a damaged dvc.lock is put back from the copy taken before the previous command (the stages
     that command recorded are then restored from DVC's run-cache, or run again) or, with no copy, removed;
-    the good ones are copied."""
+    the good ones are copied. DVC's table of locked stages is mended too (`_mend_rwlock`)."""
+    tmp = root / ".dvc" / "tmp"
+    with _flocked(tmp / "lock") as ours:
+        if not ours:
+            return  # a dvc is at work: what it writes is not ours to judge
+        _mend_rwlock(tmp)
+        for lock in _lock_files(root):
+            _keep_or_restore(root, lock)
+
+
+@contextlib.contextmanager
+def _flocked(path: Path):
+    """Yields whether this existing lock file (held by DVC with flock, as zc.lockfile does) was free and is ours."""
     import fcntl
 
-    repo_lock = root / ".dvc" / "tmp" / "lock"
-    if not repo_lock.is_file() or not _lock_files(root):
+    if not path.is_file():
+        yield False
         return
-    with open(repo_lock, "a") as held:
+    with open(path, "a") as held:
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # a dvc is at work: what it writes is not ours to judge
+            yield False
+            return
         try:
-            for lock in _lock_files(root):
-                _keep_or_restore(root, lock)
+            yield True
         finally:
             fcntl.flock(held, fcntl.LOCK_UN)
+
+
+def _mend_rwlock(tmp: Path) -> None:
+    """DVC rewrites `.dvc/tmp/rwlock` (the stages running now) in place too: one a kill left empty stops every
+    later dvc command ("JSON structure is corrupted"). Under DVC's own guard of it, a damaged one is removed:
+    DVC reads a missing one as no stage running."""
+    import voluptuous
+    from dvc.rwlock import SCHEMA
+
+    path = tmp / "rwlock"
+    if not path.is_file():
+        return
+    with _flocked(tmp / "rwlock.lock") as ours:
+        if not ours:
+            return
+        try:
+            SCHEMA(json.loads(path.read_bytes()))
+            return
+        except (ValueError, voluptuous.Invalid):
+            path.unlink()
+    print("stilts: .dvc/tmp/rwlock: left damaged by a dvc command that was killed while writing it; removed (DVC reads "
+          "a missing one as no stage running)", file=sys.stderr)
 
 
 def _keep_or_restore(root: Path, lock: Path) -> None:
