@@ -144,7 +144,7 @@ def _being_written(paths, since: float) -> bool:
 
 def phase_now(root: Path, name: str, tmp: Path, since: float, after_a_stage: bool) -> tuple[str | None, str]:
     """(the phase the study is in, the stage command running) from its processes and files; DVC between two
-    stage commands (`after_a_stage`: one ran in this attempt) records the first one's outputs."""
+    stage commands (`after_a_stage`: a stage command was seen in this attempt) records the first one's outputs."""
     cmds = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline", "environ"])
             if (p.info["environ"] or {}).get(MARK) == mark(name)]
     stage = next((c.split("stilts ", 1)[1] for c in cmds if re.search(r"bin/stilts (prepare|sweep|intermediate|"
@@ -189,13 +189,14 @@ def plan(kills: int, seed: int, stage_s: dict) -> list[tuple[str, float]]:
 
 def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:
     since = time.time()
-    attempt, seen = Attempt(root, env), None
+    attempt, seen, ran = Attempt(root, env), None, False
     while attempt.proc.poll() is None:
-        phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, bool(attempt.stages))
+        phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, ran)
+        ran = ran or phase not in (None, "DVC commit")
         if phase == target and seen is None:
             seen = time.monotonic()
         if seen is not None and time.monotonic() - seen >= offset:
-            phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, bool(attempt.stages))
+            phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, ran)
             for p in study_processes(name):
                 try:
                     p.kill()
