@@ -289,7 +289,7 @@ def test_a_killed_dvc_left_as_a_zombie_no_longer_blocks_the_next_repro(tmp_path)
     """Where nothing reaps orphans, a SIGKILLed `dvc` stays a zombie whose pid DVC's rwlock still names."""
     import json as json_
 
-    from stilts.stages import drop_zombie_lock_holders
+    from stilts.stages import mend_rwlock
 
     pid = os.fork()
     if pid == 0:
@@ -303,7 +303,7 @@ def test_a_killed_dvc_left_as_a_zombie_no_longer_blocks_the_next_repro(tmp_path)
         alive = {"pid": os.getpid(), "cmd": "dvc status"}
         lock.write_text(json_.dumps({"read": {"data/a": [{"pid": pid, "cmd": "dvc repro"}, alive]},
                                      "write": {"models/m": {"pid": pid, "cmd": "dvc repro"}}}))
-        drop_zombie_lock_holders(tmp_path)
+        mend_rwlock(tmp_path)
         assert json_.loads(lock.read_text()) == {"read": {"data/a": [alive]}, "write": {}}
     finally:
         os.waitpid(pid, 0)

@@ -72,18 +72,18 @@ def test_dvc_stage_lock_table_left_empty_is_removed_a_good_one_kept(tmp_path, ca
     guard.touch()
     good = '{"write": {}, "read": {"data/x": [{"pid": 1, "cmd": "dvc repro"}]}}'
     rwlock.write_text(good)
-    stages.keep_lock_files(root)
+    stages.mend_rwlock(root)
     assert rwlock.read_text() == good
     rwlock.write_text("")
     with open(guard, "a") as held:  # a dvc is editing it: not touched
         fcntl.flock(held, fcntl.LOCK_EX)
-        stages.keep_lock_files(root)
+        stages.mend_rwlock(root)
         assert rwlock.exists()
-    stages.keep_lock_files(root)
+    stages.mend_rwlock(root)
     assert not rwlock.exists()
     assert ".dvc/tmp/rwlock: left damaged by a dvc command that was killed" in capsys.readouterr().err
     rwlock.write_text('{"write": {"x": {"pid": "one"}}}')  # JSON, but not DVC's format
-    stages.keep_lock_files(root)
+    stages.mend_rwlock(root)
     assert not rwlock.exists()
 
 

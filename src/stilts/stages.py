@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stilts.errors import StiltsError, last_line
-from stilts.io import atomic_write_text
+from stilts.io import atomic_write_bytes, atomic_write_text
 
 TRAINING = ("sweep-", "intermediate-", "transfer-")  # the stages that train: they take a GPU
 
@@ -28,7 +28,7 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     or a one-line error when it fails; else its output goes to ours and its exit code is returned."""
     exe = Path(sys.executable).with_name("dvc")
     cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
-    drop_zombie_lock_holders(Path(root))
+    mend_rwlock(Path(root))
     keep_lock_files(Path(root))
     env = os.environ | (env or {})
     if not capture:
@@ -39,14 +39,17 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     return out.stdout
 
 
-def drop_zombie_lock_holders(root: Path) -> None:
-    """DVC reads a pid in `.dvc/tmp/rwlock` as a command still running while that pid exists. A `dvc` killed
-    where nothing reaps orphans (a container whose first process is no init) stays a zombie, and every later
-    `dvc repro` refuses to start ("... is busy, it is being blocked by"). Drop the zombies' entries, under
-    DVC's own lock on the file (DVC itself drops those of processes that are gone)."""
-    import fcntl
-
+def mend_rwlock(root: Path) -> None:
+    """`.dvc/tmp/rwlock`, DVC's table of the commands running now, under DVC's own guard of it (`rwlock.lock`):
+    - DVC rewrites it in place: one a kill left empty or damaged stops every later dvc command ("JSON structure
+      is corrupted"). It is removed; DVC reads a missing one as no command running.
+    - DVC reads a pid in it as a command still running while that pid exists. A `dvc` killed where nothing reaps
+      orphans (a container whose first process is no init) stays a zombie, and every later `dvc repro` refuses
+      to start ("... is busy, it is being blocked by"). The zombies' entries are dropped (DVC itself drops
+      those of processes that are gone)."""
     import psutil
+    import voluptuous
+    from dvc.rwlock import SCHEMA
 
     path = root / ".dvc" / "tmp" / "rwlock"
     if not path.is_file():
@@ -58,19 +61,20 @@ def drop_zombie_lock_holders(root: Path) -> None:
         except (psutil.Error, KeyError, TypeError, ValueError):
             return False
 
-    with open(path.with_name("rwlock.lock"), "a") as guard:
-        try:
-            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _flocked(path.with_name("rwlock.lock")) as ours:
+        if not ours:
             return  # a dvc is editing it now
         try:
-            lock = json.loads(path.read_text())
-            read = {p: [i for i in infos if not zombie(i)] for p, infos in lock.get("read", {}).items()}
-            kept = {"read": {p: v for p, v in read.items() if v},
-                    "write": {p: i for p, i in lock.get("write", {}).items() if not zombie(i)}}
-        except (OSError, ValueError, AttributeError):
+            lock = SCHEMA(json.loads(path.read_bytes()))
+        except (ValueError, voluptuous.Invalid):
+            path.unlink()
+            print("stilts: .dvc/tmp/rwlock: left damaged by a dvc command that was killed while writing it; removed "
+                  "(DVC reads a missing one as no stage running)", file=sys.stderr)
             return
-        if kept != {"read": lock.get("read", {}), "write": lock.get("write", {})}:
+        read = {p: [i for i in infos if not zombie(i)] for p, infos in lock["read"].items()}
+        kept = {"read": {p: v for p, v in read.items() if v},
+                "write": {p: i for p, i in lock["write"].items() if not zombie(i)}}
+        if kept != lock:
             atomic_write_text(path, json.dumps(kept))
 
 
@@ -82,16 +86,16 @@ def _lock_files(root: Path) -> list[Path]:
     return [p for p in [root / "dvc.lock", *sorted(root.glob("pipelines/*/dvc.lock"))] if p.is_file()]
 
 
-def _readable(lock: Path) -> bool:
-    """Whether DVC will read this dvc.lock: YAML that DVC's own lock-file schema accepts (a file cut short can be
-    valid YAML, e.g. one that ends just after a stage's name)."""
+def _readable(data: bytes) -> bool:
+    """Whether DVC will read a dvc.lock with this content: YAML that DVC's own lock-file schema accepts (a file
+    cut short can be valid YAML, e.g. one that ends just after a stage's name)."""
     import voluptuous
     import yaml
     from dvc.schema import COMPILED_LOCKFILE_SCHEMA
 
     try:
-        COMPILED_LOCKFILE_SCHEMA(yaml.load(lock.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-    except (OSError, yaml.YAMLError, voluptuous.Invalid):
+        COMPILED_LOCKFILE_SCHEMA(yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    except (yaml.YAMLError, voluptuous.Invalid):
         return False
     return True
 
@@ -101,24 +105,22 @@ def keep_lock_files(root: Path) -> None:
     later DVC command stops on it ("validation failed"). Before each dvc command, while no DVC holds the
     project's lock: a damaged dvc.lock is put back from the copy taken before the previous command (the stages
     that command recorded are then restored from DVC's run-cache, or run again) or, with no copy, removed;
-    the good ones are copied. DVC's table of locked stages is mended too (`_mend_rwlock`)."""
-    tmp = root / ".dvc" / "tmp"
-    with _flocked(tmp / "lock") as ours:
+    the good ones are copied."""
+    repo_lock = root / ".dvc" / "tmp" / "lock"
+    if not repo_lock.is_file():
+        return
+    with _flocked(repo_lock) as ours:
         if not ours:
             return  # a dvc is at work: what it writes is not ours to judge
-        _mend_rwlock(tmp)
         for lock in _lock_files(root):
             _keep_or_restore(root, lock)
 
 
 @contextlib.contextmanager
 def _flocked(path: Path):
-    """Yields whether this existing lock file (held by DVC with flock, as zc.lockfile does) was free and is ours."""
+    """Yields whether this lock file (which DVC holds with flock, as zc.lockfile does) was free and is ours now."""
     import fcntl
 
-    if not path.is_file():
-        yield False
-        return
     with open(path, "a") as held:
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,38 +133,14 @@ def _flocked(path: Path):
             fcntl.flock(held, fcntl.LOCK_UN)
 
 
-def _mend_rwlock(tmp: Path) -> None:
-    """DVC rewrites `.dvc/tmp/rwlock` (the stages running now) in place too: one a kill left empty stops every
-    later dvc command ("JSON structure is corrupted"). Under DVC's own guard of it, a damaged one is removed:
-    DVC reads a missing one as no stage running."""
-    import voluptuous
-    from dvc.rwlock import SCHEMA
-
-    path = tmp / "rwlock"
-    if not path.is_file():
-        return
-    with _flocked(tmp / "rwlock.lock") as ours:
-        if not ours:
-            return
-        try:
-            SCHEMA(json.loads(path.read_bytes()))
-            return
-        except (ValueError, voluptuous.Invalid):
-            path.unlink()
-    print("stilts: .dvc/tmp/rwlock: left damaged by a dvc command that was killed while writing it; removed (DVC reads "
-          "a missing one as no stage running)", file=sys.stderr)
-
-
 def _keep_or_restore(root: Path, lock: Path) -> None:
-    from stilts.io import atomic_write_bytes
-
     rel = lock.relative_to(root)
     copy = root / LOCK_COPIES / rel
     data = lock.read_bytes()
     kept = copy.read_bytes() if copy.is_file() else None
     if data == kept:  # checked when it was copied: no YAML to parse again (lock files of a paper-size study are long)
         return
-    if _readable(lock):
+    if _readable(data):
         atomic_write_bytes(copy, data)
         return
     how = "empty" if not data.strip() else "cut short or damaged"

@@ -47,7 +47,7 @@ def client_for(uri: str):
 
 
 def prepare_store(uri: str) -> None:
-    """Create or migrate the store now (a new sqlite store under a lock, in WAL mode: see _client)."""
+    """Create or migrate the store now (a new sqlite store under a lock, in WAL mode: see client_for)."""
     client_for(uri)
 
 
