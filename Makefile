@@ -22,14 +22,18 @@ run: install  ## the default study: write the DVC pipeline from params.yaml, the
 	stilts pipeline
 	dvc repro
 
+# The tests run in a new random order each time (pytest-randomly), its seed printed first ("Using
+# --randomly-seed=N"): `make test SEED=N` repeats that order. A test past its bound fails with its name.
+PYTEST = $(BIN)/python -m pytest -p randomly -p timeout $(if $(SEED),--randomly-seed=$(SEED))
+
 test: install  ## the test suite: unit tests, tiny end-to-end dvc repro and mlflow runs, real-data tests when the data is present
-	$(BIN)/python -m pytest -q --durations=15 -m "not long" tests
+	$(PYTEST) --durations=15 -m "not long" tests
 
 test-long: install  ## the longest multi-process tests: Dask clusters on 127.0.0.1, signals to a whole study, the chaos check
-	$(BIN)/python -m pytest -q --durations=10 -m long tests
+	$(PYTEST) --durations=10 -m long tests
 
 test-fast: install  ## without the end-to-end, resume, multi-process and real-data tests
-	$(BIN)/python -m pytest -q -m "not slow and not integration" tests
+	$(PYTEST) -m "not slow and not integration" tests
 
 lock:  ## refresh requirements.lock from the current venv
 	{ echo "# Exact versions of every dependency, tested together (Python 3.11, CPU torch)."; \
