@@ -16,11 +16,10 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import bench_env
+import bounded
 import torch
 
 
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
     from stilts.train import _optimizer
 
     params = config.Params()
-    params = dataclasses.replace(params, root=Path(tempfile.mkdtemp(prefix="stilts-attn-")),
+    params = dataclasses.replace(params, root=bounded.scratch("stilts-attn-"),
                                  model=dataclasses.replace(params.model, name=args.model))
     data.prepare(params, args.task)
     task = data.task_with_labels(params, registry.get(args.task))

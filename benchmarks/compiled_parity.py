@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
 from pathlib import Path
 
 import bench_env
+import bounded
 import torch
 
 TOLERANCE = {"no": 1e-4, "bf16": 5e-2, "fp16": 5e-2}
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     if bench_env.device() == "cpu":
         stilts_step.COMPILE_BACKEND = "aot_eager"
     args.model = str(bench_env.shape_model(args.shape, args.tokenizer or bench_env.embedded_tokenizer(),
-                                           Path(tempfile.mkdtemp(prefix=f"stilts-{args.shape}-"))))
+                                           bounded.scratch(f"stilts-{args.shape}-")))
     args.batch_size, args.steps = [args.batch_size], [args.steps]
     params, tok, task = tt.load(args)
     n = args.steps[0] * args.batch_size[0]

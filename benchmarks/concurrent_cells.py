@@ -16,11 +16,11 @@ import argparse
 import multiprocessing as mp
 import queue
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import bench_env
+import bounded
 import torch
 
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     args.label = args.model
     if args.shape:
         args.model = str(bench_env.shape_model(args.shape, args.tokenizer or bench_env.embedded_tokenizer(),
-                                               Path(tempfile.mkdtemp(prefix=f"stilts-{args.shape}-"))))
+                                               bounded.scratch(f"stilts-{args.shape}-")))
         args.label = f"{args.shape} shape (random init)"
     print(f"# {bench_env.describe_machine()}")
     print(f"# {args.label} on {args.task}: {max(args.cells)} worker processes, each {args.steps[0]} steps × batch "

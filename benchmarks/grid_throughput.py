@@ -23,12 +23,12 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import bounded
 import yaml
 
 
@@ -46,12 +46,15 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, train.mixed_precision auto = {resolve_mixed_precision('auto')}"
 
 
+STUDY_LIMIT_S = 6 * 3600  # a study still running after this is taken as hung
+
+
 def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _clone(root: Path, dest: Path, params: dict | None = None) -> Path:
-    subprocess.run(["git", "clone", "-q", str(root), str(dest)], check=True)
+    bounded.run(["git", "clone", "-q", root, dest], limit=600, check=True)
     for lock in list(dest.glob("dvc.lock")) + list(dest.glob("pipelines/*/dvc.lock")):
         lock.unlink()
     shutil.rmtree(dest / "reports", ignore_errors=True)
@@ -60,13 +63,13 @@ def _clone(root: Path, dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
-def _timed(cwd: Path, *cmd: str, env: dict | None = None) -> float:
+def _timed(cwd: Path, *cmd: str, env: dict | None = None, limit: float = STUDY_LIMIT_S) -> float:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     # this interpreter's stilts and dvc, also when the venv is not activated
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     start = time.perf_counter()
-    out = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
+    out = bounded.run(cmd, limit=limit, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if out.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")

@@ -117,14 +117,20 @@ def measure(args, store: str, uri: str, asynchronous: bool, server_pid: int | No
         sampler.start()
     start = time.perf_counter()
     go.set()
-    done = []
+    done, deadline = [], time.monotonic() + args.limit
     while len(done) < len(procs) - sum(1 for p in procs if p.exitcode):  # a cell that failed sends nothing
+        if time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            raise SystemExit(f"{store}: the cells did not finish within {args.limit:.0f} s; stopped")
         with contextlib.suppress(queue.Empty):
             done.append(out.get(timeout=1))
     wall = time.perf_counter() - start
     sampling[0] = False
     for p in procs:
-        p.join()
+        p.join(60)  # each has sent its result: only its exit is left
+        if p.is_alive():
+            p.kill()
     failed = [p.exitcode for p in procs if p.exitcode]
     client = MlflowClient(tracking_uri=uri)
     expected = {"train_loss": args.steps, "lr": args.steps} | {k: args.steps // DEV_EVERY for k in DEV_METRICS}
@@ -145,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--step-seconds", type=float, default=0.05)
     ap.add_argument("--settle", type=float, default=20.0, help="seconds for the cells to start before they log")
+    ap.add_argument("--limit", type=float, default=1800, help="seconds the cells of one arm may take before the "
+                    "benchmark stops")
     ap.add_argument("--stores", nargs="+", default=["sqlite", "server"], choices=("sqlite", "server"))
     args = ap.parse_args(argv)
     bench_env.quiet()

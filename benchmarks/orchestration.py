@@ -13,10 +13,11 @@ Last line: orchestration_fraction=<x> = ((b) + (c)) / wall time.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import bounded
 
 
 def main(argv=None) -> int:
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--no-run", action="store_true", help="analyse the runs already recorded")
     ap.add_argument("--wall", type=float, help="wall seconds of the repro (with --no-run)")
+    ap.add_argument("--limit", type=float, default=6 * 3600, help="seconds `dvc repro` may run before it is stopped")
     args = ap.parse_args(argv)
 
     from stilts import config, tracking
@@ -33,8 +35,8 @@ def main(argv=None) -> int:
     wall = args.wall
     if not args.no_run:
         t = time.perf_counter()
-        subprocess.run(["stilts", "pipeline"], cwd=args.root, check=True)
-        subprocess.run(["dvc", "repro"], cwd=args.root, check=True)
+        bounded.run(["stilts", "pipeline"], limit=600, cwd=args.root, check=True)
+        bounded.run(["dvc", "repro"], limit=args.limit, cwd=args.root, check=True)
         wall = time.perf_counter() - t
     runs = tracking.search_runs(params)
     runs = runs[runs["status"] == "FINISHED"]

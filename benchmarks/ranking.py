@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bounded
 import yaml
 
 TARGETS = ["rte", "cb", "copa", "wnli", "mrpc"]
@@ -44,7 +45,7 @@ def cpu() -> str:
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    bounded.run(cmd, limit=3600, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 

@@ -21,10 +21,10 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import bounded
 import pandas as pd
 import yaml
 
@@ -36,8 +36,8 @@ def stilts(project: Path, *args: str) -> float:
     env = {**os.environ, "STILTS_WORKER": "0", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "stilts", "--params", str(project / "params.yaml"), *args], cwd=project,
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+    bounded.run([sys.executable, "-m", "stilts", "--params", project / "params.yaml", *args], limit=3600,
+                cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -82,11 +82,11 @@ def semb_subset(project: Path, name: str, targets: list[str], sources: list[str]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", action="append", required=True, metavar="NAME=CSV")
-    ap.add_argument("--project", type=Path, help="scratch project (default: a new temporary folder)")
+    ap.add_argument("--project", type=Path, help="scratch project, kept (default: a temporary folder, removed)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--hybrid-grid", default="paper-2020", help="the grid ranked with semb and hybrid too")
     args = ap.parse_args(argv)
-    project = args.project or Path(tempfile.mkdtemp(prefix="stilts-ranking-grids-"))
+    project = args.project or bounded.scratch("stilts-ranking-grids-")
     setup(project, args.data)
     grids = dict(g.split("=", 1) for g in args.grid)
     print(f"project {project}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; load average "

@@ -32,11 +32,11 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import bench_env
+import bounded
 import torch
 
 DEFAULT_ARMS = ("stilts", "run_glue", "trainer_tuned", "stilts_attn0")
@@ -49,7 +49,7 @@ def load(args):
     from stilts.tasks import registry
 
     params = config.Params()
-    params = dataclasses.replace(params, root=Path(tempfile.mkdtemp(prefix="stilts-bench-")),
+    params = dataclasses.replace(params, root=bounded.scratch("stilts-bench-"),
                                  model=dataclasses.replace(params.model, name=args.model),
                                  data=dataclasses.replace(params.data, raw_dir=str(Path(args.data_dir).resolve())))
     data.prepare(params, args.task)
@@ -177,7 +177,7 @@ def run_trainer(params, tok, task, args, batch: int, steps: int, tuned: bool, bf
     encoder = modeling.load_encoder(params.model.name, attn_implementation=None)  # the model's default
     model = _ForTrainer(modeling.StiltsModel(encoder, task, settings.head_dropout))
     targs = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="stilts-bench-trainer-"), per_device_train_batch_size=batch,
+        output_dir=str(bounded.scratch("stilts-bench-trainer-")), per_device_train_batch_size=batch,
         max_steps=steps, learning_rate=settings.lr, warmup_steps=int(settings.warmup_ratio * steps),
         weight_decay=settings.weight_decay, max_grad_norm=settings.max_grad_norm, logging_steps=10 ** 9,
         save_strategy="no", eval_strategy="no", report_to=[], seed=1, disable_tqdm=True,
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     args.label = args.model
     if args.shape:
         args.model = str(bench_env.shape_model(args.shape, args.tokenizer or bench_env.embedded_tokenizer(),
-                                               Path(tempfile.mkdtemp(prefix=f"stilts-{args.shape}-"))))
+                                               bounded.scratch(f"stilts-{args.shape}-")))
         args.label = f"{args.shape} shape (random init)"
     params, tok, task = load(args)
     precision = resolve_mixed_precision(args.precision)
