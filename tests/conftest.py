@@ -74,6 +74,20 @@ def _work_outside_the_checkout(tmp_path_factory):
         yield
 
 
+# what a caller's environment may hold (a shell with a tracking server, `mlflow run`, a fault left exported) and
+# no test may inherit: each test that needs one sets it through monkeypatch or a command's own environment
+OUTSIDE_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "STILTS_FAULT",
+               "STILTS_WORKER", "STILTS_WORKDIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_from_the_callers_environment():
+    with pytest.MonkeyPatch.context() as mp:
+        for key in OUTSIDE_ENV:
+            mp.delenv(key, raising=False)
+        yield
+
+
 def _corpus() -> list[str]:
     from stilts.generate import suite
 
@@ -134,12 +148,9 @@ def tiny_params_dict(model_path: Path, **over) -> dict:
 
 
 @pytest.fixture
-def make_params(tiny_model, tmp_path, monkeypatch):
+def make_params(tiny_model, tmp_path):
     """Write params.yaml in a fresh directory and load it; MLflow goes to that directory's sqlite db."""
     from stilts import config
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
 
     def make(**over):
         path = tmp_path / "params.yaml"

@@ -9,18 +9,13 @@ import yaml
 from stilts import cli, data, modeling
 from stilts.errors import StiltsError
 from stilts.tasks import registry
-
-
-def run_cli(capsys, *argv):
-    code = cli.main([*argv])
-    err = capsys.readouterr().err.strip()
-    return code, err
+from tests.commands import run_cli
 
 
 def test_cli_bad_params_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STILTS_WORKER", "0")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"batchsize": 8}}))
-    code, err = run_cli(capsys, "--params", str(tmp_path / "params.yaml"), "prepare", "--task", "syn_rte")
+    code, _, err = run_cli(capsys, "--params", str(tmp_path / "params.yaml"), "prepare", "--task", "syn_rte")
     assert code == 2 and len(err.splitlines()) == 1
     assert err.endswith("unknown key 'train.batchsize' (did you mean 'train.batch_size'?)")
     assert not (tmp_path / "data").exists()
@@ -29,7 +24,7 @@ def test_cli_bad_params_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
 def test_cli_unknown_task_suggests(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STILTS_WORKER", "0")
     monkeypatch.chdir(tmp_path)
-    code, err = run_cli(capsys, "--params", str(tmp_path / "none.yaml"), "generate", "--task", "syn_copaa",
+    code, _, err = run_cli(capsys, "--params", str(tmp_path / "none.yaml"), "generate", "--task", "syn_copaa",
                         "--out", str(tmp_path / "x"))
     assert code == 2 and "unknown task 'syn_copaa' (did you mean 'syn_copa'?)" in err
 
@@ -115,8 +110,8 @@ def test_out_of_memory_suggests_the_fix(capsys, monkeypatch):
 def _cli_in(root, monkeypatch, capsys, *argv):
     monkeypatch.setenv("STILTS_WORKER", "0")
     monkeypatch.chdir(root)
-    code = cli.main([*argv])
-    return code, capsys.readouterr().err.strip()
+    code, _, err = run_cli(capsys, *argv)
+    return code, err
 
 
 def _files(root) -> set:

@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import tiny_params_dict
 
-pytestmark = [pytest.mark.slow, pytest.mark.long]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]  # chaos.py: 1500 s at most
 BIN = Path(sys.executable).parent
 CHAOS = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
 

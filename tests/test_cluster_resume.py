@@ -5,35 +5,20 @@ clone, a local-directory DVC remote, one `stilts server`."""
 import json
 import shutil
 import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.test_cluster import (
-    BIN,
-    Processes,
-    _cell_children,
-    results,
-    runs,
-    start_server,
-    two_workers,
-    wait_for,
-)
+from tests.commands import BIN, runs_of, started, wait_for
+from tests.dask_cluster import Processes, cell_children, results, start_server, two_workers
 
-pytestmark = [pytest.mark.slow, pytest.mark.long]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1200)]
 CELL, STAGE = "syn_nli/syn_nli/r0", "intermediate-syn_nli-r0"
 STEPS, LOG_EVERY, EVAL_EVERY = 192, 2, 8  # TINY: 24 epochs of 8 batches, evaluated (and saved) every 8 steps
 
 
 def logged_steps(uri: str, run_id: str) -> list[int]:
     return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "train_loss")]
-
-
-def the_run(head: Path, uri: str):
-    r = runs(head, uri)
-    return r[r["tags.stilts.cell"] == CELL] if len(r) and "tags.stilts.cell" in r else r
 
 
 def test_a_cell_sigtermed_on_one_worker_resumes_on_the_other_from_its_saved_state(tmp_path_factory, tiny_model):
@@ -43,28 +28,24 @@ def test_a_cell_sigtermed_on_one_worker_resumes_on_the_other_from_its_saved_stat
         uri = procs.uri = start_server(procs, base)
         made = two_workers(procs, tiny_model, tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
         head, clones, address, workers = made["head"], made["clones"], made["address"], made["workers"]
-        study = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", address, "--tracking-uri", uri],
-                                 cwd=head, env=procs.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with started(head, BIN / "stilts", "study", "--cluster", address, "--tracking-uri", uri,
+                     env=procs.env) as study:
             def half_way():
-                r = the_run(head, uri)
+                r = runs_of(head, CELL, uri)
                 return len(r) and max(logged_steps(uri, r["run_id"].iloc[0]) or [0]) >= STEPS // 2
 
             wait_for("the intermediate cell to reach half of its steps", half_way, every=0.1)
             victim = next(c for c in clones if (c / ".stilts" / "logs" / f"{STAGE}.log").is_file())
-            for cell in _cell_children(procs, victim):  # as SLURM signals every process of the job
+            for cell in cell_children(procs, victim):  # as SLURM signals every process of the job
                 cell.send_signal(signal.SIGTERM)
             workers[victim.name].send_signal(signal.SIGTERM)
             stdout, stderr = study.communicate(timeout=600)
-        finally:
-            if study.poll() is None:
-                study.kill()
         assert study.returncode == 0, stderr[-3000:]
         assert workers[victim.name].wait(60) is not None
         other = next(c for c in clones if c != victim)
         assert "comes from the DVC remote" in (other / ".stilts" / "logs" / f"{STAGE}.log").read_text()
 
-        run = the_run(head, uri)
+        run = runs_of(head, CELL, uri)
         assert list(run["status"]) == ["FINISHED"]  # the same run, resumed: not a second one
         assert run["tags.stilts.interrupted"].iloc[0] == "SIGTERM" and run["tags.stilts.resumed"].iloc[0] == "true"
         steps = logged_steps(uri, run["run_id"].iloc[0])

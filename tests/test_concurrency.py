@@ -1,13 +1,13 @@
 """Four processes logging to one sqlite tracking store at once lose no run, param or metric."""
 
-import os
-import subprocess
+import contextlib
 import sys
 
 import pytest
 
 from stilts import config, tracking
 from stilts.tracking import store
+from tests.commands import started
 
 WRITER = """
 import sys
@@ -23,12 +23,11 @@ for r in range(int(sys.argv[3])):
 
 
 @pytest.mark.slow
-def test_four_concurrent_writers(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w), "5"], env=env,
-                              stderr=subprocess.PIPE, text=True) for w in range(4)]
-    errors = [p.communicate(timeout=600)[1] for p in procs]
+def test_four_concurrent_writers(tmp_path):
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(started(tmp_path, sys.executable, "-c", WRITER, tmp_path, w, 5, stdout=None))
+                 for w in range(4)]
+        errors = [p.communicate(timeout=600)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     params = config.Params(root=tmp_path)
     runs = tracking.search_runs(params, "concurrency")

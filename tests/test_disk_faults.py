@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stilts import cli, config, io, tracking
+from stilts import cli, io
+from tests.commands import run_cli, runs_of
 from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,6 @@ def project(prepared, tmp_path, monkeypatch):
     root.mkdir()
     shutil.copy2(prepared / "params.yaml", root / "params.yaml")
     monkeypatch.chdir(root)
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "STILTS_FAULT"):
-        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("STILTS_WORKER", "0")
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     assert cli.main(["prepare"]) == 0
@@ -59,15 +58,10 @@ def inject():
         yield mp
 
 
-def run(capsys, argv) -> tuple[int, str]:
-    capsys.readouterr()
-    code = cli.main(argv)
-    return code, capsys.readouterr().err.strip().splitlines()[-1] if code else ""
-
-
-def cell_runs(root: Path, cell: str):
-    runs = tracking.search_runs(config.load(root / "params.yaml"))
-    return runs[runs["tags.stilts.cell"] == cell]
+def code_and_error(capsys, argv) -> tuple[int, str]:
+    """`stilts ARGV` in-process: its exit status and, when it failed, the last line it wrote to stderr."""
+    code, _, err = run_cli(capsys, *argv)
+    return code, err.splitlines()[-1] if code else ""
 
 
 def failing_on(inject, owner, name: str, when):
@@ -86,7 +80,7 @@ def test_full_disk_writing_the_feature_cache(project, inject, capsys):
     import datasets
 
     failing_on(inject, datasets.Dataset, "save_to_disk", lambda a, k: True)
-    code, line = run(capsys, TRANSFER)
+    code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and "data/features/syn_rte" in line and "no space left on device" in line
     assert not [p for p in (project / "data" / "features").rglob("*") if p.name.startswith(".")]  # no temp left
     inject.undo()
@@ -103,16 +97,16 @@ def test_full_disk_writing_the_resume_state_keeps_the_previous_one(project, inje
         return ".stilts/state" in str(args[1]) and len(saves) > 3  # the 2nd state (3 files a state)
 
     failing_on(inject, safetensors.torch, "save_file", second_state)
-    code, line = run(capsys, TRANSFER)
+    code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and ".stilts/state/none__syn_rte__r0" in line and "no space left" in line
     state = next((project / ".stilts" / "state").iterdir())
     assert json.loads((state / "state.json").read_text())["loop"]["step"] == 2  # the previous state
     assert [p.name for p in state.parent.iterdir()] == [state.name]  # no half-written one beside it
-    runs = cell_runs(project, "none/syn_rte/r0")
+    runs = runs_of(project, "none/syn_rte/r0")
     assert list(runs["status"]) == ["FAILED"] and "no space left" in runs["tags.stilts.error"].iloc[0]
     inject.undo()
     assert cli.main(TRANSFER) == 0
-    runs = cell_runs(project, "none/syn_rte/r0")
+    runs = runs_of(project, "none/syn_rte/r0")
     assert list(runs["status"]) == ["FINISHED"] and runs["tags.stilts.resumed"].iloc[0] == "true"
 
 
@@ -120,14 +114,14 @@ def test_full_disk_writing_the_checkpoint(project, inject, capsys):
     import safetensors.torch
 
     failing_on(inject, safetensors.torch, "save_file", lambda a, k: str(a[1]).endswith("head.safetensors"))
-    code, line = run(capsys, INTERMEDIATE)
+    code, line = code_and_error(capsys, INTERMEDIATE)
     assert code == 2 and "models/intermediate/syn_nli/r0: no space left" in line
     assert not (project / "models" / "intermediate" / "syn_nli").exists() or \
         not list((project / "models" / "intermediate" / "syn_nli").iterdir())
-    assert list(cell_runs(project, "syn_nli/syn_nli/r0")["status"]) == ["FAILED"]
+    assert list(runs_of(project, "syn_nli/syn_nli/r0")["status"]) == ["FAILED"]
     inject.undo()
     assert cli.main(INTERMEDIATE) == 0
-    assert list(cell_runs(project, "syn_nli/syn_nli/r0")["status"]) == ["FINISHED"]
+    assert list(runs_of(project, "syn_nli/syn_nli/r0")["status"]) == ["FINISHED"]
 
 
 def test_full_disk_writing_the_result(project, inject, capsys):
@@ -135,27 +129,27 @@ def test_full_disk_writing_the_result(project, inject, capsys):
         return "results/none/syn_rte" in os.readlink(f"/proc/self/fd/{args[0]}")
 
     failing_on(inject, io.os, "fsync", result_file)
-    code, line = run(capsys, TRANSFER)
+    code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and "results/none/syn_rte/r0.json: no space left" in line
     assert not (project / "results" / "none" / "syn_rte").exists() or \
         not list((project / "results" / "none" / "syn_rte").iterdir())
-    assert list(cell_runs(project, "none/syn_rte/r0")["status"]) == ["FAILED"]
+    assert list(runs_of(project, "none/syn_rte/r0")["status"]) == ["FAILED"]
     inject.undo()
     assert cli.main(TRANSFER) == 0
-    assert list(cell_runs(project, "none/syn_rte/r0")["status"]) == ["FINISHED"]
+    assert list(runs_of(project, "none/syn_rte/r0")["status"]) == ["FINISHED"]
 
 
 def test_full_disk_writing_an_mlflow_artifact(project, inject, capsys):
     from mlflow.tracking import MlflowClient
 
     failing_on(inject, MlflowClient, "log_text", lambda a, k: "predictions" in str(a[-1]))
-    code, line = run(capsys, TRANSFER)
+    code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and "artifact predictions/dev.jsonl of run" in line and "no space left" in line
-    runs = cell_runs(project, "none/syn_rte/r0")
+    runs = runs_of(project, "none/syn_rte/r0")
     assert list(runs["status"]) == ["FAILED"] and "no space left" in runs["tags.stilts.error"].iloc[0]
     inject.undo()
     assert cli.main(TRANSFER) == 0
-    assert list(cell_runs(project, "none/syn_rte/r0")["status"]) == ["FINISHED"]
+    assert list(runs_of(project, "none/syn_rte/r0")["status"]) == ["FINISHED"]
 
 
 def truncate(path: Path) -> None:
@@ -207,7 +201,7 @@ def test_a_truncated_checkpoint_is_refused_by_transfer_and_trained_again(project
     assert cli.main(INTERMEDIATE) == 0
     weights = project / "models" / "intermediate" / "syn_nli" / "r0" / "model.safetensors"
     truncate(weights)
-    code, line = run(capsys, ["transfer", "--source", "syn_nli", "--task", "syn_rte"])
+    code, line = code_and_error(capsys, ["transfer", "--source", "syn_nli", "--task", "syn_rte"])
     assert code == 2 and line.startswith(f"stilts: error: {weights}: ") and "checkpoint is damaged" in line
     capsys.readouterr()
     assert cli.main(INTERMEDIATE) == 0

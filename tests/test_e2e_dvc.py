@@ -1,45 +1,37 @@
 """A tiny study through `dvc repro` in a temporary project: runs, no-op rerun, selective rerun, remote."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.commands import git_dvc_init, ran, run
 from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
 
 
-def sh(cwd, *cmd, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "STILTS_WORKER_IDLE": "30"}
-    env.pop("MLFLOW_TRACKING_URI", None), env.pop("MLFLOW_RUN_ID", None)
-    out = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
-    if check and out.returncode:
-        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return out
-
-
-def ran(out) -> set[str]:
-    """Stage names run (a source's cells live in pipelines/<source>/dvc.yaml: DVC prints `path:name`)."""
-    return {s.split(":")[-1] for s in re.findall(r"Running stage '([^']+)'", out.stdout)}
-
-
 @pytest.fixture(scope="module")
 def project(tiny_model, tmp_path_factory):
+    """The study after its first `dvc repro`, and that command's output. Tests that change the study change a
+    copy of it (`copy_of`): each sees the study as the first repro left it, whatever ran before."""
     root = tmp_path_factory.mktemp("study")
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
-    sh(root, "stilts", "pipeline")
-    first = sh(root, "dvc", "repro")
+    git_dvc_init(root)
+    run(root, "stilts", "pipeline")
+    first = run(root, "dvc", "repro")
     return root, first
+
+
+def copy_of(project, tmp_path) -> Path:
+    """The study, its git repository, DVC cache and MLflow store copied into the test's own folder (the runs
+    a copy logs keep the artifact folder of the original's experiment)."""
+    root = tmp_path / "study"
+    shutil.copytree(project[0], root, symlinks=True)
+    return root
 
 
 def test_repro_runs_every_cell_and_tracks_it(project):
@@ -61,59 +53,59 @@ def test_repro_runs_every_cell_and_tracks_it(project):
     assert matrix[0] == "source,syn_rte,syn_tense,avg_target" and matrix[1].startswith("syn_nli,")
     assert "## RQ1" in (root / "reports" / "report.md").read_text()
     assert json.loads((root / "reports" / "summary.json").read_text())["runs"] == 4
-    assert sh(root, "dvc", "metrics", "show").returncode == 0
+    assert run(root, "dvc", "metrics", "show").returncode == 0
 
 
-def test_second_repro_does_nothing_and_one_lr_change_reruns_its_cells(project):
-    root, _ = project
-    again = sh(root, "dvc", "repro")
+def test_second_repro_does_nothing_and_one_lr_change_reruns_its_cells(project, tmp_path):
+    root = copy_of(project, tmp_path)
+    again = run(root, "dvc", "repro")
     assert ran(again) == set()
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["task_overrides"] = {"syn_rte": {"lr": 5e-4}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(root, "stilts", "pipeline")
-    changed = sh(root, "dvc", "repro")
+    run(root, "stilts", "pipeline")
+    changed = run(root, "dvc", "repro")
     assert ran(changed) == {"settings", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"}
 
 
 def test_dvc_remote_round_trip(project, tmp_path):
-    root, _ = project
-    sh(root, "dvc", "remote", "add", "-f", "-d", "store", str(tmp_path / "remote"))
-    sh(root, "dvc", "push")
+    root = copy_of(project, tmp_path)
+    run(root, "dvc", "remote", "add", "-f", "-d", "store", str(tmp_path / "remote"))
+    run(root, "dvc", "push")
     before = {p: p.read_bytes() for p in (root / "results").rglob("*.json")}
     shutil.rmtree(root / "results"), shutil.rmtree(root / "models"), shutil.rmtree(root / ".dvc" / "cache")
-    sh(root, "dvc", "pull")
+    run(root, "dvc", "pull")
     assert {p: p.read_bytes() for p in (root / "results").rglob("*.json")} == before
     assert (root / "models" / "intermediate" / "syn_nli" / "r0" / "model.safetensors").is_file()
-    assert ran(sh(root, "dvc", "repro")) == set()
+    assert ran(run(root, "dvc", "repro")) == set()
 
 
-def test_a_task_override_by_exp_run_or_by_an_edit_reruns_only_that_tasks_cells(project):
+def test_a_task_override_by_exp_run_or_by_an_edit_reruns_only_that_tasks_cells(project, tmp_path):
     """A key no stage listed when `stilts pipeline` wrote them reaches exactly its task's cells (and the
     analysis): through `dvc exp run -S '+...'`, and through an edit of params.yaml and `dvc repro`."""
-    root, _ = project
+    root = copy_of(project, tmp_path)
     # what the repository's own .gitignore keeps out of git (DVC's own .gitignore files go with a `dvc pull`)
     (root / ".gitignore").write_text("".join(f"/{p}\n" for p in ("mlflow.db", "mlflow.db.lock", "mlruns/", ".stilts/",
                                                                    "data/", "models/", "results/", "reports/")))
-    sh(root, "git", "add", "-A")  # experiments start from a commit
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "study")
+    run(root, "git", "add", "-A")  # experiments start from a commit
+    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "study")
     tense = {"settings", "transfer-none-syn_tense-r0", "transfer-syn_nli-syn_tense-r0", "analyze"}
-    exp = sh(root, "dvc", "exp", "run", "-S", "+task_overrides.syn_tense.epochs=2")
+    exp = run(root, "dvc", "exp", "run", "-S", "+task_overrides.syn_tense.epochs=2")
     assert ran(exp) == tense and "1 settings file(s) changed" in exp.stdout  # the others kept their bytes
-    assert ran(sh(root, "dvc", "repro")) == set()
+    assert ran(run(root, "dvc", "repro")) == set()
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["task_overrides"]["syn_tense"] == {"epochs": 2}
-    params["task_overrides"]["syn_rte"]["epochs"] = 2
+    params["task_overrides"]["syn_rte"] = {"epochs": 2}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran(sh(root, "dvc", "repro")) == {"settings", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0",
+    assert ran(run(root, "dvc", "repro")) == {"settings", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0",
                                              "analyze"}
-    assert ran(sh(root, "dvc", "repro")) == set()
+    assert ran(run(root, "dvc", "repro")) == set()
 
 
-def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
+def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project, tmp_path):
     from stilts import config, tracking
 
-    root, _ = project
+    root = copy_of(project, tmp_path)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["task_overrides"] = {"syn_rte": {"lr": 5e-4}, "syn_nli": {"lr": 1e-3, "head_dropout": 0.1},
                                 "syn_tense": {"lr": 1e-3, "head_dropout": 0.1}}  # fixed: not swept
@@ -121,8 +113,8 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     # whose settings come out equal restores its finished run instead, tests/test_one_run_per_cell.py)
     params["sweep"] = {"enabled": True, "grid": {"head_dropout": [0.2, 0.3]}, "overrides": {"epochs": 1}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(root, "stilts", "pipeline")
-    first = ran(sh(root, "dvc", "repro"))  # the new override keys also rerun (and skip) the fixed tasks' stages
+    run(root, "stilts", "pipeline")
+    first = ran(run(root, "dvc", "repro"))  # the new override keys also rerun (and skip) the fixed tasks' stages
     swept = {"sweep-syn_rte", "transfer-none-syn_rte-r0", "transfer-syn_nli-syn_rte-r0", "analyze"}
     assert swept | {"settings"} <= first and not any(s.startswith("sweep-") for s in first - swept)
     chosen = json.loads((root / "results" / "sweep" / "syn_rte.json").read_text())["chosen"]
@@ -134,8 +126,8 @@ def test_sweep_stage_feeds_its_task_and_a_grid_change_reruns_only_that(project):
     assert set(latest["params.settings_source.lr"]) == {"override"}
     params["sweep"]["grid"] = {"head_dropout": [0.25, 0.3]}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(root, "stilts", "pipeline")
-    assert ran(sh(root, "dvc", "repro")) == swept | {"settings"}
+    run(root, "stilts", "pipeline")
+    assert ran(run(root, "dvc", "repro")) == swept | {"settings"}
 
 
 def _rte(folder: Path, n: int) -> None:
@@ -156,9 +148,8 @@ def test_study_on_a_local_cluster_stops_at_bad_input_and_reruns_only_what_is_lef
     params = tiny_params_dict(tiny_model, tasks={"intermediate": ["syn_nli"], "target": ["syn_rte", "rte"],
                                                  "probe": ["syn_tense"]}, data={"raw_dir": "raw"})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
-    first = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2", check=False)
+    git_dvc_init(root)
+    first = run(root, "stilts", "study", "--cluster", "local", "--jobs", "2", check=False)
     assert first.returncode == 2, first.stderr
     assert "12 of 13 stages to run on the local cluster: 2 workers × 1 cell" in first.stdout
     error = first.stderr.strip().splitlines()[-1]
@@ -167,7 +158,7 @@ def test_study_on_a_local_cluster_stops_at_bad_input_and_reruns_only_what_is_lef
     started = {p.stem for p in (root / ".stilts" / "logs").glob("*.log")}
     assert len(started) == recorded + 1 and recorded < 8  # no new starts after the failure; all that ran is kept
     _rte(root / "raw" / "rte", 24)
-    second = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
+    second = run(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
     assert f"{12 - recorded} of 13 stages to run" in second.stdout and f"{12 - recorded} stages ran" in second.stdout
-    assert ran(sh(root, "dvc", "repro")) == set()  # everything was recorded in dvc.lock
+    assert ran(run(root, "dvc", "repro")) == set()  # everything was recorded in dvc.lock
     assert (root / "results" / "syn_nli" / "rte" / "r0.json").is_file()

@@ -29,7 +29,6 @@ def env(tmp_path_factory):
     AcceleratorState._reset_state()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STILTS_WORKER", "0")
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
         yield
     AcceleratorState._reset_state()

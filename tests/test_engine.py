@@ -19,6 +19,7 @@ import yaml
 from stilts import cli, pipeline, stages
 from stilts.engine import cell, clusters, transport
 from stilts.errors import StiltsError
+from tests.commands import run
 from tests.conftest import tiny_params_dict
 
 
@@ -166,7 +167,6 @@ def test_study_command_line_errors(tiny_model, tmp_path, monkeypatch, capsys, ar
         pytest.skip("bokeh is installed here")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model)))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -182,8 +182,7 @@ def test_local_cluster_refuses_a_non_shared_filesystem(tiny_model, tmp_path, mon
 
 
 def _git(root, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=root, check=True,
-                   capture_output=True)
+    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args)
 
 
 def test_without_a_shared_filesystem_the_head_refuses_uncommitted_study_files(make_params, tmp_path):

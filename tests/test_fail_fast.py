@@ -18,16 +18,11 @@ import yaml
 from stilts import cli, tracking
 from stilts.errors import StiltsError
 from stilts.tracking import service
+from tests.commands import BIN, run
+from tests.commands import free_port as closed_port
 from tests.conftest import tiny_params_dict
 
-BIN = Path(sys.executable).parent
 KIND = ("mlflow.experimentKind", "custom_model_development")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
 @pytest.fixture
@@ -46,8 +41,7 @@ def files(root: Path) -> set:
 
 def stilts(root: Path, env: dict, *argv, module: str = "stilts"):
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", module, *argv], cwd=root, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = run(root, sys.executable, "-m", module, *argv, check=False, env=env, timeout=120)
     return out.returncode, out.stderr.strip(), out.stdout, time.monotonic() - start
 
 
@@ -247,8 +241,7 @@ def test_a_running_server_passes_the_check_and_keeps_its_port(tmp_path):
                 assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
                 time.sleep(0.5)
         print(f"server answered after {time.monotonic() - start:.1f} s")
-        second = subprocess.run([str(BIN / "stilts"), "server", "--port", str(port)], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=60)
+        second = run(tmp_path, BIN / "stilts", "server", "--port", port, check=False, env=env, timeout=60)
         assert second.returncode == 2 and second.stderr == (
             f"stilts: error: server: cannot listen on 127.0.0.1:{port}: address already in use; another process "
             "listens there; choose another --port\n")

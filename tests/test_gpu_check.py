@@ -1,21 +1,19 @@
 """benchmarks/gpu_check.sh --dry-run: the GPU check's steps, on CPU with a tiny shape, end to end."""
 
 import csv
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.commands import command_env, run
+from tests.conftest import CHECKOUT
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1260)
 def test_gpu_check_dry_run(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
-    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=1200)
+    env = command_env(OUT=str(tmp_path), PYTHON=sys.executable)
+    out = run(CHECKOUT, "bash", "benchmarks/gpu_check.sh", "--dry-run", check=False, env=env, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "parity=ok" in (tmp_path / "parity.log").read_text()
     rows = list(csv.DictReader((tmp_path / "throughput.csv").open()))

@@ -23,7 +23,6 @@ CSV = """restart,source,task,role,score,accuracy
 
 
 def test_import_then_analyze(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "res.csv").write_text(CSV)
     params = config.Params(root=tmp_path)

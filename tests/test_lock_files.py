@@ -2,22 +2,20 @@
 back from the last good copy before the next dvc command; a checkpoint's half-written folder is removed."""
 
 import fcntl
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from stilts import stages
 from stilts.io import remove_partial
+from tests.commands import run
 
-BIN = Path(sys.executable).parent
 LOCK = {"schema": "2.0", "stages": {"prepare-syn_nli": {"cmd": "stilts prepare --task syn_nli"}}}
 
 
 def dvc_project(root: Path) -> Path:
     root.mkdir()
-    subprocess.run([str(BIN / "dvc"), "init", "-q", "--no-scm"], cwd=root, check=True)
+    run(root, "dvc", "init", "-q", "--no-scm")
     (root / ".dvc" / "tmp").mkdir(exist_ok=True)
     (root / ".dvc" / "tmp" / "lock").touch()
     (root / "pipelines" / "none").mkdir(parents=True)

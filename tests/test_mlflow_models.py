@@ -34,7 +34,6 @@ def chain(tiny_model, tmp_path_factory, fp32):
     import mlflow
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
         params = _project(tiny_model, tmp_path_factory.mktemp("models"), mp)
         for t in ("syn_nli", "syn_rte"):
             data.prepare(params, t)
@@ -156,7 +155,6 @@ def test_a_checkout_with_another_checkpoint_at_the_same_path_loads_the_logged_on
 def test_copied_checkpoint_loads_without_the_project(tiny_model, tmp_path, monkeypatch, fp32):
     import mlflow
 
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     params = _project(tiny_model, tmp_path, monkeypatch, mlflow={"experiment": "copied", "log_models": "copy"})
     data.prepare(params, "syn_nli")
     cells.intermediate(params, "syn_nli", 0)

@@ -1,20 +1,16 @@
 """The MLproject through a real `mlflow run`: overrides, prerequisites (data, sweep), stale entry point runs."""
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from stilts import config, data, mlproject, sweep, tracking
-from tests.conftest import tiny_params_dict
+from stilts import config, data, mlproject, sweep
+from tests.commands import mlflow_run, runs
+from tests.conftest import CHECKOUT, tiny_params_dict
 
-ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
 TRAIN = {"max_steps": 4, "batch_size": 8, "eval_every": 2, "log_every": 1, "save_interval_s": 0,
          "mixed_precision": "no"}
 
@@ -22,39 +18,12 @@ TRAIN = {"max_steps": 4, "batch_size": 8, "eval_every": 2, "log_every": 1, "save
 @pytest.fixture(scope="module")
 def project(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlproject")
-    shutil.copy2(ROOT / "MLproject", root / "MLproject")
-    shutil.copy2(ROOT / "conda.yaml", root / "conda.yaml")
+    shutil.copy2(CHECKOUT / "MLproject", root / "MLproject")
+    shutil.copy2(CHECKOUT / "conda.yaml", root / "conda.yaml")
     raw = tiny_params_dict(tiny_model, train=TRAIN, mlflow={"experiment": "mlp"},
                            sweep={"enabled": False, "grid": {"lr": [1e-3, 2e-3]}, "overrides": {"max_steps": 2}})
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root
-
-
-def mlflow_run(root, *args, fault=None, timeout=300):
-    """`mlflow run` of the project; its cells run in a cell server shared by the module's runs (in-process with
-    a fault: a `group` fault kills the process group the cell runs in)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "STILTS_WORKER": "0" if fault else "1",
-           "STILTS_WORKER_IDLE": "60", "XDG_RUNTIME_DIR": str(root.parent),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "GIT_PYTHON_REFRESH": "quiet"}
-    for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "STILTS_FAULT"):
-        env.pop(k, None)
-    if fault:
-        env["STILTS_FAULT"] = fault
-    # a session of its own: a `group` fault kills mlflow and everything it started, as `kill -9 -PGID` would
-    return subprocess.run([str(BIN / "mlflow"), "run", str(root), "--env-manager", "local", "--experiment-name",
-                           "mlp", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
-                          start_new_session=True)
-
-
-def runs(root):
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    try:
-        return tracking.search_runs(config.load(root / "params.yaml"))
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
-
-
-pytestmark = pytest.mark.slow
 
 
 def test_three_overrides_reach_the_run(project):

@@ -29,7 +29,6 @@ def test_stilts_grids_lists_citation_encoder_and_size(tmp_path, capsys, monkeypa
 def test_rank_prior_learns_from_the_shipped_grid_without_an_import(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STILTS_WORKER", "0")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert cli.main(["rank", "--targets", "rte,copa", "--method", "prior"]) == 0
     ranking = pd.read_csv(tmp_path / "reports" / "ranking.csv")
     assert set(ranking["candidate"]) == {"ccg", "commonsenseqa", "cosmosqa", "hellaswag", "mnli", "qamr", "qasrl",

@@ -17,7 +17,6 @@ PAPER_SOURCES = {"ccg", "commonsenseqa", "cosmosqa", "hellaswag", "mnli", "qamr"
 
 def _project(root, tiny_model, monkeypatch):
     monkeypatch.setenv("STILTS_WORKER", "0")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(root)
     declare(root, "my_pairs", train=30)
     raw = tiny_params_dict(tiny_model)

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.commands import git_dvc_init, ran, run
 from tests.conftest import tiny_params_dict
 from tests.task_files import declare
-from tests.test_e2e_dvc import ran, sh
 
 pytestmark = pytest.mark.slow
 TRAIN = {"max_steps": 2, "batch_size": 8, "eval_every": 2, "log_every": 1, "save_interval_s": 0,
@@ -31,10 +31,9 @@ def test_rank_write_the_study_run_it_and_score_the_recommendation(tiny_model, tm
     raw = tiny_params_dict(tiny_model, train=TRAIN)
     raw["tasks"] = {"target": ["my_pairs"]}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
+    git_dvc_init(root)
 
-    out = sh(root, "stilts", "rank", "--targets", "my_pairs", "--write-study", "study.yaml", "--top", "2",
+    out = run(root, "stilts", "rank", "--targets", "my_pairs", "--write-study", "study.yaml", "--top", "2",
              "--restarts", "1").stdout
     ranking = pd.read_csv(root / "reports" / "ranking.csv")
     present = ranking[ranking["data"] == "present"].sort_values("rank")["candidate"].tolist()
@@ -44,7 +43,7 @@ def test_rank_write_the_study_run_it_and_score_the_recommendation(tiny_model, tm
     assert study["tasks"] == {"intermediate": present, "target": ["my_pairs"], "probe": []}
     assert study["study"]["restarts"] == 1 and study["rank"]["targets"] == ["my_pairs"]
 
-    first = sh(root, "stilts", "--params", "study.yaml", "study")
+    first = run(root, "stilts", "--params", "study.yaml", "study")
     cells = {"intermediate-sst2-r0", "intermediate-qqp-r0", "transfer-none-my_pairs-r0", "transfer-sst2-my_pairs-r0",
              "transfer-qqp-my_pairs-r0"}
     assert cells | {"rank", "analyze"} <= ran(first)
@@ -57,4 +56,4 @@ def test_rank_write_the_study_run_it_and_score_the_recommendation(tiny_model, tm
     assert set(measured["candidate"]) == {"qqp", "sst2"}
     report = (root / "reports" / "report.md").read_text()
     assert "Predicted and measured" in report and f"| my_pairs | prior | 1 | {present[0]} |" in report
-    assert ran(sh(root, "dvc", "repro")) == set()
+    assert ran(run(root, "dvc", "repro")) == set()

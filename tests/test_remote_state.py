@@ -3,26 +3,21 @@ one downloaded where a cell starts without it, checked before use, removed when 
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from stilts import remote_state, resume
 from stilts.io import file_records
-
-BIN = Path(sys.executable).parent
+from tests.commands import git_dvc_init, run
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     root = tmp_path / "project"
     root.mkdir()
-    env = {"DVC_NO_ANALYTICS": "1"}
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
-                [str(BIN / "dvc"), "remote", "add", "-d", "store", str(tmp_path / "remote")]):
-        subprocess.run(cmd, cwd=root, check=True, env={**__import__("os").environ, **env})
+    git_dvc_init(root)
+    run(root, "dvc", "remote", "add", "-d", "store", tmp_path / "remote")
     monkeypatch.setenv(remote_state.ENV, "default")
     return root
 

@@ -1,30 +1,24 @@
 """Kill a cell with SIGKILL at several points; the rerun resumes and ends exactly like an uninterrupted run."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stilts import config, tracking
 from stilts.io import sha256_file
+from tests.commands import runs_of, stilts, warm_env
 from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
 TRAIN = {"epochs": 2, "eval_every": 2, "log_every": 1, "batch_size": 8, "save_interval_s": 0}
 
 
-def stilts(root, *args, fault=None):
-    env = {**os.environ, "STILTS_WORKER": "1", "STILTS_WORKER_IDLE": "20", "XDG_RUNTIME_DIR": str(root.parent)}
-    env.pop("STILTS_FAULT", None), env.pop("MLFLOW_TRACKING_URI", None), env.pop("MLFLOW_RUN_ID", None)
-    if fault:
-        env["STILTS_FAULT"] = fault
-    return subprocess.run([str(Path(sys.executable).parent / "stilts"), *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+def warm(root, *args, fault=None):
+    """`stilts ARGS` through a warm cell server, killed at `fault` (STILTS_FAULT) when given."""
+    env = warm_env(root, STILTS_WORKER_IDLE="20", **({"STILTS_FAULT": fault} if fault else {}))
+    return stilts(root, *args, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +27,9 @@ def reference(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume") / "ref"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model, train=TRAIN), sort_keys=False))
-    assert stilts(root, "prepare").returncode == 0
-    assert stilts(root, "intermediate", "--task", "syn_nli").returncode == 0
-    assert stilts(root, "transfer", "--source", "none", "--task", "syn_rte").returncode == 0
+    assert warm(root, "prepare").returncode == 0
+    assert warm(root, "intermediate", "--task", "syn_nli").returncode == 0
+    assert warm(root, "transfer", "--source", "none", "--task", "syn_rte").returncode == 0
     return root
 
 
@@ -50,18 +44,12 @@ def score(root, source, task):
     return json.loads((root / "results" / source / task / "r0.json").read_text())["score"]
 
 
-def runs_of(root, cell):
-    params = config.load(root / "params.yaml")
-    runs = tracking.search_runs(params)
-    return runs[runs["tags.stilts.cell"] == cell]
-
-
 @pytest.mark.parametrize("fault", ["train_step:5", "eval:3", "state_write:2"])
 def test_killed_transfer_resumes_to_the_same_result(reference, fault):
     root = fresh(reference, fault.replace(":", "-"))
-    killed = stilts(root, "transfer", "--source", "none", "--task", "syn_rte", fault=fault)
+    killed = warm(root, "transfer", "--source", "none", "--task", "syn_rte", fault=fault)
     assert killed.returncode == 128 + 9 and not (root / "results" / "none" / "syn_rte" / "r0.json").exists()
-    again = stilts(root, "transfer", "--source", "none", "--task", "syn_rte")
+    again = warm(root, "transfer", "--source", "none", "--task", "syn_rte")
     assert again.returncode == 0, again.stderr
     assert score(root, "none", "syn_rte") == score(reference, "none", "syn_rte")
     runs = runs_of(root, "none/syn_rte/r0")
@@ -73,10 +61,10 @@ def test_killed_transfer_resumes_to_the_same_result(reference, fault):
 @pytest.mark.parametrize("fault", ["train_step:11", "checkpoint_write:1"])
 def test_killed_intermediate_resumes_to_the_same_checkpoint(reference, fault):
     root = fresh(reference, "inter-" + fault.replace(":", "-"))
-    killed = stilts(root, "intermediate", "--task", "syn_nli", fault=fault)
+    killed = warm(root, "intermediate", "--task", "syn_nli", fault=fault)
     assert killed.returncode == 137
     assert not (root / "models" / "intermediate" / "syn_nli" / "r0").exists()  # nothing half-written
-    again = stilts(root, "intermediate", "--task", "syn_nli")
+    again = warm(root, "intermediate", "--task", "syn_nli")
     assert again.returncode == 0, again.stderr
     ckpt = Path("models/intermediate/syn_nli/r0/model.safetensors")
     assert sha256_file(root / ckpt) == sha256_file(reference / ckpt)
@@ -87,17 +75,17 @@ def test_killed_intermediate_resumes_to_the_same_checkpoint(reference, fault):
 def test_finished_cell_is_not_retrained(reference):
     root = reference.parent / "done"
     shutil.copytree(reference, root)
-    again = stilts(root, "transfer", "--source", "none", "--task", "syn_rte")
+    again = warm(root, "transfer", "--source", "none", "--task", "syn_rte")
     assert again.returncode == 0 and "already finished with these settings" in again.stdout
     assert len(runs_of(root, "none/syn_rte/r0")) == 1
-    changed = stilts(root, "--set", "train.lr=0.002", "transfer", "--source", "none", "--task", "syn_rte")
+    changed = warm(root, "--set", "train.lr=0.002", "transfer", "--source", "none", "--task", "syn_rte")
     assert changed.returncode == 0 and "already finished" not in changed.stdout
 
 
 def test_kill_before_any_state_marks_the_old_run_killed(reference):
     root = fresh(reference, "early")
-    assert stilts(root, "transfer", "--source", "none", "--task", "syn_rte", fault="train_step:1").returncode == 137
-    assert stilts(root, "transfer", "--source", "none", "--task", "syn_rte").returncode == 0
+    assert warm(root, "transfer", "--source", "none", "--task", "syn_rte", fault="train_step:1").returncode == 137
+    assert warm(root, "transfer", "--source", "none", "--task", "syn_rte").returncode == 0
     runs = runs_of(root, "none/syn_rte/r0")
     assert sorted(runs["status"]) == ["FINISHED", "KILLED"]
     assert score(root, "none", "syn_rte") == score(reference, "none", "syn_rte")

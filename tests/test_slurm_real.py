@@ -1,7 +1,6 @@
 """`stilts study --cluster slurm` against a real SLURM (e.g. `sudo sh benchmarks/slurm_local.sh start`): a job
 warned with SIGUSR1 before its walltime requeues itself and its cell resumes. Skipped where no SLURM answers."""
 
-import contextlib
 import re
 import shutil
 import subprocess
@@ -10,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cluster import BIN, Processes, project, runs, start_server, wait_for
+from tests.commands import BIN, run, runs, runs_of, wait_for
+from tests.dask_cluster import Processes, project, start_server
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.long]
-CELL = "intermediate:syn_nli:r0"
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1500)]
+CELL = "syn_nli/syn_nli/r0"  # the intermediate cell
 # the intermediate cell trains 40 s or more on 2 CPUs (minutes on a loaded machine): once it trains, the job's
 # walltime is cut to 2 minutes, so SLURM's next check (every 30 s or so) sends it the SIGUSR1 due 90 s before the end
 TINY = {"task_overrides": {"syn_nli": {"epochs": 200}}, "train": {"eval_every": 8}}
@@ -22,19 +22,15 @@ TINY = {"task_overrides": {"syn_nli": {"epochs": 200}}, "train": {"eval_every": 
 def _slurm_answers() -> bool:
     if not shutil.which("sinfo"):
         return False
-    with contextlib.suppress(subprocess.TimeoutExpired):
+    try:
         return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    return False
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def job_fields(job: str) -> dict:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    out = run(".", "scontrol", "show", "job", "-o", job, check=False, timeout=60).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def cell_runs(root: Path, uri: str):
-    done = runs(root, uri)
-    return done[done["tags.mlflow.runName"] == CELL] if len(done) else done
 
 
 def our_job(log_dir: Path) -> str | None:
@@ -63,26 +59,26 @@ def test_sigusr1_before_the_walltime_requeues_the_job_and_the_cell_resumes(tmp_p
         job = wait_for("the SLURM job", lambda: our_job(logs), timeout=120)
 
         def training():
-            r = cell_runs(root, procs.uri)
+            r = runs_of(root, CELL, procs.uri)
             return len(r) and "metrics.train_loss" in r and r["metrics.train_loss"].notna().any()
 
         wait_for("the intermediate cell to train", training, timeout=180, every=1)
-        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=2"], check=True)
+        run(tmp_path, "scontrol", "update", f"JobId={job}", "TimeLimit=2", timeout=60)
         requeued = wait_for("the job requeued by its worker", lambda: (
             (f := job_fields(job)).get("Restarts") == "1" and f.get("JobState") == "PENDING" and f), timeout=120)
         cell_log = (root / ".stilts" / "logs" / "intermediate-syn_nli-r0.log").read_text()
         assert "stilts: stopped by SIGUSR1" in cell_log  # exit 75 (EX_TEMPFAIL): only then does the worker requeue
-        stopped = cell_runs(root, procs.uri)
+        stopped = runs_of(root, CELL, procs.uri)
         assert stopped[["status", "tags.stilts.interrupted"]].values.tolist() == [["KILLED", "SIGUSR1"]]
         # SLURM holds a requeued job (Reason=BeginTime) for about two minutes: start it now, and with a walltime
         # whose SIGUSR1 comes after the study (a real one's, hours long, would too; 2 minutes would warn again)
         assert requeued["Reason"] == "BeginTime"
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=10"], check=True)
+        run(tmp_path, "scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=10", timeout=60)
         assert head.wait(timeout=600) == 0, (tmp_path / "study.log").read_text()[-3000:]
         assert job_fields(job).get("Restarts", "1") == "1"
         done = runs(root, procs.uri)
         assert len(done) == 6 and (done["status"] == "FINISHED").all()  # one FINISHED run per cell, the analysis
-        resumed = cell_runs(root, procs.uri)
+        resumed = runs_of(root, CELL, procs.uri)
         assert resumed[["status", "tags.stilts.interrupted", "tags.stilts.resumed"]].values.tolist() == [
             ["FINISHED", "SIGUSR1", "true"]]
         assert resumed["run_id"].tolist() == stopped["run_id"].tolist()  # the same run, continued
@@ -93,6 +89,6 @@ def test_sigusr1_before_the_walltime_requeues_the_job_and_the_cell_resumes(tmp_p
         assert "up to date" in status.stdout, status.stdout
     finally:
         if (logs := tmp_path / "joblogs").is_dir() and (job := our_job(logs)):
-            subprocess.run(["scancel", job], capture_output=True)
+            run(tmp_path, "scancel", job, check=False, timeout=60)
         procs.stop()
 

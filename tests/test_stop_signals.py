@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import pytest
 import yaml
 
 from stilts import config, stop, tracking
+from tests.commands import BIN, git_dvc_init, run, runs_of, started, stilts, warm_env
 from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 # 512 examples, batch 8, 2 epochs: 128 steps, long enough to be signalled mid-way; a state every 32 steps
 LONG = {"data": {"generated_train": 512, "generated_validation": 32},
         "train": {"epochs": 2, "eval_every": 16, "log_every": 1, "batch_size": 8, "save_every": 32,
@@ -28,22 +27,13 @@ TOTAL_STEPS = 128
 
 
 def env_for(root: Path) -> dict:
-    env = {**os.environ, "STILTS_WORKER": "1", "STILTS_WORKER_IDLE": "30", "XDG_RUNTIME_DIR": str(root.parent),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "STILTS_STOP_GRACE_S": "60", "DVC_NO_ANALYTICS": "1"}
-    for k in ("STILTS_FAULT", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
-        env.pop(k, None)
-    return env
+    return warm_env(root, STILTS_WORKER_IDLE="30", STILTS_STOP_GRACE_S="60")
 
 
 def make_project(root: Path, tiny_model, **over) -> Path:
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_model, **over), sort_keys=False))
     return root
-
-
-def stilts(root: Path, *args, timeout=600):
-    return subprocess.run([str(BIN / "stilts"), *args], cwd=root, env=env_for(root), capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def logged_steps(root: Path, metric: str = "train_loss") -> list[int]:
@@ -69,17 +59,12 @@ def signal_at_step(proc: subprocess.Popen, root: Path, step: int, sig: int, time
     raise AssertionError(f"never reached step {step}: {proc.poll()}")
 
 
-def runs_of(root: Path, cell: str):
-    runs = tracking.search_runs(config.load(root / "params.yaml"))
-    return runs[runs["tags.stilts.cell"] == cell]
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_model, tmp_path_factory):
     """The uninterrupted run of the cell, in a project of its own."""
     root = make_project(tmp_path_factory.mktemp("stop") / "ref", tiny_model, **LONG)
-    assert stilts(root, "prepare").returncode == 0
-    done = stilts(root, "transfer", "--source", "none", "--task", "syn_rte")
+    assert stilts(root, "prepare", env=env_for(root)).returncode == 0
+    done = stilts(root, "transfer", "--source", "none", "--task", "syn_rte", env=env_for(root))
     assert done.returncode == 0, done.stderr
     return root
 
@@ -92,11 +77,10 @@ def result(root: Path) -> dict:
 def test_a_signalled_cell_saves_at_once_and_resumes_its_run(reference, tiny_model, sig):
     root = reference.parent / signal.Signals(sig).name
     make_project(root, tiny_model, **LONG)
-    assert stilts(root, "prepare").returncode == 0
-    cell = subprocess.Popen([str(BIN / "stilts"), "transfer", "--source", "none", "--task", "syn_rte"], cwd=root,
-                            env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    at = signal_at_step(cell, root, TOTAL_STEPS // 2 - 12, sig)
-    out, err = cell.communicate(timeout=120)
+    assert stilts(root, "prepare", env=env_for(root)).returncode == 0
+    with started(root, BIN / "stilts", "transfer", "--source", "none", "--task", "syn_rte", env=env_for(root)) as cell:
+        at = signal_at_step(cell, root, TOTAL_STEPS // 2 - 12, sig)
+        out, err = cell.communicate(timeout=120)
     assert cell.returncode == stop.EXIT_RESUME, err
     assert f"stopped by {signal.Signals(sig).name}" in err.splitlines()[-1]
     assert not (root / "results" / "none" / "syn_rte" / "r0.json").exists()
@@ -106,7 +90,7 @@ def test_a_signalled_cell_saves_at_once_and_resumes_its_run(reference, tiny_mode
     assert list(runs["status"]) == ["KILLED"]
     assert runs["tags.stilts.interrupted"].iloc[0] == signal.Signals(sig).name
 
-    again = stilts(root, "transfer", "--source", "none", "--task", "syn_rte")
+    again = stilts(root, "transfer", "--source", "none", "--task", "syn_rte", env=env_for(root))
     assert again.returncode == 0, again.stderr
     assert {k: result(root)[k] for k in ("metrics", "steps", "best_step", "score")} == \
         {k: result(reference)[k] for k in ("metrics", "steps", "best_step", "score")}
@@ -138,8 +122,7 @@ def wait_until_gone(root: Path, timeout: float = 90) -> list[str]:
 def git_dvc_project(root: Path, tiny_model) -> Path:
     """A study of 3 cells (an intermediate task, a target: baseline and transfer)."""
     make_project(root, tiny_model, **LONG, tasks={"intermediate": ["syn_nli"], "target": ["syn_rte"], "probe": []})
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=root, env=env_for(root), check=True, capture_output=True)
+    git_dvc_init(root, env_for(root))
     return root
 
 
@@ -157,16 +140,16 @@ class Group:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("cluster, group", [(["--cluster", "local", "--jobs", "2"], False),
                                             (["--cluster", "local", "--jobs", "2"], True), ([], False)],
                          ids=["dask", "dask-group", "dvc-repro"])
 def test_sigterm_to_the_study_head_stops_its_cells_and_the_next_study_resumes_them(tiny_model, tmp_path, cluster,
                                                                                    group):
     root = git_dvc_project(tmp_path / "study", tiny_model)
-    head = subprocess.Popen([str(BIN / "stilts"), "study", *cluster], cwd=root, env=env_for(root),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
-    signal_at_step(Group(head) if group else head, root, 40, signal.SIGTERM)
-    out, err = head.communicate(timeout=300)
+    with started(root, BIN / "stilts", "study", *cluster, env=env_for(root), start_new_session=group) as head:
+        signal_at_step(Group(head) if group else head, root, 40, signal.SIGTERM)
+        out, err = head.communicate(timeout=300)
     assert head.returncode == stop.EXIT_RESUME, err
     assert wait_until_gone(root, timeout=5) == []  # the head returned once its cells had ended
     params = config.load(root / "params.yaml")
@@ -176,15 +159,13 @@ def test_sigterm_to_the_study_head_stops_its_cells_and_the_next_study_resumes_th
                                                                                                        "SIGINT"}
     assert list((root / ".stilts" / "state").glob("*/state.json"))
 
-    again = subprocess.run([str(BIN / "stilts"), "study", *cluster], cwd=root, env=env_for(root),
-                           capture_output=True, text=True, timeout=900)
+    again = stilts(root, "study", *cluster, env=env_for(root), timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     runs = tracking.search_runs(params)
     cells = runs[runs["tags.stilts.role"].isin(["intermediate", "target", "probe"])]
     assert (cells.groupby("tags.stilts.cell")["status"].apply(lambda s: (s == "FINISHED").sum()) == 1).all()
     assert "RUNNING" not in set(runs["status"]) and (cells["tags.stilts.resumed"] == "true").any()
-    status = subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=root, env=env_for(root))
-    assert status.returncode == 0
+    assert run(root, "dvc", "status", "--quiet", check=False, env=env_for(root)).returncode == 0
     assert not list((root / ".stilts" / "state").glob("*/state.json"))
 
 
@@ -211,19 +192,19 @@ class CellOf:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1200)
 def test_a_cell_stopped_on_its_worker_is_run_again_by_the_head_and_resumes(tiny_model, tmp_path):
     """SIGUSR1 to one cell of `stilts study --cluster local` (as SLURM sends it): the cell saves and exits 75,
     the head submits it again, and the rerun resumes its state and its run; the study ends complete."""
     root = git_dvc_project(tmp_path / "study", tiny_model)
-    head = subprocess.Popen([str(BIN / "stilts"), "study", "--cluster", "local", "--jobs", "2"], cwd=root,
-                            env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cell = CellOf(root, head)
-    signal_at_step(cell, root, 40, signal.SIGUSR1)
-    out, err = head.communicate(timeout=900)
+    with started(root, BIN / "stilts", "study", "--cluster", "local", "--jobs", "2", env=env_for(root)) as head:
+        cell = CellOf(root, head)
+        signal_at_step(cell, root, 40, signal.SIGUSR1)
+        out, err = head.communicate(timeout=900)
     assert head.returncode == 0, err[-3000:]
     runs = tracking.search_runs(config.load(root / "params.yaml"))
     cells = runs[runs["tags.stilts.role"].isin(["intermediate", "target", "probe"])]
     assert (cells["status"] == "FINISHED").all() and cells["tags.stilts.cell"].is_unique
     stopped = cells[cells["tags.stilts.interrupted"] == "SIGUSR1"]
     assert len(stopped) == 1 and stopped["tags.stilts.resumed"].iloc[0] == "true"
-    assert subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=root, env=env_for(root)).returncode == 0
+    assert run(root, "dvc", "status", "--quiet", check=False, env=env_for(root)).returncode == 0

@@ -5,8 +5,9 @@ import json
 import pytest
 import yaml
 
-from stilts import cli, config
+from stilts import config
 from stilts.tasks import registry
+from tests.commands import run_cli
 from tests.conftest import tiny_params_dict
 from tests.task_files import DECLARED, declare
 
@@ -17,8 +18,6 @@ TRAIN = {"max_steps": 2, "batch_size": 8, "eval_every": 2, "log_every": 1, "save
 @pytest.fixture
 def project(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("STILTS_WORKER", "0")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
 
     def make(targets=(), intermediate=(), **over):
@@ -31,35 +30,29 @@ def project(tiny_model, tmp_path, monkeypatch):
     registry.use_project(tmp_path / "no-tasks")  # later tests see the built-in tasks only
 
 
-def cli_run(capsys, *argv):
-    code = cli.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err.strip()
-
-
 def test_each_declared_kind_trains_through_the_cli(project, capsys):
     root = project()
     for name in DECLARED:
         declare(root, name)
     project(targets=list(DECLARED), intermediate=["my_reviews"])
-    code, out, _ = cli_run(capsys, "tasks")
+    code, out, _ = run_cli(capsys, "tasks")
     assert code == 0
     listed = {line.split()[0]: line for line in out.splitlines()}
     assert all(name in listed and "present" in listed[name] and "tasks/" in listed[name] for name in DECLARED)
-    code, out, err = cli_run(capsys, "prepare")
+    code, out, err = run_cli(capsys, "prepare")
     assert code == 0, err
     assert "labels read from the train split, sorted: neg, pos" in out  # my_reviews declares none
     meta = json.loads((root / "data/processed/my_reviews/meta.json").read_text())
     assert meta["labels"] == ["neg", "pos"] and meta["labels_from"] == "the train split, sorted"
     for name in DECLARED:
-        code, out, err = cli_run(capsys, "transfer", "--source", "none", "--task", name)
+        code, out, err = run_cli(capsys, "transfer", "--source", "none", "--task", name)
         assert code == 0, err
         assert out.startswith(f"transfer none->{name} r0: dev {DECLARED[name][2]['metric']} = ")
-    code, _, err = cli_run(capsys, "intermediate", "--task", "my_reviews")
+    code, _, err = run_cli(capsys, "intermediate", "--task", "my_reviews")
     assert code == 0, err
-    code, out, err = cli_run(capsys, "transfer", "--source", "my_reviews", "--task", "my_choices")
+    code, out, err = run_cli(capsys, "transfer", "--source", "my_reviews", "--task", "my_choices")
     assert code == 0 and out.startswith("transfer my_reviews->my_choices r0"), err
-    code, out, err = cli_run(capsys, "analyze")
+    code, out, err = run_cli(capsys, "analyze")
     assert code == 0, err
     matrix = (root / "reports" / "transfer_matrix.csv").read_text()
     assert "my_choices" in matrix.splitlines()[0]
@@ -80,8 +73,8 @@ def test_json_list_and_probing_role(project, capsys):
     raw["tasks"]["probe"] = ["my_reviews"]
     raw["study"]["probe_mode"] = "frozen"
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert cli_run(capsys, "prepare")[0] == 0
-    code, out, err = cli_run(capsys, "transfer", "--source", "none", "--task", "my_reviews")
+    assert run_cli(capsys, "prepare")[0] == 0
+    code, out, err = run_cli(capsys, "transfer", "--source", "none", "--task", "my_reviews")
     assert code == 0 and "dev accuracy" in out, err
     assert json.loads((root / "data/processed/my_reviews/meta.json").read_text())["counts"] == \
         {"train": 16, "validation": 8}
@@ -108,7 +101,7 @@ def test_bad_task_file_is_one_line_and_writes_nothing(project, capsys, case):
     path = declare(root, "my_reviews")
     over, expected = BAD[case]
     path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **over}))
-    code, _, err = cli_run(capsys, "prepare", "--task", "my_reviews")
+    code, _, err = run_cli(capsys, "prepare", "--task", "my_reviews")
     assert code == 2 and len(err.splitlines()) == 1
     assert expected in err, err
     assert not (root / "data" / "processed").exists() and not (root / "mlflow.db").exists()
@@ -119,12 +112,12 @@ def test_dev_label_unseen_in_train_and_builtin_name_clash(project, capsys):
     declare(root, "my_reviews")
     dev = root / "data/raw/my_reviews/dev.csv"
     dev.write_text(dev.read_text() + "zz,a fine day,neutral\n")
-    code, _, err = cli_run(capsys, "prepare", "--task", "my_reviews")
+    code, _, err = run_cli(capsys, "prepare", "--task", "my_reviews")
     assert code == 2 and err.endswith("tasks/my_reviews.yaml: 'labels' is not given, and validation labels "
                                       "['neutral'] never occur in train (declare 'labels', or fix the data)")
     assert not (root / "data" / "processed").exists()
     (root / "tasks" / "my_reviews.yaml").rename(root / "tasks" / "rte.yaml")
-    code, _, err = cli_run(capsys, "tasks")
+    code, _, err = run_cli(capsys, "tasks")
     assert code == 2 and "tasks/rte.yaml: task 'rte' is already a built-in task" in err
 
 
@@ -181,7 +174,7 @@ def test_a_task_file_names_a_conversion_function(project, capsys):
     registry.use_project(root / "tasks")
     assert registry.get("my_wsc").convert is registry.get("wsc").convert
     (root / "tasks" / "my_wsc.yaml").write_text((files_dir() / "wsc.yaml").read_text().replace("wsc_row", "wsc_rows"))
-    code, _, err = cli_run(capsys, "tasks")
+    code, _, err = run_cli(capsys, "tasks")
     assert code == 2 and len(err.splitlines()) == 1
     assert "tasks/my_wsc.yaml: 'convert': unknown conversion function 'wsc_rows' (did you mean 'wsc_row'?)" in err
 

@@ -2,18 +2,15 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import tiny_params_dict
+from tests.commands import git_dvc_init, mlflow_run, ran, run
+from tests.conftest import CHECKOUT, tiny_params_dict
 from tests.task_files import DECLARED, declare
-from tests.test_e2e_dvc import ran, sh
-from tests.test_mlproject import mlflow_run
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[1]
 TRAIN = {"max_steps": 2, "batch_size": 8, "eval_every": 2, "log_every": 1, "save_interval_s": 0,
          "mixed_precision": "no"}
 
@@ -26,10 +23,9 @@ def study(tiny_model, tmp_path_factory):
     raw = tiny_params_dict(tiny_model, train=TRAIN)
     raw["tasks"] = {"intermediate": ["my_reviews"], "target": ["my_pairs", "my_scores", "my_choices"]}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
-    sh(root, "stilts", "pipeline")
-    return root, sh(root, "dvc", "repro")
+    git_dvc_init(root)
+    run(root, "stilts", "pipeline")
+    return root, run(root, "dvc", "repro")
 
 
 def test_repro_trains_every_declared_task(study):
@@ -44,21 +40,21 @@ def test_repro_trains_every_declared_task(study):
 
 def test_second_repro_does_nothing_and_a_task_file_edit_reruns_its_cells_only(study):
     root, _ = study
-    assert ran(sh(root, "dvc", "repro")) == set()
+    assert ran(run(root, "dvc", "repro")) == set()
     path = root / "tasks" / "my_pairs.yaml"
     decl = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**decl, "description": "pairs, described"}))
-    assert ran(sh(root, "dvc", "repro")) == {"settings"}  # a description is no setting: no task's settings change
+    assert ran(run(root, "dvc", "repro")) == {"settings"}  # a description is no setting: no task's settings change
     path.write_text(yaml.safe_dump({**decl, "metric": "accuracy"}))
-    assert ran(sh(root, "dvc", "repro")) == {"settings", "prepare-my_pairs", "transfer-none-my_pairs-r0",
+    assert ran(run(root, "dvc", "repro")) == {"settings", "prepare-my_pairs", "transfer-none-my_pairs-r0",
                                              "transfer-my_reviews-my_pairs-r0", "analyze"}
 
 
 def test_mlflow_run_trains_a_declared_task(tiny_model, tmp_path):
     root = tmp_path / "mlp"
     root.mkdir()
-    shutil.copy2(ROOT / "MLproject", root / "MLproject")
-    shutil.copy2(ROOT / "conda.yaml", root / "conda.yaml")
+    shutil.copy2(CHECKOUT / "MLproject", root / "MLproject")
+    shutil.copy2(CHECKOUT / "conda.yaml", root / "conda.yaml")
     declare(root, "my_choices")
     raw = tiny_params_dict(tiny_model, train=TRAIN, mlflow={"experiment": "mlp"})
     raw["tasks"] = {"target": ["my_choices"]}
@@ -78,9 +74,8 @@ def test_a_study_of_declared_tasks_on_a_local_dask_cluster(tiny_model, tmp_path)
     raw = tiny_params_dict(tiny_model, train=TRAIN)
     raw["tasks"] = {"intermediate": ["my_reviews"], "target": ["my_scores"]}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
-    out = sh(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
+    git_dvc_init(root)
+    out = run(root, "stilts", "study", "--cluster", "local", "--jobs", "2")
     assert "stages ran and are recorded" in out.stdout
     assert (root / "results" / "my_reviews" / "my_scores" / "r0.json").is_file()
-    assert ran(sh(root, "dvc", "repro")) == set()
+    assert ran(run(root, "dvc", "repro")) == set()

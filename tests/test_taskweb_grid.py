@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.commands import run
+from tests.conftest import CHECKOUT
 
 
 def _result(repo: Path, target: str, source: str, run: str, metrics: dict) -> None:
@@ -16,8 +17,8 @@ def _result(repo: Path, target: str, source: str, run: str, metrics: dict) -> No
 
 
 def _convert(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "taskweb_grid.py"), str(repo), "roberta",
-                           str(out), *extra], capture_output=True, text=True)
+    return run(repo, sys.executable, CHECKOUT / "benchmarks" / "taskweb_grid.py", repo, "roberta", out, *extra,
+               check=False, timeout=120)
 
 
 def test_runs_become_rows_with_each_targets_settings_and_metrics(tmp_path):

@@ -1,14 +1,12 @@
 """The cell server's socket folder is used only when it is this user's own and closed to others."""
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from stilts import warm
+from tests.commands import command_env, stilts
 from tests.conftest import tiny_params_dict
 
 
@@ -60,9 +58,8 @@ def test_cells_run_in_process_when_the_folder_is_unsafe(tiny_model, tmp_path):
     base = tmp_path / f"stilts-{os.getuid()}"
     base.mkdir()
     base.chmod(0o777)
-    env = {**os.environ, "STILTS_WORKER": "1", "XDG_RUNTIME_DIR": str(tmp_path)}
-    out = subprocess.run([str(Path(sys.executable).parent / "stilts"), "prepare", "--task", "syn_tense"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = command_env(STILTS_WORKER="1", XDG_RUNTIME_DIR=str(tmp_path))
+    out = stilts(tmp_path, "prepare", "--task", "syn_tense", env=env, timeout=300)
     assert out.returncode == 0 and "prepared syn_tense" in out.stdout
     assert out.stderr.count("not using the cell server") == 1 and "cells run in-process" in out.stderr
     assert not list(base.iterdir())  # no socket, no log, no start marker
