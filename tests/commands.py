@@ -70,6 +70,11 @@ def mlflow_run(root: Path, *args, fault: str | None = None, timeout: float = 300
                check=False, env=env, timeout=timeout, start_new_session=True)
 
 
+def git(root: Path, *args, env: dict | None = None):
+    """`git ARGS` in `root` as a test's own author (no identity is configured where the tests run)."""
+    return run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args, env=env)
+
+
 def git_dvc_init(root: Path, env: dict | None = None) -> None:
     """`git init` and `dvc init` in `root`: a project DVC can run and record."""
     run(root, "git", "init", "-q", env=env)

@@ -17,7 +17,7 @@ import psutil
 import yaml
 
 from stilts.io import sha256_file
-from tests.commands import BIN, command_env, free_port, git_dvc_init, run, wait_for
+from tests.commands import BIN, command_env, free_port, git, git_dvc_init, run, wait_for
 from tests.conftest import tiny_params_dict
 
 # syn_nli trains long enough (192 steps, seconds) for a test to catch its cell mid-training under load
@@ -117,7 +117,7 @@ def project(procs: Processes, root: Path, tiny_model, remote: Path | None, **ove
 
 def commit(procs: Processes, root: Path) -> None:
     procs.run(root, "git", "add", "-A")
-    procs.run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "-m", "study")
+    git(root, "commit", "-q", "-m", "study", env=procs.env)
 
 
 def two_workers(procs: Processes, tiny_model, **over) -> dict:

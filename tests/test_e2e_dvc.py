@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.commands import git_dvc_init, ran, run
+from tests.commands import git, git_dvc_init, ran, run
 from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_a_task_override_by_exp_run_or_by_an_edit_reruns_only_that_tasks_cells(p
     (root / ".gitignore").write_text("".join(f"/{p}\n" for p in ("mlflow.db", "mlflow.db.lock", "mlruns/", ".stilts/",
                                                                    "data/", "models/", "results/", "reports/")))
     run(root, "git", "add", "-A")  # experiments start from a commit
-    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "study")
+    git(root, "commit", "-qm", "study")
     tense = {"settings", "transfer-none-syn_tense-r0", "transfer-syn_nli-syn_tense-r0", "analyze"}
     exp = run(root, "dvc", "exp", "run", "-S", "+task_overrides.syn_tense.epochs=2")
     assert ran(exp) == tense and "1 settings file(s) changed" in exp.stdout  # the others kept their bytes

@@ -19,7 +19,7 @@ import yaml
 from stilts import cli, pipeline, stages
 from stilts.engine import cell, clusters, transport
 from stilts.errors import StiltsError
-from tests.commands import run
+from tests.commands import git
 from tests.conftest import tiny_params_dict
 
 
@@ -181,27 +181,23 @@ def test_local_cluster_refuses_a_non_shared_filesystem(tiny_model, tmp_path, mon
     assert "set cluster.shared_filesystem: true" in capsys.readouterr().err
 
 
-def _git(root, *args):
-    run(root, "git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args)
-
-
 def test_without_a_shared_filesystem_the_head_refuses_uncommitted_study_files(make_params, tmp_path):
     params = make_params(cluster={"shared_filesystem": False})
     remote = transport.DvcRemote(params)
     with pytest.raises(StiltsError, match="not a git repository"):
         remote._check_clean(tmp_path)
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     pipeline.write(params)
-    _git(tmp_path, "add", "params.yaml")
-    _git(tmp_path, "commit", "-q", "-m", "params")
+    git(tmp_path, "add", "params.yaml")
+    git(tmp_path, "commit", "-q", "-m", "params")
     with pytest.raises(StiltsError, match=r"^dvc.yaml: not committed to git; workers check out commit"):
         remote._check_clean(tmp_path)
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-q", "-m", "pipeline")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "pipeline")
     assert len(remote._check_clean(tmp_path)) == 40
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")  # lock files are the study's own output
-    _git(tmp_path, "add", "dvc.lock")
-    _git(tmp_path, "commit", "-q", "-m", "lock")
+    git(tmp_path, "add", "dvc.lock")
+    git(tmp_path, "commit", "-q", "-m", "lock")
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     remote._check_clean(tmp_path)
     (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text() + "\n# edited\n")
