@@ -2,18 +2,16 @@
 with the same results and reports as an uninterrupted run, one current FINISHED run per cell, no RUNNING run,
 `dvc status` clean and no temporary left."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.commands import git, git_dvc_init, run
 from tests.conftest import tiny_params_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]  # chaos.py: 1500 s at most
-BIN = Path(sys.executable).parent
 CHAOS = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
 
 
@@ -24,12 +22,12 @@ def test_a_tiny_study_killed_anywhere_ends_like_an_uninterrupted_one(tiny_model,
                               train={"epochs": 2, "eval_every": 4, "save_interval_s": 0})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / ".gitignore").write_text("/mlflow.db*\n/mlruns/\n/.stilts/\n")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["stilts", "pipeline"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "-m", "study"]):
-        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
-    out = subprocess.run([sys.executable, str(CHAOS), "--project", str(root), "--kills", "4", "--seed", "3"],
-                         cwd=CHAOS.parent, env=env, capture_output=True, text=True, timeout=1500)
+    git_dvc_init(root)
+    run(root, "stilts", "pipeline")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "study")
+    out = run(CHAOS.parent, sys.executable, CHAOS, "--project", root, "--kills", "4", "--seed", "3", check=False,
+              timeout=1500)
     print(out.stdout[-5000:], out.stderr[-3000:])
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "chaos: ok"
     kills = [ln for ln in out.stdout.splitlines() if ln.startswith("kill ")]
