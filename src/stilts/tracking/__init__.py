@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +21,7 @@ from stilts.io import writing
 from stilts.tracking.store import client_for, experiment_id, retry
 
 TAG = "stilts."
+GIT_TIMEOUT_S = 10  # `git rev-parse HEAD` at each run's start: milliseconds where the disk answers
 
 
 def tracking_uri(params) -> str:
@@ -32,11 +34,19 @@ def uri_for(root) -> str:
 
 
 def git_commit(root: Path) -> str | None:
+    """The commit checked out in `root`'s git repository (a sha-1 or sha-256 name); None outside one, before
+    its first commit, without git, or when git has not answered within GIT_TIMEOUT_S (said on stderr)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=GIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"stilts: {root}: `git rev-parse HEAD` did not end within {GIT_TIMEOUT_S} s; the run is not tagged "
+              "with the commit", file=sys.stderr)
         return None
+    except OSError:
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha) else None
 
 
 def _tag(key: str) -> str:
