@@ -1,6 +1,7 @@
 """A tiny intermediate → transfer chain: checkpoints, results, MLflow runs and their tags."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -39,7 +40,28 @@ def test_outputs_and_runs(chain):
     assert tr["params.train.lr"] == "0.001" and tr["params.cell.seed"] == "1111002"
     assert tr["metrics.final_dev_score"] == pytest.approx(result["score"])
     assert by_cell["none/syn_rte/r0"]["tags.stilts.source"] == "none"
-    assert "mlflow.source.git.commit" in runs.columns or True  # tmp dirs are not git repos
+
+
+def _git(root, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=root,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_runs_carry_the_git_commit_only_where_there_is_one(make_params, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository above tmp_path counts
+    params = make_params()
+
+    def commit_tag():
+        run = tracking.start_run(params, "cell", {"role": "target"})
+        return run.client.get_run(run.id).data.tags.get("mlflow.source.git.commit")
+
+    assert commit_tag() is None  # not a repository
+    _git(tmp_path, "init", "-q")
+    assert commit_tag() is None  # a repository with no commit yet: `git rev-parse HEAD` prints "HEAD"
+    _git(tmp_path, "add", "params.yaml")
+    _git(tmp_path, "commit", "-q", "-m", "params")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    assert len(head) == 40 and commit_tag() == head
 
 
 def test_failure_marks_run_failed_and_writes_nothing(make_params, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -24,3 +25,16 @@ def last_line(text: str) -> str:
     """The last non-empty line of a command's output: its one-line error."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A bound in seconds set by environment variable `name` (`default` when unset); anything but a number > 0
+    is bad input."""
+    value = os.environ.get(name, "")
+    try:
+        seconds = float(value) if value.strip() else default
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise StiltsError(f"{name}={value!r}: must be a number of seconds > 0")
+    return seconds

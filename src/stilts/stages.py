@@ -17,15 +17,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stilts.errors import StiltsError, last_line
+from stilts.errors import StiltsError, last_line, seconds_from_env
 from stilts.io import atomic_write_bytes, atomic_write_text
 
 TRAINING = ("sweep-", "intermediate-", "transfer-")  # the stages that train: they take a GPU
+DVC_TIMEOUT_ENV = "STILTS_DVC_TIMEOUT"
+DVC_TIMEOUT_S = 3600.0  # a push or pull of many large checkpoints over a slow link takes minutes, not an hour
 
 
 def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
-    """Run `dvc ARGS` in `root` (this environment's dvc, waiting for DVC's repo lock). Captured: its output,
-    or a one-line error when it fails; else its output goes to ours and its exit code is returned."""
+    """Run `dvc ARGS` in `root` (this environment's dvc, waiting for DVC's repo lock). Captured (push, pull,
+    status, commit: what stilts waits on): its output, or a one-line error when it fails or has not ended
+    within STILTS_DVC_TIMEOUT seconds (a remote or a lock that never answers); else (`dvc repro` of the study,
+    stopped by signals) its output goes to ours and its exit code is returned."""
     exe = Path(sys.executable).with_name("dvc")
     cmd = [str(exe) if exe.is_file() else "dvc", "--wait-for-lock", *args]
     mend_rwlock(Path(root))
@@ -33,7 +37,12 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     env = os.environ | (env or {})
     if not capture:
         return _call_stopping_on_signals(cmd, root, env)
-    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    seconds = seconds_from_env(DVC_TIMEOUT_ENV, DVC_TIMEOUT_S)
+    try:
+        out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        raise StiltsError(f"{root}: `dvc {args[0]}` did not end within {seconds:g} s (its remote or DVC's lock "
+                          f"does not answer); stopped it ({DVC_TIMEOUT_ENV} sets the bound)") from None
     if out.returncode:
         raise StiltsError(f"{root}: `dvc {args[0]}` failed: {last_line(out.stderr or out.stdout)}")
     return out.stdout

@@ -21,11 +21,13 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # read once at start or import time by glibc/torch/transformers/huggingface_hub: a server serves one setting
 IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_", "MALLOC_")
 _WARNED: list = []
+START_S = 300.0  # a server's imports take tens of seconds on a busy small machine
 
 
 def _code_hash() -> str:
@@ -93,13 +95,11 @@ def _connect(path: Path) -> socket.socket | None:
 def _server(path: Path, wait: bool) -> socket.socket | None:
     """A connection to the server, starting one when none listens. The client that starts it hands the server
     its lock on `<socket>.lock`; the server lets go of it once it listens (or dies trying). Clients arriving
-    meanwhile wait on that lock (`wait`; else they leave it to the one starting), so clients starting
-    together start one server, and nobody polls."""
+    meanwhile wait for that lock (`wait`, at most START_S; else they leave it to the one starting), so clients
+    starting together start one server."""
     lock_path = path.with_suffix(".lock")
     with open(lock_path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _flock_within(lock, START_S if wait else 0, path):
             return None  # a server is starting
         conn = _connect(path)
         if conn is None:
@@ -109,9 +109,26 @@ def _server(path: Path, wait: bool) -> socket.socket | None:
                                  start_new_session=True)
     if conn is not None or not wait:
         return conn
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # held by the starting server until it listens
-        return _connect(path)
+    with open(lock_path, "a") as lock:  # held by the starting server until it listens
+        return _connect(path) if _flock_within(lock, START_S, path) else None
+
+
+def _flock_within(lock, seconds: float, path: Path) -> bool:
+    """Whether this client holds the server's start lock within `seconds` (a server that is starting holds
+    it until it listens). One that does not get it after waiting says so: the command runs in-process."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    if seconds:
+        print(f"stilts: the cell server did not start listening within {seconds:g} s (its log: "
+              f"{path.with_suffix('.log')}); this command runs in-process", file=sys.stderr, flush=True)
+    return False
 
 
 def prestart() -> None:

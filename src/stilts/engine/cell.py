@@ -22,6 +22,7 @@ from stilts import remote_state
 from stilts.errors import StiltsError, last_line
 from stilts.stop import EXIT_RESUME
 
+SCONTROL_TIMEOUT_S = 60  # slurmctld answers in well under a second unless it is down
 LOG_TAIL = 64_000  # bytes of a cell's log that travel back to the head from a worker's own copy
 _running: dict[str, set[subprocess.Popen]] = {}  # study → the guards of its cells running on this worker
 _running_lock = threading.Lock()
@@ -87,9 +88,19 @@ def requeue_slurm_job() -> None:
     job = os.environ.get("SLURM_JOB_ID")
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    if job:
-        with contextlib.suppress(OSError):
-            subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60)
+    if not job:
+        return
+    try:
+        out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=SCONTROL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        why = f"did not end within {SCONTROL_TIMEOUT_S} s (slurmctld does not answer)"
+    except OSError as e:
+        why = f"could not start ({e.strerror})"
+    else:
+        why = f"failed: {last_line(out.stderr or out.stdout)}" if out.returncode else ""
+    if why:
+        print(f"stilts: `scontrol requeue {job}` {why}; the job is not requeued and ends", file=sys.stderr,
+              flush=True)
 
 
 def requeue_slurm_job_if_idle() -> bool:

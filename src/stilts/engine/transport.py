@@ -24,11 +24,17 @@ from stilts.pipeline import address, layout
 from stilts.stages import dvc
 
 LOCK_SCHEMA = "2.0"
+GIT_TIMEOUT_S = 120  # local queries of the project's repository: a second or two where the disk answers
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # lock files of the paper's study hold ~9,000 lines
 
 
 def git(root: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    """`git ARGS` in `root` (local queries: rev-parse, ls-files, diff): its output, or a one-line error."""
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=GIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise StiltsError(f"{root}: `git {args[0]}` did not end within {GIT_TIMEOUT_S} s; stopped it (is the "
+                          f"repository on a file system that does not answer?)") from None
     if out.returncode:
         raise StiltsError(f"{root}: `git {args[0]}` failed: {last_line(out.stderr)}")
     return out.stdout.strip()

@@ -12,14 +12,16 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
 
 from stilts.io import writing
-from stilts.tracking.store import client_for, experiment_id, retry
+from stilts.tracking.store import client_for, experiment_id, retry, unless_missing
 
 TAG = "stilts."
+GIT_TIMEOUT_S = 10  # `git rev-parse HEAD` at each run's start: milliseconds where the disk answers
 
 
 def tracking_uri(params) -> str:
@@ -32,11 +34,19 @@ def uri_for(root) -> str:
 
 
 def git_commit(root: Path) -> str | None:
+    """The commit checked out in `root`'s git repository (a sha-1 or sha-256 name); None outside one, before
+    its first commit, without git, or when git has not answered within GIT_TIMEOUT_S (said on stderr)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=GIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"stilts: {root}: `git rev-parse HEAD` did not end within {GIT_TIMEOUT_S} s; the run is not tagged "
+              "with the commit", file=sys.stderr)
         return None
+    except OSError:
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha) else None
 
 
 def _tag(key: str) -> str:
@@ -191,11 +201,8 @@ def _end_stale_parent(client, run_id: str) -> None:
     parent_id = retry(client.get_run, run_id).data.tags.get("mlflow.parentRunId")
     if not parent_id or parent_id == os.environ.get("MLFLOW_RUN_ID"):
         return
-    try:
-        parent = client.get_run(parent_id)
-    except Exception:  # deleted, or in a store we cannot reach
-        return
-    if parent.info.status == "RUNNING" and _abandoned(parent):
+    parent = unless_missing(client.get_run, parent_id)  # None: deleted, or a run of another store
+    if parent is not None and parent.info.status == "RUNNING" and _abandoned(parent):
         end_killed(client, parent_id, "the process running this entry point was killed; superseded by a rerun")
 
 
@@ -225,21 +232,19 @@ def _claim_entry_run(client) -> None:
 
 
 def run_status(params, run_id: str | None) -> str | None:
-    """RUNNING, FINISHED, FAILED, KILLED; None for a run that is not in the store."""
+    """RUNNING, FINISHED, FAILED, KILLED; None for a run that is not in the store (deleted, or another
+    store's). A store that cannot be asked is asked again (`store.retry`), then its error is raised."""
     if not run_id:
         return None
-    try:
-        return client_for(tracking_uri(params)).get_run(run_id).info.status
-    except Exception:  # deleted, or another tracking store
-        return None
+    run = unless_missing(client_for(tracking_uri(params)).get_run, run_id)
+    return run.info.status if run is not None else None
 
 
 def resume_run(params, run_id: str) -> Run | None:
-    """Reopen the run of a cell whose training resumes from saved state (None if it is gone)."""
+    """Reopen the run of a cell whose training resumes from saved state (None if the store says it is not
+    there: deleted, or another store's; one that cannot be asked is asked again, then its error is raised)."""
     client = client_for(tracking_uri(params))
-    try:
-        client.get_run(run_id)
-    except Exception:  # deleted, or another tracking store
+    if unless_missing(client.get_run, run_id) is None:
         return None
     _claim_entry_run(client)
     _end_stale_parent(client, run_id)
@@ -288,12 +293,12 @@ def search_runs(params, experiment: str | None = None, filter_string: str = ""):
     import pandas as pd
 
     client = client_for(tracking_uri(params))
-    exp = client.get_experiment_by_name(experiment or params.mlflow.experiment)
+    exp = retry(client.get_experiment_by_name, experiment or params.mlflow.experiment)
     if exp is None:
         return pd.DataFrame()
     rows, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string, max_results=5000, page_token=token)
+        page = retry(client.search_runs, [exp.experiment_id], filter_string, max_results=5000, page_token=token)
         for r in page:
             row = {"run_id": r.info.run_id, "status": r.info.status,
                    "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from stilts.errors import StiltsError
+from stilts.errors import StiltsError, seconds_from_env
 
 TIMEOUT_ENV = "STILTS_TRACKING_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
@@ -28,14 +28,7 @@ PROBE_ENDPOINT = "/api/2.0/mlflow/experiments/search"
 
 
 def timeout_s() -> float:
-    value = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        seconds = float(value) if value.strip() else DEFAULT_TIMEOUT_S
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise StiltsError(f"{TIMEOUT_ENV}={value!r}: must be a number of seconds > 0")
-    return seconds
+    return seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
 def check_store(uri: str, origin: str = "MLFLOW_TRACKING_URI", quick: bool = False) -> None:

@@ -51,21 +51,52 @@ def prepare_store(uri: str) -> None:
     client_for(uri)
 
 
-# sqlite busy with other writers; a tracking server whose database connections are all taken (a burst of cells)
-TRANSIENT = ("locked", "busy", "queuepool limit")
+# sqlite busy with other writers; a tracking server whose database connections are all taken (a burst of cells),
+# out of reach for a moment (MLflow's own HTTP retries ran out) or answering 5xx
+TRANSIENT = ("locked", "busy", "queuepool limit", "max retries exceeded", "connection refused", "connection reset",
+             "connection aborted", "timed out", "temporarily unavailable")
+TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
+SERVER_ERROR = re.compile(r"error code 5\d\d\b")  # MLflow's text for a 5xx answer that is not MLflow's JSON
+
+
+def transient(e: Exception) -> bool:
+    """Whether a tracking call failed because the store could not answer now (asking again may work)."""
+    code = getattr(e, "error_code", None)
+    if isinstance(e, ConnectionError | TimeoutError) or code in TRANSIENT_CODES:
+        return True
+    if code == "INTERNAL_ERROR" and type(e).__name__ == "RestException":  # a server's own 500
+        return True
+    text = str(e).lower()
+    return any(w in text for w in TRANSIENT) or SERVER_ERROR.search(text) is not None
+
+
+def missing(e: Exception) -> bool:
+    """Whether the store answered that what was asked for (a run, an artifact) does not exist."""
+    return getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
 def retry(fn, *args, **kwargs):
-    """Retry a tracking call while the store is busy (`TRANSIENT`), backing off up to 5 s a try."""
+    """Retry a tracking call while the store cannot answer (`transient`), backing off up to 5 s a try."""
     delay = 0.05
     for attempt in range(12):
         try:
             return fn(*args, **kwargs)
-        except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
-            if attempt == 11 or not any(w in str(e).lower() for w in TRANSIENT):
+        except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError, or requests' errors
+            if attempt == 11 or not transient(e):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def unless_missing(fn, *args, **kwargs):
+    """fn's answer (retried as `retry` does), or None when the store answers that it does not exist. Any
+    other failure is raised: a store that could not be asked says nothing about what it holds."""
+    try:
+        return retry(fn, *args, **kwargs)
+    except Exception as e:
+        if missing(e):
+            return None
+        raise
 
 
 def artifact_location(uri: str, name: str) -> str | None:

@@ -50,12 +50,13 @@ def finished_twin(params, cell: str, role: str, fingerprint: str, experiment: st
 
 
 def _read_artifact(params, run_id: str, path: str) -> str | None:
+    """The artifact's text; None when the store says it is not there (a run from before results were logged).
+    Artifacts out of reach are asked for again (`store.retry`), then their error is raised: the cell does not
+    train again beside a finished twin it could not read."""
     client = store.client_for(tracking.tracking_uri(params))
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
-        except Exception:  # a run from before results were logged, or artifacts out of reach
-            return None
+        local = store.unless_missing(client.download_artifacts, run_id, path, tmp)
+        return Path(local).read_text() if local is not None else None
 
 
 def supersede(params, cell: str, role: str, keep: str, experiment: str | None = None) -> int:
