@@ -7,16 +7,20 @@ check that it ends exactly like an uninterrupted run.
 Two scratch clones of the project: one runs `stilts study` uninterrupted (the reference), the other is
 killed N times. Each kill aims at a phase — prepare, sweep, training, checkpoint write, MLflow logging,
 DVC commit, analysis — drawn by the seed (every phase once before any twice, in study order), and at a
-seeded offset after the phase is first seen (for the analysis, a stage of seconds, within half the
-reference's time for it). Phases are read from the processes running (the `stilts`
-command of the stage) and from files (a checkpoint's temporary folder, a logged model's temporary folder),
-and "DVC commit" is DVC at work between two stage commands. The kill is SIGKILL to every process of the
-study: `dvc repro`, its stage, and the warm cell server with its forks (as when a node dies). Then
-`stilts study` again, up to the next kill. At the end: every results/**/*.json and report table equal to
-the reference's (timings and run ids aside), exactly one FINISHED run per cell that no other run
-supersedes, no RUNNING run, `dvc status` clean, no temporary file or folder left in the project. Prints
-where each kill landed and the time it cost (the attempt's time minus the reference time of the stages it
-completed); last line `chaos: ok` or what differed.
+seeded offset after the phase is first seen, within the first half of the reference's shortest stage of
+that phase (its quickest checkpoint write, for the checkpoint write: a small model's lasts milliseconds).
+Phases are read from the processes running (the `stilts` command of the stage) and from files (a
+checkpoint's temporary folder, a logged model's temporary folder, looked for every millisecond once the
+stage is running); "DVC commit" is DVC at work between two stage commands. The kill is SIGKILL to every
+process of the study: `dvc repro`, its stage, and the warm cell server with its forks (as when a node
+dies). A kill aimed at a phase seen in files landed there when it left that temporary folder behind. Then
+`stilts study` again, up to the next kill, and once more to the end. At the end: every results/**/*.json
+and report table equal to the reference's (timings and run ids aside), exactly one FINISHED run per cell
+that no other run supersedes, no RUNNING run, `dvc status` clean, no temporary file or folder left in the
+project. Prints where each kill landed and the time it cost (the attempt's time minus the reference time of
+the stages it completed), and which kills landed elsewhere than aimed; a phase the plan aimed at that no
+kill hit, and a final `stilts study` that fails, are problems. Last line `chaos: ok`, or `chaos: FAILED` and
+the problems (exit 1).
 """
 
 from __future__ import annotations
@@ -43,9 +47,13 @@ BIN = Path(sys.executable).parent
 PHASES = ("prepare", "sweep", "training", "checkpoint write", "MLflow logging", "DVC commit", "analysis")
 OFFSET_S = {"prepare": 2.0, "sweep": 8.0, "training": 8.0, "checkpoint write": 0.1, "MLflow logging": 0.3,
             "DVC commit": 0.3, "analysis": 3.0}
-# the analysis runs once, in seconds (a fork of the warm cell server): its offsets stay inside the half of
-# the reference's analysis stage that follows its command's start
-SHORT_STAGE = {"analysis": "analyze"}
+# the stages a phase runs in: its offsets stay inside the first half of the reference's shortest such stage
+# (the analysis takes seconds; a tiny study's stages too)
+STAGES_OF = {"prepare": ("prepare-",), "sweep": ("sweep-",), "training": ("intermediate-", "transfer-"),
+             "analysis": ("analyze",)}
+# the phases seen in files: the temporary folder being written, which a kill leaves behind
+TEMPORARIES = {"checkpoint write": lambda root, tmp: (root / "models" / "intermediate").glob("*/.r*.tmp"),
+               "MLflow logging": lambda root, tmp: tmp.glob("stilts-model-*")}
 MARK = "STILTS_CHAOS_RUN"
 
 
@@ -142,25 +150,39 @@ def _being_written(paths, since: float) -> bool:
     return False
 
 
-def phase_now(root: Path, name: str, tmp: Path, since: float, after_a_stage: bool) -> tuple[str | None, str]:
-    """(the phase the study is in, the stage command running) from its processes and files; DVC between two
-    stage commands (`after_a_stage`: a stage command was seen in this attempt) records the first one's outputs."""
-    cmds = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline", "environ"])
-            if (p.info["environ"] or {}).get(MARK) == mark(name)]
+def look(root: Path, name: str, tmp: Path, since: float, after_a_stage: bool) -> tuple[str | None, str, list]:
+    """(the phase the study is in, the stage command running, its processes) from its processes and files; DVC
+    between two stage commands (`after_a_stage`: a stage command was seen in this attempt) records the first
+    one's outputs."""
+    procs, cmds = [], []
+    for p in psutil.process_iter(["cmdline", "environ"]):
+        if p.pid != os.getpid() and (p.info["environ"] or {}).get(MARK) == mark(name):
+            procs.append(p)
+            cmds.append(" ".join(p.info["cmdline"] or []))
     stage = next((c.split("stilts ", 1)[1] for c in cmds if re.search(r"bin/stilts (prepare|sweep|intermediate|"
                                                                       r"transfer|analyze)", c)), "")
-    if stage.startswith("intermediate") and _being_written((root / "models" / "intermediate").glob("*/.r*.tmp"),
-                                                           since):
-        return "checkpoint write", stage
-    if stage.startswith(("intermediate", "transfer")) and _being_written(tmp.glob("stilts-model-*"), since):
-        return "MLflow logging", stage
+    if stage.startswith("intermediate"):
+        for phase in TEMPORARIES:
+            if _being_written(TEMPORARIES[phase](root, tmp), since):
+                return phase, stage, procs
     for word, phase in (("prepare", "prepare"), ("sweep", "sweep"), ("intermediate", "training"),
                         ("transfer", "training"), ("analyze", "analysis")):
         if stage.startswith(word):
-            return phase, stage
+            return phase, stage, procs
     if after_a_stage and any("dvc" in c and " repro" in c for c in cmds):
-        return "DVC commit", "(between stages)"
-    return None, ""
+        return "DVC commit", "(between stages)", procs
+    return None, "", procs
+
+
+def watch(root: Path, tmp: Path, since: float, phase: str, seconds: float) -> bool:
+    """Whether `phase`'s temporary folder appears within `seconds`, looked for every millisecond: a small
+    model's checkpoint is written in tens of milliseconds, less than one look at the processes takes."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if _being_written(TEMPORARIES[phase](root, tmp), since):
+            return True
+        time.sleep(0.001)
+    return False
 
 
 def possible(root: Path, env: dict) -> set[str]:
@@ -178,34 +200,57 @@ def possible(root: Path, env: dict) -> set[str]:
     return found
 
 
-def plan(kills: int, seed: int, stage_s: dict) -> list[tuple[str, float]]:
+def checkpoint_write_s(ref: Path) -> float:
+    """How long the reference took to write its quickest checkpoint: from its first file to its last."""
+    spans = []
+    for checkpoint in (ref / "models" / "intermediate").glob("*/r*"):
+        times = [f.stat().st_mtime for f in checkpoint.iterdir() if f.is_file()]
+        spans += [max(times) - min(times)] if times else []
+    return min(spans, default=float("inf"))
+
+
+def plan(kills: int, seed: int, stage_s: dict, checkpoint_s: float = float("inf")) -> list[tuple[str, float]]:
     """Seeded (phase, offset) pairs: every phase once before any twice, in the order a study meets them.
-    `stage_s`: the reference's seconds per stage, which bound the offsets of the short phases."""
+    `stage_s`: the reference's seconds per stage, `checkpoint_s` its checkpoint write's: each phase's offsets
+    stay within the first half of the shortest."""
     rng = random.Random(seed)
     phases = [PHASES[i % len(PHASES)] for i in range(kills)]
-    limit = {p: min(OFFSET_S[p], 0.5 * stage_s.get(SHORT_STAGE.get(p), float("inf"))) for p in PHASES}
+    shortest = {p: min((s for n, s in stage_s.items() if n.startswith(STAGES_OF.get(p, ("-",)))),
+                       default=float("inf")) for p in PHASES} | {"checkpoint write": checkpoint_s}
+    limit = {p: min(OFFSET_S[p], 0.5 * shortest[p]) for p in PHASES}
     return sorted(((p, rng.uniform(0, limit[p])) for p in phases), key=lambda k: PHASES.index(k[0]))
 
 
+def kill(procs: list, name: str) -> None:
+    """SIGKILL to the study's processes: those of the last look at once, then any started since."""
+    for p in procs + [p for p in study_processes(name) if p not in procs]:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:
-    since = time.time()
+    since, tmp = time.time(), Path(env["TMPDIR"])
     attempt, seen, ran = Attempt(root, env), None, False
     while attempt.proc.poll() is None:
-        phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, ran)
+        phase, stage, procs = look(root, name, tmp, since, ran)
         ran = ran or phase not in (None, "DVC commit")
+        if seen is None and target in TEMPORARIES and stage.startswith("intermediate") and phase != target \
+                and watch(root, tmp, since, target, 0.25):
+            phase = target
         if phase == target and seen is None:
             seen = time.monotonic()
-        if seen is not None and time.monotonic() - seen >= offset:
-            phase, stage = phase_now(root, name, Path(env["TMPDIR"]), since, ran)
-            for p in study_processes(name):
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
+        if seen is not None and time.monotonic() - seen >= offset - 0.02:
+            time.sleep(max(0.0, seen + offset - time.monotonic()))
+            kill(procs, name)
             elapsed = attempt.finish()
             psutil.wait_procs(study_processes(name), timeout=5)
             reap()
-            return {"aimed": target, "landed": phase or "(between)", "stage": stage, "at_s": elapsed,
+            # a phase seen in files landed when its temporary folder is left: a killed writer removes nothing
+            left = next((p for p in TEMPORARIES if _being_written(TEMPORARIES[p](root, tmp), since)), None)
+            landed = left or (phase if phase not in TEMPORARIES else "training")
+            return {"aimed": target, "landed": landed or "(between)", "stage": stage, "at_s": elapsed,
                     "completed": attempt.completed()}
         time.sleep(0.02)
     elapsed = attempt.finish()
@@ -213,6 +258,42 @@ def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dic
     why = "" if code == 0 else ": " + next((ln.strip() for ln in reversed(attempt.output) if ln.strip()), "")[:200]
     return {"aimed": target, "landed": f"(not reached: the study ended, exit {code}{why})", "stage": "",
             "at_s": elapsed, "completed": attempt.completed()}
+
+
+def run_reference(ref: Path, env: dict) -> tuple[float, dict, float]:
+    """The uninterrupted study: its time, its seconds per stage, its checkpoint write's seconds."""
+    reference = Attempt(ref, env)
+    ref_total = reference.finish()
+    if reference.proc.returncode:
+        sys.exit("the reference study failed:\n" + "".join(reference.output[-30:]))
+    starts = reference.stages + [("(end)", reference.start + ref_total)]
+    stage_s = {s: round(starts[i + 1][1] - t, 2) for i, (s, t) in enumerate(starts[:-1])}
+    checkpoint_s = checkpoint_write_s(ref)
+    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s (analysis {stage_s.get('analyze', 0):.1f} s, "
+          f"quickest checkpoint write {checkpoint_s:.3f} s)", flush=True)
+    return ref_total, stage_s, checkpoint_s
+
+
+def landing(rows: list[dict], planned: list[str]) -> list[str]:
+    """Says which kills landed elsewhere than aimed; a phase of the plan that no kill hit is a problem."""
+    for i, row in enumerate(rows):
+        if row["landed"] != row["aimed"]:
+            print(f"# kill {i + 1}, aimed at {row['aimed']}, landed in {row['landed']}")
+    hit = {row["landed"] for row in rows}
+    print(f"# {sum(row['landed'] == row['aimed'] for row in rows)} of {len(rows)} kills landed where aimed; "
+          f"phases hit: {', '.join(p for p in PHASES if p in hit) or 'none'}")
+    return [f"no kill landed in {p} (the plan aimed at it)" for p in PHASES if p in planned and p not in hit]
+
+
+def final_attempt(root: Path, env: dict) -> tuple[float, list[str]]:
+    """`stilts study` once more, to the end: its time, and its failure as a problem."""
+    last = Attempt(root, env)
+    seconds = last.finish()
+    if not last.proc.returncode:
+        return seconds, []
+    print("".join(last.output[-30:]))
+    why = next((ln.strip() for ln in reversed(last.output) if ln.strip()), "")[:300]
+    return seconds, [f"the final `stilts study` failed (exit {last.proc.returncode}): {why}"]
 
 
 def main(argv=None) -> int:
@@ -229,16 +310,9 @@ def main(argv=None) -> int:
     ref_env, env = environment(base, "reference"), environment(base, "chaos")
     ref = clone(args.project, base / "reference", args.params, ref_env)
     root = clone(args.project, base / "chaos", args.params, env)
-    reference = Attempt(ref, ref_env)
-    ref_total = reference.finish()
-    if reference.proc.returncode:
-        sys.exit("the reference study failed:\n" + "".join(reference.output[-30:]))
-    starts = reference.stages + [("(end)", reference.start + ref_total)]
-    stage_s = {s: round(starts[i + 1][1] - t, 2) for i, (s, t) in enumerate(starts[:-1])}
-    analysis_s = stage_s.get(SHORT_STAGE["analysis"], 0)
-    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s (analysis {analysis_s:.1f} s)", flush=True)
-    rows, total = [], 0.0
-    for i, (target, offset) in enumerate(plan(args.kills, args.seed, stage_s)):
+    ref_total, stage_s, checkpoint_s = run_reference(ref, ref_env)
+    rows, total, kills = [], 0.0, plan(args.kills, args.seed, stage_s, checkpoint_s)
+    for i, (target, offset) in enumerate(kills):
         left = possible(root, env)
         if target not in left:
             target = next((p for p in PHASES if p in left), target)
@@ -248,11 +322,9 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"kill {i + 1:>2}: aimed {row['aimed']:<16} landed {row['landed']:<17} in {row['stage'] or '-':<40} "
               f"after {row['at_s']:6.1f} s, cost {row['cost_s']:6.1f} s", flush=True)
-    last = Attempt(root, env)
-    total += last.finish()
-    if last.proc.returncode:
-        print("".join(last.output[-30:]))
-    problems = chaos_checks.compare(ref, root, env)
+    seconds, problems = final_attempt(root, env)
+    total += seconds
+    problems = landing(rows, [p for p, _ in kills]) + problems + chaos_checks.compare(ref, root, env)
     print(f"# uninterrupted {ref_total:.1f} s; with {len(rows)} kills {total:.1f} s "
           f"(+{total - ref_total:.1f} s, {total / ref_total:.2f}x)")
     print("chaos: ok" if not problems else "chaos: FAILED\n" + "\n".join(problems))

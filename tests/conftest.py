@@ -10,49 +10,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+# the session guard: a test run that changed anything in the checkout fails
+from tests.checkout_guard import (  # noqa: F401
+    pytest_addoption,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    pytest_terminal_summary,
+)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CHECKOUT = Path(__file__).resolve().parents[1]
-# a study's outputs in the checkout the tests run from (`make run` fills them): no test may read or write them
-STUDY_OUTPUTS = ("models", "results", "reports", "data/settings", "mlflow.db", "mlflow.db-wal", "mlruns", "mlartifacts",
-                 "data/processed", "data/features", ".dvc/cache", "dvc.lock", "pipelines")
-_CHECKOUT_STATE = pytest.StashKey[dict]()
-
-
-def study_outputs_state(root: Path) -> dict[str, tuple[int, int] | None]:
-    """Every file under the study's output paths in `root` with its size and modification time."""
-    state: dict[str, tuple[int, int] | None] = {}
-    for rel in STUDY_OUTPUTS:
-        path = root / rel
-        for f in [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []:
-            if f.is_file() and f.name != "dvc.yaml":  # pipelines/<source>/dvc.yaml is source: its lock is not
-                st = f.stat()
-                state[str(f.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return state
-
-
-def pytest_sessionstart(session):
-    session.config.stash[_CHECKOUT_STATE] = study_outputs_state(CHECKOUT)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    before, after = session.config.stash[_CHECKOUT_STATE], study_outputs_state(CHECKOUT)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    if changed:
-        session.config.stash[_CHECKOUT_STATE] = {"changed": changed}
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    changed = config.stash.get(_CHECKOUT_STATE, {}).get("changed")
-    if changed:
-        terminalreporter.write_line(f"FAILED: the tests changed {len(changed)} study output(s) of the checkout "
-                                    f"{CHECKOUT} (tests must make their projects in tmp): {', '.join(changed[:10])}",
-                                    red=True)
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from stilts import settings
+from stilts.analysis import provenance
 from stilts.cells import BASELINE
 from stilts.config import parse_source
 from stilts.errors import StiltsError
@@ -149,7 +150,7 @@ def layout(params) -> dict[str, dict]:
         "cmd": _cmd(params, "analyze"),
         "deps": _code(params, ANALYSIS_CODE) + [settings.ANALYZE] + results
         + (RANK_FILES if params.rank.targets else []),
-        "outs": [f"reports/{f}" for f in REPORT_FILES],
+        "outs": [f"reports/{f}" for f in REPORT_FILES] + [{f"reports/{provenance.FILE}": {"cache": False}}],
         "metrics": [{"reports/summary.json": {"cache": False}}],
         "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
     return groups

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from stilts import tracking
-from stilts.analysis import correlate, degenerate, plots, rq4, transfer
+from stilts.analysis import correlate, degenerate, plots, provenance, rq4, transfer
 from stilts.analysis.collect import SUPERSEDED, collect
 from stilts.errors import StiltsError
+from stilts.io import writing
 
 
 @contextlib.contextmanager
@@ -24,9 +25,10 @@ def _staging(out: Path):
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
-        yield tmp
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
+        with writing(out):
+            yield tmp
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -95,7 +97,8 @@ def _report_md(r: dict, params, experiment: str) -> str:
              f"{len(r['targets'])} targets, {len(r['probes'])} probes, "
              f"{int(n_restarts.min()) if len(n_restarts) else 0}–{int(n_restarts.max()) if len(n_restarts) else 0} "
              f"restarts per cell. Scores are dev-set major metrics; deltas are in points (×100) against the "
-             f"baseline mean. `*` = Welch t-test across restarts, p < {params.analysis.alpha} (uncorrected).\n"]
+             f"baseline mean. `*` = Welch t-test across restarts, p < {params.analysis.alpha} (uncorrected).\n",
+             provenance.line(r["provenance"])]
     lines.append("## RQ1 — Which intermediate tasks help which targets?\n")
     tm = m[[c for c in [*r["targets"], "avg_target"] if c in m.columns]]
     for src in sig.index:
@@ -205,7 +208,7 @@ def run(params, experiment: str | None = None, out: Path | None = None) -> Path:
     """Write the reports (each file atomically) to `out`: reports/ for the study's experiment,
     reports/<experiment>/ for another one (e.g. imported results)."""
     experiment = experiment or params.mlflow.experiment
-    r = build(params, experiment)
+    r = build(params, experiment) | {"provenance": provenance.facts(params.root)}
     if out is None:
         out = params.path("reports") if experiment == params.mlflow.experiment else params.path("reports") / experiment
     summary = {"runs": int(len(r["runs"])), "degenerate_runs": int(r["runs"]["degenerate"].sum()),
@@ -239,6 +242,7 @@ def run(params, experiment: str | None = None, out: Path | None = None) -> Path:
         r["ranking_section"] = report_section(out, tmp)  # from the rank stage's tables, when it ran
         (tmp / "report.md").write_text(_report_md(r, params, experiment), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (tmp / provenance.FILE).write_text(provenance.text(r["provenance"]))  # apart: it changes with each commit
     with tracking.tracked(params, "analysis", {"role": "analysis", "source": "-", "task": "-"}, experiment) as run_:
         run_.log_metrics({"runs": summary["runs"], "degenerate_runs": summary["degenerate_runs"]})
         for f in sorted(out.iterdir()):
