@@ -3,7 +3,8 @@ format of `stilts import-results`, with a YAML file beside it stating its proven
 
 `stilts rank` learns from every shipped grid when no prior experiment is named, without an import step;
 a name in `--prior-experiment` is an MLflow experiment when one by that name holds transfer runs, else a
-shipped grid.
+shipped grid. `stilts analyze --experiment NAME` imports the shipped grid NAME into MLflow on first use
+(analysis.imports.import_shipped).
 """
 
 from __future__ import annotations
