@@ -3,7 +3,7 @@ quotes come from the file this writes, src/stilts/selection/published/prior_scor
 
     python benchmarks/prior_scores.py       # each shipped grid scored against itself, every target left out of its fit
     python benchmarks/prior_scores.py --grid taskweb-roberta roberta-base taskweb_roberta.csv \\
-        "TaskWeb's RoBERTa-base grid (Kim et al., 2023; 1,000-example targets)"   # + a grid of another encoder
+        "the TaskWeb RoBERTa-base grid (Kim et al., 2023)"      # + a grid of another encoder (and its sha256)
 
 A --grid (NAME ENCODER CSV ABOUT, a CSV in the `stilts import-results` format; TaskWeb's from
 benchmarks/taskweb_grid.py) is ranked by each shipped grid's prior on all of its targets, the candidates both
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -105,7 +106,8 @@ def main(argv=None) -> int:
             runs = published.runs(name)
             rows += score(name, name, runs, *targets_and_sources(runs), Path(root))
         for name, encoder, csv, about in args.grid:
-            grids[name] = {"encoder": encoder, "about": about}
+            grids[name] = {"encoder": encoder, "about": about, "file": Path(csv).name,
+                           "sha256": hashlib.sha256(Path(csv).read_bytes()).hexdigest()}
             runs = grid_runs(Path(csv))
             targets, sources = targets_and_sources(runs)
             for shipped in published.names():
