@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     for name, t in median.items():
         print(f"{name}: {m}×{k}×{n} product {t * 1e3:.2f} ms (median of {args.repeats}), "
               f"{2 * m * k * n / t / 1e9:.1f} GFLOP/s")
-    print(f"bf16_over_fp32={median['bf16'] / median['fp32']:.2f}")
+    print(f"bf16_over_fp32={median['bf16'] / median['fp32']:.4f}")
     return 0
 
 

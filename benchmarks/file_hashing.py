@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     print(bench_env.describe_cpu())
     print(f"{args.mib} MiB: write + fsync {w:.2f} s ({gb / w:.2f} GB/s), sha256 {h:.2f} s ({gb / h:.2f} GB/s); "
           f"medians of {args.repeats}")
-    print(f"hash_gb_s={gb / h:.2f} write_gb_s={gb / w:.2f} hash_over_write={h / w:.2f}")
+    print(f"hash_gb_s={gb / h:.4f} write_gb_s={gb / w:.4f} hash_over_write={h / w:.4f}")
     return 0
 
 
