@@ -102,6 +102,9 @@ def test_analyze_a_shipped_grid_imports_it_once_and_writes_its_own_reports(tmp_p
 
     assert cli.main(["analyze", "--experiment", PAPER]) == 0  # the second time: nothing imported
     assert "imported" not in capsys.readouterr().out and imported() == 1260
+    from stilts.selection import grids
+
+    assert grids.load(params, PAPER).encoder == "roberta-large"  # read from MLflow now, still the grid's encoder
 
 
 def test_an_experiment_named_like_a_shipped_grid_with_other_results_is_left_alone(tmp_path, monkeypatch):
