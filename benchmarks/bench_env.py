@@ -54,13 +54,18 @@ def _cpu() -> tuple[str, set[str]]:
     return model, flags
 
 
+def describe_cpu() -> str:
+    """The processor: model, cores, the flags that decide bf16 speed (and sha_ni, hashing's)."""
+    model, flags = _cpu()
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "sha_ni") if f in flags]
+    return f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(simd) or 'none of avx2/avx512/amx/sha_ni'}"
+
+
 def describe_machine() -> str:
     """One line: the processor (model, cores, the flags that decide bf16 speed) and the GPU, if any."""
-    model, flags = _cpu()
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     import transformers
 
-    line = (f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(simd) or 'none of avx2/avx512/amx'}, "
+    line = (f"{describe_cpu()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
             f"{torch.backends.cpu.get_cpu_capability()}), transformers {transformers.__version__}")
     if torch.cuda.is_available():

@@ -1,6 +1,8 @@
-"""The published grids shipped with stilts: listed with their provenance, used by the prior without an import."""
+"""The published grids shipped with stilts: listed with their provenance, used by the prior without an import,
+analysed by name (imported into MLflow once, on first use)."""
 
 import pandas as pd
+import pytest
 
 from stilts import cli
 from stilts.selection import published
@@ -61,3 +63,57 @@ def test_a_users_experiment_stacks_on_the_shipped_grid(make_params, tmp_path, ca
     assert cli.main([*argv, "--prior-experiment", f"{PAPER},mine"]) == 0
     stacked = pd.read_csv(tmp_path / "reports" / "ranking.csv").set_index("candidate")["score"]
     assert stacked["mnli"] - stacked["cosmosqa"] > alone["mnli"] - alone["cosmosqa"]  # mine: mnli helps most
+
+
+def test_analyze_a_shipped_grid_imports_it_once_and_writes_its_own_reports(tmp_path, capsys, monkeypatch):
+    from stilts import config, tracking
+    from stilts.analysis.imports import import_results
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STILTS_WORKER", "0")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params = config.Params(root=tmp_path)
+    shipped = published.catalog()[PAPER].file
+    # an import cut short after its first 5 rows (same file name, so the same lines): completed, not repeated
+    (tmp_path / shipped.name).write_text("".join(shipped.read_text().splitlines(keepends=True)[:6]))
+    assert import_results(params, tmp_path / shipped.name, PAPER) == 5
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "report.md").write_text("the study's own report\n")
+
+    def imported() -> int:
+        return len(tracking.search_runs(params, PAPER, "tags.`stilts.imported` = 'true'"))
+
+    assert cli.main(["analyze", "--experiment", PAPER]) == 0
+    out = capsys.readouterr().out
+    assert "imported its 1,255 runs into MLflow experiment 'paper-2020'" in out and imported() == 1260
+    reports = tmp_path / "reports" / PAPER
+    matrix = pd.read_csv(reports / "transfer_matrix.csv", index_col="source")
+    grid = published.runs(PAPER)
+    targets = grid[grid["role"] == "target"]
+    assert set(matrix.index) == set(grid["source"]) - {"none"} and len(matrix.index) == 11
+    assert set(targets["task"]) | {"avg_target"} <= set(matrix.columns)
+    mean = lambda source: targets[(targets["source"] == source) & (targets["task"] == "rte")]["score"].mean()  # noqa: E731
+    assert matrix.loc["cosmosqa", "rte"] == pytest.approx(100 * (mean("cosmosqa") - mean("none")), abs=1e-3)
+    assert "1260 finished runs: 12 sources (incl. baseline `none`), 10 targets, 25 probes" in \
+        (reports / "report.md").read_text()
+    assert (tmp_path / "reports" / "report.md").read_text() == "the study's own report\n"
+
+    assert cli.main(["analyze", "--experiment", PAPER]) == 0  # the second time: nothing imported
+    assert "imported" not in capsys.readouterr().out and imported() == 1260
+    from stilts.selection import grids
+
+    assert grids.load(params, PAPER).encoder == "roberta-large"  # read from MLflow now, still the grid's encoder
+
+
+def test_an_experiment_named_like_a_shipped_grid_with_other_results_is_left_alone(tmp_path, monkeypatch):
+    from stilts import config, tracking
+    from stilts.analysis.imports import import_results, import_shipped
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params = config.Params(root=tmp_path)
+    (tmp_path / "mine.csv").write_text("restart,source,task,role,score\n0,none,rte,target,0.5\n0,mnli,rte,target,0.6\n")
+    import_results(params, tmp_path / "mine.csv", PAPER)
+    assert import_shipped(params, PAPER) == 0 and import_shipped(params, "not-a-shipped-grid") == 0
+    assert len(tracking.search_runs(params, PAPER)) == 2

@@ -92,6 +92,12 @@ def cmd_analyze(args):
     from stilts.analysis import report
 
     params = _params(args) if not args.experiment else _params_or_defaults(args)
+    if args.experiment:
+        from stilts.analysis.imports import import_shipped
+
+        if n := import_shipped(params, args.experiment):
+            print(f"'{args.experiment}' is a grid shipped with stilts (`stilts grids`): imported its {n:,} runs into "
+                  f"MLflow experiment '{args.experiment}' once; later analyses read them from there")
     out = report.run(params, experiment=args.experiment)
     print(f"analysis written to {out}")
 
@@ -279,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--source", required=True, help="intermediate task, or 'none' for the baseline")
     sp.add_argument("--task", required=True)
     sp.add_argument("--restart", type=int, default=0)
-    sp = add("analyze", cmd_analyze, "query MLflow and write reports/")
-    sp.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment)")
+    sp = add("analyze", cmd_analyze, "query MLflow and write reports/ (another experiment: reports/<experiment>/)")
+    sp.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment), or a shipped grid "
+                    "(`stilts grids`), imported on first use")
     sp = add("import-results", cmd_import_results, "log published results (CSV) as MLflow runs")
     sp.add_argument("file")
     sp.add_argument("--experiment", required=True)

@@ -97,7 +97,7 @@ def load_tokenizer(model_cfg):
 
 # `model.attn_implementation: auto`, per device and precision: what measured fastest in training.
 # CPU: benchmarks/attention_choice.py (MiniLM-L6, the default study's batch 16 and length 64, alternating
-# steps; README "Benchmarks"). On a 2-core AMD EPYC with AVX512-BF16, eager took 7-10% less time per step
+# steps; docs/performance.md). On a 2-core AMD EPYC with AVX512-BF16, eager took 7-10% less time per step
 # than sdpa in bf16 and the same (±1%) in fp32, as on an AVX2-only EPYC before: eager for both.
 # CUDA: sdpa (flash / memory-efficient kernels; an H200 trained the RoBERTa-large shape at 348 examples/s
 # with sdpa, 322 with eager). The flash_attn package's path unpads batches into data-dependent shapes,

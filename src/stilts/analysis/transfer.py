@@ -6,6 +6,8 @@ The interval and the flag come from Welch's t-test across restarts (scipy.stats.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -26,7 +28,9 @@ def cell_stats(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         row["delta"] = row["mean"] - row["baseline_mean"]
         row["ci_low"] = row["ci_high"] = row["p"] = np.nan
         if len(s) > 1 and len(b) > 1 and (s.std() > 0 or b.std() > 0):
-            test = stats.ttest_ind(s, b, equal_var=False)
+            with warnings.catch_warnings():  # restarts with the same score: scipy warns, the test is still right
+                warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+                test = stats.ttest_ind(s, b, equal_var=False)
             ci = test.confidence_interval(1 - alpha)
             row.update(p=float(test.pvalue), ci_low=float(ci.low) * 100, ci_high=float(ci.high) * 100)
         row["significant"] = bool(row["p"] < alpha) if not np.isnan(row["p"]) else False

@@ -86,7 +86,10 @@ def load(params, experiment: str, runs: pd.DataFrame | None = None) -> Grid:
         raise StiltsError(f"rank: prior experiment '{experiment}' does not exist in the MLflow store "
                           f"{tracking.tracking_uri(params)} and is not a shipped grid (`stilts grids`); create it "
                           f"with `stilts import-results FILE --experiment {experiment}` or a study")
-    return from_runs(experiment, runs)
+    grid = from_runs(experiment, runs)
+    if grid.encoder is None and experiment in published.names():  # the shipped grid imported (imports log no model)
+        grid.encoder = published.catalog()[experiment].encoder
+    return grid
 
 
 def spread(gains: pd.Series) -> float:

@@ -77,7 +77,7 @@ def _phi(x: float) -> float:
 
 def encoder_notes(params, grid_list: list[grids_.Grid]) -> list[str]:
     """A grid measured with another encoder than model.name: say so, with how that grid's prior did on
-    another encoder's grid (measured, in its provenance)."""
+    another encoder's grid (published/prior_scores.json, from benchmarks/prior_scores.py)."""
     from stilts.selection import published
 
     notes = []
@@ -86,7 +86,7 @@ def encoder_notes(params, grid_list: list[grids_.Grid]) -> list[str]:
             continue
         line = (f"{g.name} was measured with {g.encoder}, your model.name is {params.model.name}: source effects "
                 "carry over between encoders only in part")
-        measured = published.catalog()[g.name].cross_encoder if g.name in published.names() else None
+        measured = published.cross_encoder(g.name) if g.name in published.names() else None
         if measured:
             line += f" ({measured})"
         notes.append(line + "; a grid measured with your encoder, as --prior-experiment, counts more")

@@ -3,12 +3,14 @@ format of `stilts import-results`, with a YAML file beside it stating its proven
 
 `stilts rank` learns from every shipped grid when no prior experiment is named, without an import step;
 a name in `--prior-experiment` is an MLflow experiment when one by that name holds transfer runs, else a
-shipped grid.
+shipped grid. `stilts analyze --experiment NAME` imports the shipped grid NAME into MLflow on first use
+(analysis.imports.import_shipped).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pandas as pd
 import yaml
 
 FOLDER = Path(__file__).parent / "published"
+SCORES = FOLDER / "prior_scores.json"
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,6 @@ class Published:
     source: str
     licence: str
     aggregation: str
-    cross_encoder: str = ""  # how its prior ranked a grid measured with another encoder
 
 
 @functools.cache
@@ -36,9 +38,35 @@ def catalog() -> dict[str, Published]:
     for meta in sorted(FOLDER.glob("*.yaml")):
         d = yaml.safe_load(meta.read_text(encoding="utf-8"))
         out[d["name"]] = Published(d["name"], FOLDER / d["file"], " ".join(d["citation"].split()), d["encoder"],
-                                   " ".join(d["source"].split()), d["licence"], " ".join(d["aggregation"].split()),
-                                   " ".join(str(d.get("cross_encoder", "")).split()))
+                                   " ".join(d["source"].split()), d["licence"], " ".join(d["aggregation"].split()))
     return out
+
+
+@functools.cache
+def prior_scores() -> dict:
+    """How each shipped grid's prior ranked grids (prior_scores.json, written by benchmarks/prior_scores.py):
+    {"made": {command, stilts_commit, date}, "grids": {name: {encoder, about}}, "rows": [{setting,
+    held_out_grid, metric, value, random}]}."""
+    return json.loads(SCORES.read_text(encoding="utf-8")) if SCORES.is_file() else {"grids": {}, "rows": []}
+
+
+def cross_encoder(name: str) -> str:
+    """How the prior of shipped grid `name` ranked the grids in prior_scores.json measured with another encoder,
+    as a clause of `stilts rank`'s note ("" when none was)."""
+    scores, own = prior_scores(), catalog()[name].encoder
+    clauses = []
+    for held_out, about in scores["grids"].items():
+        if about["encoder"] == own:
+            continue
+        m = {r["metric"]: r for r in scores["rows"]
+             if r["setting"] == f"prior:{name}" and r["held_out_grid"] == held_out}
+        if not {"targets", "candidates", "regret_at_1", "regret_at_3"} <= set(m):
+            continue
+        clauses.append(f"on {about['about']}, {m['targets']['value']} targets × the {m['candidates']['value']} "
+                       f"intermediate tasks both grids hold, its prior had Regret@1 {m['regret_at_1']['value']:.1%} "
+                       f"(a random order: {m['regret_at_1']['random']:.1%}) and Regret@3 "
+                       f"{m['regret_at_3']['value']:.1%} (random: {m['regret_at_3']['random']:.1%})")
+    return "; ".join(clauses)
 
 
 def names() -> list[str]:
