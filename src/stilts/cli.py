@@ -92,7 +92,7 @@ def cmd_analyze(args):
     from stilts.analysis import report
 
     params = _params(args) if not args.experiment else _params_or_defaults(args)
-    out = report.run(params, experiment=args.experiment)
+    out = report.run(params, experiment=args.experiment, compare_with=tuple(args.compare or ()))
     print(f"analysis written to {out}")
 
 
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--restart", type=int, default=0)
     sp = add("analyze", cmd_analyze, "query MLflow and write reports/")
     sp.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment)")
+    sp.add_argument("--compare", action="append", metavar="GRID", help="set another grid beside it (an experiment "
+                    "or a shipped grid, e.g. paper-2020): the cells both measured and how their effects rank")
     sp = add("import-results", cmd_import_results, "log published results (CSV) as MLflow runs")
     sp.add_argument("file")
     sp.add_argument("--experiment", required=True)
