@@ -62,3 +62,23 @@ def test_a_users_experiment_stacks_on_the_shipped_grid(make_params, tmp_path, ca
     assert cli.main([*argv, "--prior-experiment", f"{PAPER},mine"]) == 0
     stacked = pd.read_csv(tmp_path / "reports" / "ranking.csv").set_index("candidate")["score"]
     assert stacked["mnli"] - stacked["cosmosqa"] > alone["mnli"] - alone["cosmosqa"]  # mine: mnli helps most
+
+
+def test_every_shipped_grid_with_a_recorded_checksum_matches_it():
+    """A grid stilts measured ships with the sha256, size and counts of its CSV: the file must be that file."""
+    import hashlib
+
+    import yaml
+
+    checked = 0
+    for meta_path in sorted(published.FOLDER.glob("*.yaml")):
+        meta = yaml.safe_load(meta_path.read_text())
+        if not isinstance(meta, dict) or "sha256" not in meta:
+            continue
+        data = (published.FOLDER / meta["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"] and len(data) == meta["bytes"], meta_path.name
+        runs = published.runs(meta["name"])
+        assert set(runs["task"]) <= set(meta["data_files"]) and set(runs["task"]) <= set(meta["settings"])
+        assert meta["encoder"] and meta["stilts_commit"] and meta["machine"]["cpu"] and meta["command"]
+        checked += 1
+    assert checked >= 1, "no shipped grid records its checksum"
