@@ -53,3 +53,46 @@ def test_bad_rows_name_their_line(tmp_path, text, message):
     with pytest.raises(StiltsError) as e:
         read(tmp_path / "res.csv")
     assert message in str(e.value)
+
+
+def test_export_then_import_keeps_every_run_and_its_degenerate_facts(tmp_path, monkeypatch):
+    import hashlib
+
+    import yaml
+
+    from stilts.analysis.exports import export
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rows = CSV.replace("score,accuracy", "score,majority_score").replace(",0.60,0.60", ",0.60,0.70")
+    (tmp_path / "res.csv").write_text(rows)
+    params = config.Params(root=tmp_path)
+    import_results(params, tmp_path / "res.csv", "grid-a")
+    n, meta_path = export(params, tmp_path / "out" / "grid.csv", "grid-a", name="grid-a", command="stilts study")
+    assert n == 10 and meta_path == tmp_path / "out" / "grid.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    data = (tmp_path / "out" / "grid.csv").read_bytes()
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["bytes"] == len(data)
+    assert meta["name"] == "grid-a" and meta["file"] == "grid.csv" and meta["encoder"] == params.model.name
+    assert meta["machine"]["cores"] and "command" in meta
+    back = {(r["source"], r["task"], r["restart"]): r for r in read(tmp_path / "out" / "grid.csv")}
+    first = {(r["source"], r["task"], r["restart"]): r for r in read(tmp_path / "res.csv")}
+    assert back.keys() == first.keys()
+    for key, r in first.items():
+        assert back[key]["score"] == pytest.approx(r["score"]) and back[key]["role"] == r["role"]
+    assert back[("none", "rte", 0)]["metrics"]["majority_score"] == pytest.approx(0.70)
+    import_results(params, tmp_path / "out" / "grid.csv", "grid-b")  # majority_score lands where collect reads it
+    from stilts.analysis.collect import collect
+
+    runs = collect(params, "grid-b").set_index(["source", "task", "restart"])
+    assert runs.loc[("none", "rte", 0), "majority_score"] == pytest.approx(0.70)
+
+
+def test_export_refuses_an_empty_experiment_and_writes_nothing(tmp_path, monkeypatch):
+    from stilts.analysis.exports import export
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(StiltsError, match="no finished target or probe runs"):
+        export(config.Params(root=tmp_path), tmp_path / "grid.csv", "nothing-here")
+    assert not (tmp_path / "grid.csv").exists() and not (tmp_path / "grid.yaml").exists()

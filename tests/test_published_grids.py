@@ -117,3 +117,23 @@ def test_an_experiment_named_like_a_shipped_grid_with_other_results_is_left_alon
     import_results(params, tmp_path / "mine.csv", PAPER)
     assert import_shipped(params, PAPER) == 0 and import_shipped(params, "not-a-shipped-grid") == 0
     assert len(tracking.search_runs(params, PAPER)) == 2
+
+
+def test_every_shipped_grid_with_a_recorded_checksum_matches_it():
+    """A grid stilts measured ships with the sha256, size and counts of its CSV: the file must be that file."""
+    import hashlib
+
+    import yaml
+
+    checked = 0
+    for meta_path in sorted(published.FOLDER.glob("*.yaml")):
+        meta = yaml.safe_load(meta_path.read_text())
+        if not isinstance(meta, dict) or "sha256" not in meta:
+            continue
+        data = (published.FOLDER / meta["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"] and len(data) == meta["bytes"], meta_path.name
+        runs = published.runs(meta["name"])
+        assert set(runs["task"]) <= set(meta["data_files"]) and set(runs["task"]) <= set(meta["settings"])
+        assert meta["encoder"] and meta["stilts_commit"] and meta["machine"]["cpu"] and meta["command"]
+        checked += 1
+    assert checked >= 1, "no shipped grid records its checksum"

@@ -98,7 +98,7 @@ def cmd_analyze(args):
         if n := import_shipped(params, args.experiment):
             print(f"'{args.experiment}' is a grid shipped with stilts (`stilts grids`): imported its {n:,} runs into "
                   f"MLflow experiment '{args.experiment}' once; later analyses read them from there")
-    out = report.run(params, experiment=args.experiment)
+    out = report.run(params, experiment=args.experiment, compare_with=tuple(args.compare or ()))
     print(f"analysis written to {out}")
 
 
@@ -110,6 +110,13 @@ def cmd_import_results(args):
     params = _params_or_defaults(args)
     n = import_results(params, Path(args.file), args.experiment)
     print(f"imported {n} runs into experiment '{args.experiment}'; now: stilts analyze --experiment {args.experiment}")
+
+
+def cmd_export_results(args):
+    from stilts.analysis.exports import export
+
+    n, meta = export(_params(args), args.file, args.experiment, args.name, args.command_line)
+    print(f"wrote {n} runs to {args.file} and their provenance to {meta}")
 
 
 def cmd_rank(args):
@@ -288,9 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("analyze", cmd_analyze, "query MLflow and write reports/ (another experiment: reports/<experiment>/)")
     sp.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment), or a shipped grid "
                     "(`stilts grids`), imported on first use")
+    sp.add_argument("--compare", action="append", metavar="GRID", help="set another grid beside it (an experiment "
+                    "or a shipped grid, e.g. paper-2020): the cells both measured and how their effects rank")
     sp = add("import-results", cmd_import_results, "log published results (CSV) as MLflow runs")
     sp.add_argument("file")
     sp.add_argument("--experiment", required=True)
+    sp = add("export-results", cmd_export_results, "write a study's per-run results (CSV, import-results format) "
+             "and their provenance (YAML beside it)")
+    sp.add_argument("file")
+    sp.add_argument("--experiment", help="default: mlflow.experiment")
+    sp.add_argument("--name", help="the grid's name in its provenance (default: the experiment's)")
+    sp.add_argument("--command", dest="command_line", default="stilts study", help="how the study was run")
     sp = add("plan", cmd_plan, "print the grid, its tokens and FLOPs, and estimated time / GPU-hours")
     sp.add_argument("--gpu", default="A100", help="GPU class for the GPU-hour estimate (A100, H100, V100, ...)")
     sp.add_argument("--mfu", type=float, default=None, help="assume this fraction of the GPU's dense bf16 peak "
@@ -334,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "rank")
-TRACKED_COMMANDS = ("sweep", "intermediate", "transfer", "analyze", "import-results", "rank", "study")
+TRACKED_COMMANDS = ("sweep", "intermediate", "transfer", "analyze", "import-results", "export-results", "rank",
+                    "study")
 
 
 def check_tracking(args, quick: bool = False) -> None:

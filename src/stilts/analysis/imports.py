@@ -1,7 +1,8 @@
 """Import published results (a CSV) as MLflow runs, so the same analysis runs on them.
 
 Columns: restart (int ≥ 0), source (intermediate task or `none`), task, role (target|probe),
-score (the task's major metric, 0–1); any further numeric column is logged as a metric.
+score (the task's major metric, 0–1); any further numeric column is logged as a metric (final_dev_<column>;
+majority_score under its own name, as a study logs it). `stilts export-results` writes this format.
 Every bad row is reported with its line number and nothing is logged.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from stilts.errors import StiltsError
 
 REQUIRED = ("restart", "source", "task", "role", "score")
+OWN_NAME = ("majority_score",)  # logged under its own name, as a study's runs log it (not final_dev_*)
 
 
 def _number(value: str) -> float | None:
@@ -87,7 +89,8 @@ def _log(params, rows: list[dict], file_name: str, experiment: str) -> None:
                 "cell": f"{r['source']}/{r['task']}/r{r['restart']}", "imported": "true",
                 "imported_from": f"{file_name}:{r['line']}"}
         with tracking.tracked(params, f"imported:{r['source']}->{r['task']}:r{r['restart']}", tags, experiment) as run:
-            run.log_metrics({"final_dev_score": r["score"], **{f"final_dev_{k}": v for k, v in r["metrics"].items()}})
+            run.log_metrics({"final_dev_score": r["score"], **{k if k in OWN_NAME else f"final_dev_{k}": v
+                                                               for k, v in r["metrics"].items()}})
 
 
 OWN_ROLES = ("analysis", "ranking")  # runs stilts logs about an experiment, not results in it

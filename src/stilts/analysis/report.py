@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stilts import tracking
-from stilts.analysis import correlate, degenerate, plots, provenance, rq4, transfer
+from stilts.analysis import compare, correlate, degenerate, plots, provenance, rq4, transfer
 from stilts.analysis.collect import SUPERSEDED, collect
 from stilts.errors import StiltsError
 from stilts.io import writing
@@ -141,6 +141,7 @@ def _report_md(r: dict, params, experiment: str) -> str:
     lines.append("\nPer task:\n")
     lines.append(_fmt_counts(r["degenerate_by_task"]))
     lines.append(r.get("ranking_section", ""))
+    lines += r.get("compare_sections", [])
     lines.append("\n## Caveats\n")
     lines.append(f"- n per cell = number of restarts ({params.study.restarts} configured); with so few restarts the "
                  "t-test has little power, and no multiple-comparison correction is applied to the RQ1/RQ2 flags.\n"
@@ -204,11 +205,13 @@ def _rq4(r: dict) -> str:
     return "\n".join(out)
 
 
-def run(params, experiment: str | None = None, out: Path | None = None) -> Path:
+def run(params, experiment: str | None = None, out: Path | None = None, compare_with: tuple[str, ...] = ()) -> Path:
     """Write the reports (each file atomically) to `out`: reports/ for the study's experiment,
-    reports/<experiment>/ for another one (e.g. imported results)."""
+    reports/<experiment>/ for another one (e.g. imported results); `compare_with`: grids to set beside it."""
     experiment = experiment or params.mlflow.experiment
     r = build(params, experiment) | {"provenance": provenance.facts(params.root)}
+    compared = {other: compare.build(params, r["cells"], experiment, other) for other in compare_with}
+    r["compare_sections"] = [section for section, _ in compared.values()]
     if out is None:
         out = params.path("reports") if experiment == params.mlflow.experiment else params.path("reports") / experiment
     summary = {"runs": int(len(r["runs"])), "degenerate_runs": int(r["runs"]["degenerate"].sum()),
@@ -233,6 +236,8 @@ def run(params, experiment: str | None = None, out: Path | None = None) -> Path:
                       None if marks is None else marks[probes_only])
         r["correlations"].to_csv(tmp / "correlations.csv", index=False, float_format="%.6f")
         r["sizes"].to_csv(tmp / "size_sweep.csv", index=False, float_format="%.4f")
+        for other, (_, shared) in compared.items():
+            shared.to_csv(tmp / f"compare_{other}.csv", index=False, float_format="%.4f")
         rq4.plot(r["sizes"], tmp / "size_sweep.png")
         rho, sig = correlate.matrix(r["correlations"])
         plots.heatmap(rho, tmp / "correlation_heatmap.png", "Spearman ρ across models (* Holm-significant)", sig,
