@@ -108,7 +108,8 @@ def test_analyze_a_shipped_grid_imports_it_once_and_writes_its_own_reports(tmp_p
 
 def test_an_experiment_named_like_a_shipped_grid_with_other_results_is_left_alone(tmp_path, monkeypatch):
     from stilts import config, tracking
-    from stilts.analysis.imports import import_results, import_shipped
+    from stilts.analysis.imports import import_results
+    from stilts.selection.published import import_shipped
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

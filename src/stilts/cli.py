@@ -93,7 +93,7 @@ def cmd_analyze(args):
 
     params = _params(args) if not args.experiment else _params_or_defaults(args)
     if args.experiment:
-        from stilts.analysis.imports import import_shipped
+        from stilts.selection.published import import_shipped
 
         if n := import_shipped(params, args.experiment):
             print(f"'{args.experiment}' is a grid shipped with stilts (`stilts grids`): imported its {n:,} runs into "

@@ -77,11 +77,11 @@ def read(path: Path) -> list[dict]:
 
 def import_results(params, path: Path, experiment: str) -> int:
     rows = read(Path(path))
-    _log(params, rows, Path(path).name, experiment)
+    log_rows(params, rows, Path(path).name, experiment)
     return len(rows)
 
 
-def _log(params, rows: list[dict], file_name: str, experiment: str) -> None:
+def log_rows(params, rows: list[dict], file_name: str, experiment: str) -> None:
     from stilts import tracking
 
     for r in rows:
@@ -91,33 +91,3 @@ def _log(params, rows: list[dict], file_name: str, experiment: str) -> None:
         with tracking.tracked(params, f"imported:{r['source']}->{r['task']}:r{r['restart']}", tags, experiment) as run:
             run.log_metrics({"final_dev_score": r["score"], **{k if k in OWN_NAME else f"final_dev_{k}": v
                                                                for k, v in r["metrics"].items()}})
-
-
-OWN_ROLES = ("analysis", "ranking")  # runs stilts logs about an experiment, not results in it
-
-
-def import_shipped(params, experiment: str) -> int:
-    """A shipped grid named as the experiment (`stilts grids`): the rows of its file that the MLflow experiment
-    of that name lacks are imported, so its first analysis imports the whole grid, one cut short is completed,
-    and later ones import nothing. An experiment of that name holding other results (a study, another import)
-    is left as it is. Returns the number of runs imported (0 for any other experiment)."""
-    import pandas as pd
-
-    from stilts import tracking
-    from stilts.selection import published
-
-    if experiment not in published.names():
-        return 0
-    file = published.catalog()[experiment].file
-    runs = tracking.search_runs(params, experiment)
-    present = set()
-    if not runs.empty:
-        origin = runs.get("tags.stilts.imported_from", pd.Series("", index=runs.index)).fillna("")
-        role = runs.get("tags.stilts.role", pd.Series("", index=runs.index))
-        ours = origin.str.startswith(f"{file.name}:")
-        if (~ours & ~role.isin(OWN_ROLES)).any():
-            return 0
-        present = set(origin[ours & (runs["status"] == "FINISHED")])
-    missing = [r for r in read(file) if f"{file.name}:{r['line']}" not in present]
-    _log(params, missing, file.name, experiment)
-    return len(missing)

@@ -4,7 +4,7 @@ format of `stilts import-results`, with a YAML file beside it stating its proven
 `stilts rank` learns from every shipped grid when no prior experiment is named, without an import step;
 a name in `--prior-experiment` is an MLflow experiment when one by that name holds transfer runs, else a
 shipped grid. `stilts analyze --experiment NAME` imports the shipped grid NAME into MLflow on first use
-(analysis.imports.import_shipped).
+(import_shipped).
 """
 
 from __future__ import annotations
@@ -104,3 +104,33 @@ def listing() -> str:
     lines.append(f"{len(catalog())} shipped grid(s); `stilts rank --method prior` learns from them when no "
                  "--prior-experiment is named")
     return "\n".join(lines)
+
+
+OWN_ROLES = ("analysis", "ranking")  # runs stilts logs about an experiment, not results in it
+
+
+def import_shipped(params, experiment: str) -> int:
+    """A shipped grid named as the experiment (`stilts grids`): the rows of its file that the MLflow experiment
+    of that name lacks are imported, so its first analysis imports the whole grid, one cut short is completed,
+    and later ones import nothing. An experiment of that name holding other results (a study, another import)
+    is left as it is. Returns the number of runs imported (0 for any other experiment)."""
+    import pandas as pd
+
+    from stilts import tracking
+    from stilts.analysis.imports import log_rows, read
+
+    if experiment not in names():
+        return 0
+    file = catalog()[experiment].file
+    runs = tracking.search_runs(params, experiment)
+    present = set()
+    if not runs.empty:
+        origin = runs.get("tags.stilts.imported_from", pd.Series("", index=runs.index)).fillna("")
+        role = runs.get("tags.stilts.role", pd.Series("", index=runs.index))
+        ours = origin.str.startswith(f"{file.name}:")
+        if (~ours & ~role.isin(OWN_ROLES)).any():
+            return 0
+        present = set(origin[ours & (runs["status"] == "FINISHED")])
+    missing = [r for r in read(file) if f"{file.name}:{r['line']}" not in present]
+    log_rows(params, missing, file.name, experiment)
+    return len(missing)
