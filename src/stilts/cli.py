@@ -239,14 +239,16 @@ def cmd_study(args):
             raise StiltsError("study: --jobs and --cells-per-gpu must be ≥ 1")
         opts = clusters.Options(jobs=args.jobs, devices=args.devices.split(",") if args.devices else [],
                                 cells_per_gpu=args.cells_per_gpu, dashboard=args.dashboard)
-        return runner.run(params, args.cluster, opts, tracking_uri)
+        with stages.one_study(params.root):
+            return runner.run(params, args.cluster, opts, tracking_uri)
     if args.jobs != 1 or args.devices or args.cells_per_gpu != 1 or args.dashboard:
         raise StiltsError("study: --jobs, --devices, --cells-per-gpu and --dashboard run cells side by side on a "
                           "Dask cluster: add --cluster local (or --cluster tcp://HOST:PORT, --cluster slurm)")
-    pipeline.write(params)
-    warm.prestart()
-    env = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
-    return stages.dvc(params.root, "repro", env=env, capture=False)
+    with stages.one_study(params.root):
+        pipeline.write(params)
+        warm.prestart()
+        env = {"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}
+        return stages.dvc(params.root, "repro", env=env, capture=False)
 
 
 def _rank_arguments(sp) -> None:

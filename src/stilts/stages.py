@@ -35,6 +35,8 @@ def dvc(root, *args: str, env: dict | None = None, capture: bool = True):
     mend_rwlock(Path(root))
     keep_lock_files(Path(root))
     env = os.environ | (env or {})
+    # the stages' commands (`stilts ...`) are this environment's, whether or not its bin/ is on PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if not capture:
         return _call_stopping_on_signals(cmd, root, env)
     seconds = seconds_from_env(DVC_TIMEOUT_ENV, DVC_TIMEOUT_S)
@@ -140,6 +142,19 @@ def _flocked(path: Path):
             yield True
         finally:
             fcntl.flock(held, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def one_study(root: Path):
+    """Held while `stilts study` runs: a second study in the same project would run every stage again (what
+    the first ran is recorded in dvc.lock only when it ends) and the two would record at once."""
+    path = Path(root) / ".stilts" / "study.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _flocked(path) as ours:
+        if not ours:
+            raise StiltsError(f"{root}: another `stilts study` is running in this project ({path} is held); wait "
+                              "for it to end, or stop it (it saves and resumes)")
+        yield
 
 
 def _keep_or_restore(root: Path, lock: Path) -> None:
