@@ -8,7 +8,8 @@ Two scratch clones of the project: one runs `stilts study` uninterrupted (the re
 killed N times. Each kill aims at a phase — prepare, sweep, training, checkpoint write, MLflow logging,
 DVC commit, analysis — drawn by the seed (every phase once before any twice, in study order), and at a
 seeded offset after the phase is first seen, within the first half of the reference's shortest stage of
-that phase (its quickest checkpoint write, for the checkpoint write: a small model's lasts milliseconds).
+that phase (for the checkpoint write and the MLflow logging, its quickest such write, from the files'
+modification times: a small model's checkpoint is written in milliseconds).
 Phases are read from the processes running (the `stilts` command of the stage) and from files (a
 checkpoint's temporary folder, a logged model's temporary folder, looked for every millisecond once the
 stage is running); "DVC commit" is DVC at work between two stage commands. The kill is SIGKILL to every
@@ -200,23 +201,29 @@ def possible(root: Path, env: dict) -> set[str]:
     return found
 
 
-def checkpoint_write_s(ref: Path) -> float:
-    """How long the reference took to write its quickest checkpoint: from its first file to its last."""
-    spans = []
-    for checkpoint in (ref / "models" / "intermediate").glob("*/r*"):
-        times = [f.stat().st_mtime for f in checkpoint.iterdir() if f.is_file()]
-        spans += [max(times) - min(times)] if times else []
-    return min(spans, default=float("inf"))
+def writing_s(ref: Path) -> dict[str, float]:
+    """How long the reference took to write each phase's quickest output, from its first file's modification
+    time to its last: a checkpoint, a logged model (MLflow copies the files it logs with their times)."""
+    folders = {"checkpoint write": (ref / "models" / "intermediate").glob("*/r*"),
+               "MLflow logging": (m.parent for m in ref.rglob("MLmodel") if ".dvc" not in m.parts)}
+    out = {}
+    for phase, found in folders.items():
+        spans = []
+        for folder in found:
+            times = [f.stat().st_mtime for f in folder.rglob("*") if f.is_file()]
+            spans += [max(times) - min(times)] if times else []
+        out[phase] = min(spans, default=float("inf"))
+    return out
 
 
-def plan(kills: int, seed: int, stage_s: dict, checkpoint_s: float = float("inf")) -> list[tuple[str, float]]:
+def plan(kills: int, seed: int, stage_s: dict, written_s: dict | None = None) -> list[tuple[str, float]]:
     """Seeded (phase, offset) pairs: every phase once before any twice, in the order a study meets them.
-    `stage_s`: the reference's seconds per stage, `checkpoint_s` its checkpoint write's: each phase's offsets
-    stay within the first half of the shortest."""
+    `stage_s`: the reference's seconds per stage, `written_s` its seconds to write the outputs of the phases seen
+    in files (`writing_s`): each phase's offsets stay within the first half of the shortest."""
     rng = random.Random(seed)
     phases = [PHASES[i % len(PHASES)] for i in range(kills)]
     shortest = {p: min((s for n, s in stage_s.items() if n.startswith(STAGES_OF.get(p, ("-",)))),
-                       default=float("inf")) for p in PHASES} | {"checkpoint write": checkpoint_s}
+                       default=float("inf")) for p in PHASES} | (written_s or {})
     limit = {p: min(OFFSET_S[p], 0.5 * shortest[p]) for p in PHASES}
     return sorted(((p, rng.uniform(0, limit[p])) for p in phases), key=lambda k: PHASES.index(k[0]))
 
@@ -261,17 +268,17 @@ def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dic
 
 
 def run_reference(ref: Path, env: dict) -> tuple[float, dict, float]:
-    """The uninterrupted study: its time, its seconds per stage, its checkpoint write's seconds."""
+    """The uninterrupted study: its time, its seconds per stage, its seconds to write a checkpoint, a logged model."""
     reference = Attempt(ref, env)
     ref_total = reference.finish()
     if reference.proc.returncode:
         sys.exit("the reference study failed:\n" + "".join(reference.output[-30:]))
     starts = reference.stages + [("(end)", reference.start + ref_total)]
     stage_s = {s: round(starts[i + 1][1] - t, 2) for i, (s, t) in enumerate(starts[:-1])}
-    checkpoint_s = checkpoint_write_s(ref)
-    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s (analysis {stage_s.get('analyze', 0):.1f} s, "
-          f"quickest checkpoint write {checkpoint_s:.3f} s)", flush=True)
-    return ref_total, stage_s, checkpoint_s
+    written_s = writing_s(ref)
+    print(f"# reference: {len(stage_s)} stages in {ref_total:.1f} s (analysis {stage_s.get('analyze', 0):.1f} s; "
+          + "; ".join(f"quickest {p} {s:.3f} s" for p, s in written_s.items()) + ")", flush=True)
+    return ref_total, stage_s, written_s
 
 
 def landing(rows: list[dict], planned: list[str]) -> list[str]:
@@ -310,8 +317,8 @@ def main(argv=None) -> int:
     ref_env, env = environment(base, "reference"), environment(base, "chaos")
     ref = clone(args.project, base / "reference", args.params, ref_env)
     root = clone(args.project, base / "chaos", args.params, env)
-    ref_total, stage_s, checkpoint_s = run_reference(ref, ref_env)
-    rows, total, kills = [], 0.0, plan(args.kills, args.seed, stage_s, checkpoint_s)
+    ref_total, stage_s, written_s = run_reference(ref, ref_env)
+    rows, total, kills = [], 0.0, plan(args.kills, args.seed, stage_s, written_s)
     for i, (target, offset) in enumerate(kills):
         left = possible(root, env)
         if target not in left:
