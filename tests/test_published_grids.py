@@ -101,9 +101,21 @@ def test_analyze_a_shipped_grid_imports_it_once_and_writes_its_own_reports(tmp_p
 
     assert cli.main(["analyze", "--experiment", PAPER]) == 0  # the second time: nothing imported
     assert "imported" not in capsys.readouterr().out and imported() == 1260
+
+
+def test_the_shipped_grid_read_back_from_mlflow_keeps_its_encoder(tmp_path, monkeypatch):
+    from stilts import config
+    from stilts.analysis.imports import import_results
     from stilts.selection import grids
 
-    assert grids.load(params, PAPER).encoder == "roberta-large"  # read from MLflow now, still the grid's encoder
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params = config.Params(root=tmp_path)
+    shipped = published.catalog()[PAPER].file
+    (tmp_path / shipped.name).write_text("".join(shipped.read_text().splitlines(keepends=True)[:6]))
+    import_results(params, tmp_path / shipped.name, PAPER)  # as `stilts analyze --experiment paper-2020` does
+    grid = grids.load(params, PAPER)
+    assert len(grid.means.stack()) == 5 and grid.encoder == "roberta-large"  # the MLflow copy, the grid's encoder
 
 
 def test_an_experiment_named_like_a_shipped_grid_with_other_results_is_left_alone(tmp_path, monkeypatch):
