@@ -76,11 +76,15 @@ def _phi(x: float) -> float:
 
 
 def encoder_notes(params, grid_list: list[grids_.Grid]) -> list[str]:
-    """A grid measured with another encoder than model.name: say so, with how that grid's prior did on
-    another encoder's grid (published/prior_scores.json, from benchmarks/prior_scores.py)."""
+    """Which grids were measured with model.name; a grid measured with another encoder: say so, with how that
+    grid's prior did on another encoder's grid (published/prior_scores.json, from benchmarks/prior_scores.py)."""
     from stilts.selection import published
 
-    notes = []
+    notes, own = [], [g.name for g in grid_list if g.encoder and _same(g.encoder, params.model.name)]
+    if own:
+        notes.append(f"{', '.join(own)} {'was' if len(own) == 1 else 'were'} measured with your encoder "
+                     f"({params.model.name}): {'its' if len(own) == 1 else 'their'} source effects need no "
+                     "carrying over between encoders")
     for g in grid_list:
         if not g.encoder or _same(g.encoder, params.model.name):
             continue
