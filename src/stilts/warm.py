@@ -27,7 +27,7 @@ from pathlib import Path
 # read once at start or import time by glibc/torch/transformers/huggingface_hub: a server serves one setting
 IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_", "MALLOC_")
 _WARNED: list = []
-START_S = 300.0  # a server's imports take tens of seconds on a busy small machine
+START_S = 600.0  # a server imports in seconds; minutes on an overloaded machine, where waiting still pays
 
 
 def _code_hash() -> str:
