@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from tests.checkout_guard import CHECKOUT
 from tests.commands import command_env, run
-from tests.conftest import CHECKOUT
 
 
 @pytest.mark.slow

@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from stilts import config, data, mlproject, sweep
+from tests.checkout_guard import CHECKOUT
 from tests.commands import mlflow_run, runs
-from tests.conftest import CHECKOUT, tiny_params_dict
+from tests.conftest import tiny_params_dict
 
 pytestmark = pytest.mark.slow
 TRAIN = {"max_steps": 4, "batch_size": 8, "eval_every": 2, "log_every": 1, "save_interval_s": 0,

@@ -6,8 +6,9 @@ import shutil
 import pytest
 import yaml
 
+from tests.checkout_guard import CHECKOUT
 from tests.commands import git_dvc_init, mlflow_run, ran, run
-from tests.conftest import CHECKOUT, tiny_params_dict
+from tests.conftest import tiny_params_dict
 from tests.task_files import DECLARED, declare
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.checkout_guard import CHECKOUT
 from tests.commands import run
-from tests.conftest import CHECKOUT
 
 
 def _result(repo: Path, target: str, source: str, run: str, metrics: dict) -> None:
