@@ -69,7 +69,7 @@ def test_a_run_that_writes_into_the_checkout_fails_and_names_every_path(tmp_path
     out = pytest_on(checkout, tmp_path, CAUGHT + NOT_CAUGHT, removed, made)
     summary = next((line for line in out.stdout.splitlines() if "the tests changed" in line), "")
     assert out.returncode == 1 and f"in the checkout {checkout}" in summary, out.stdout[-3000:]
-    named = set(summary.split("in tmp): ", 1)[1].split(", "))
+    named = set(summary.split("while they ran?): ", 1)[1].split(", "))
     assert named == set(CAUGHT) | set(removed) | {".dvc/tmp/exps/", "mlruns/0/"}  # an empty folder made counts too
     assert "passed" in out.stdout  # every test passed: the guard alone failed the run
 
