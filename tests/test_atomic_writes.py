@@ -132,9 +132,7 @@ def test_reports_rewritten_on_a_full_disk(tmp_path, monkeypatch):
     from stilts.analysis import report
     from stilts.analysis.imports import import_results
 
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    params = config.Params(root=tmp_path)
+    params = config.Params(root=tmp_path)  # its runs in tmp_path/mlflow.db
     rows = ["restart,source,task,role,score", "0,none,rte,target,0.6", "1,none,rte,target,0.7",
             "0,mnli,rte,target,0.8", "1,mnli,rte,target,0.9"]
     (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
