@@ -5,7 +5,6 @@ the paper's shapes built from a config (random weights, no download).
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -14,6 +13,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
+from stilts.analysis.provenance import cpuinfo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -37,26 +38,12 @@ def device() -> str:
 
 
 def device_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU {_cpu()[0]}"
-
-
-def _cpu() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return model, flags
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU {cpuinfo()[0]}"
 
 
 def describe_cpu() -> str:
     """The processor: model, cores, the flags that decide bf16 speed (and sha_ni, hashing's)."""
-    model, flags = _cpu()
+    model, flags = cpuinfo()
     simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "sha_ni") if f in flags]
     return f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(simd) or 'none of avx2/avx512/amx/sha_ni'}"
 

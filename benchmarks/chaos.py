@@ -151,39 +151,58 @@ def _being_written(paths, since: float) -> bool:
     return False
 
 
-def look(root: Path, name: str, tmp: Path, since: float, after_a_stage: bool) -> tuple[str | None, str, list]:
-    """(the phase the study is in, the stage command running, its processes) from its processes and files; DVC
-    between two stage commands (`after_a_stage`: a stage command was seen in this attempt) records the first
-    one's outputs."""
+def look(root: Path, name: str, tmp: Path, since: float, after_a_stage: bool) -> tuple[str | None, str, list, list]:
+    """(the phase the study is in, the stage command running, the study's processes, the stage command's) from
+    its processes and files; DVC between two stage commands (`after_a_stage`: a stage command was seen in this
+    attempt) records the first one's outputs."""
     procs, cmds = [], []
     for p in psutil.process_iter(["cmdline", "environ"]):
         if p.pid != os.getpid() and (p.info["environ"] or {}).get(MARK) == mark(name):
             procs.append(p)
             cmds.append(" ".join(p.info["cmdline"] or []))
-    stage = next((c.split("stilts ", 1)[1] for c in cmds if re.search(r"bin/stilts (prepare|sweep|intermediate|"
-                                                                      r"transfer|analyze)", c)), "")
+    running = [(p, c) for p, c in zip(procs, cmds)
+               if re.search(r"bin/stilts (prepare|sweep|intermediate|transfer|analyze)", c)]
+    stage = running[0][1].split("stilts ", 1)[1] if running else ""
+    stage_procs = [p for p, _ in running]
     if stage.startswith("intermediate"):
         for phase in TEMPORARIES:
             if _being_written(TEMPORARIES[phase](root, tmp), since):
-                return phase, stage, procs
+                return phase, stage, procs, stage_procs
     for word, phase in (("prepare", "prepare"), ("sweep", "sweep"), ("intermediate", "training"),
                         ("transfer", "training"), ("analyze", "analysis")):
         if stage.startswith(word):
-            return phase, stage, procs
+            return phase, stage, procs, stage_procs
     if after_a_stage and any("dvc" in c and " repro" in c for c in cmds):
-        return "DVC commit", "(between stages)", procs
-    return None, "", procs
+        return "DVC commit", "(between stages)", procs, []
+    return None, "", procs, []
 
 
-def watch(root: Path, tmp: Path, since: float, phase: str, seconds: float) -> bool:
-    """Whether `phase`'s temporary folder appears within `seconds`, looked for every millisecond: a small
-    model's checkpoint is written in tens of milliseconds, less than one look at the processes takes."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if _being_written(TEMPORARIES[phase](root, tmp), since):
-            return True
-        time.sleep(0.001)
-    return False
+def _alive(procs: list) -> bool:
+    try:
+        return any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
+    except psutil.Error:
+        return False
+
+
+def watch(root: Path, tmp: Path, since: float, phase: str, stage_procs: list, name: str) -> list | None:
+    """Looks for `phase`'s temporary folder every millisecond while the stage command runs (a small model's
+    checkpoint is written in tens of milliseconds, about what one look at the processes takes), the study's
+    processes looked up meanwhile in a thread: those, once the folder is there; None if the stage ends first."""
+    found, done = [study_processes(name)], threading.Event()
+
+    def refresh():
+        while not done.wait(0.5):
+            found[0] = study_processes(name)
+
+    threading.Thread(target=refresh, daemon=True).start()
+    try:
+        while _alive(stage_procs):
+            if _being_written(TEMPORARIES[phase](root, tmp), since):
+                return found[0]
+            time.sleep(0.001)
+        return None
+    finally:
+        done.set()
 
 
 def possible(root: Path, env: dict) -> set[str]:
@@ -241,10 +260,12 @@ def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dic
     since, tmp = time.time(), Path(env["TMPDIR"])
     attempt, seen, ran = Attempt(root, env), None, False
     while attempt.proc.poll() is None:
-        phase, stage, procs = look(root, name, tmp, since, ran)
+        phase, stage, procs, stage_procs = look(root, name, tmp, since, ran)
         ran = ran or phase not in (None, "DVC commit")
-        if seen is None and target in TEMPORARIES and stage.startswith("intermediate") and phase != target \
-                and watch(root, tmp, since, target, 0.25):
+        if seen is None and target in TEMPORARIES and stage.startswith("intermediate") and phase != target:
+            procs = watch(root, tmp, since, target, stage_procs, name)
+            if procs is None:  # the stage ended without it (a cell already done)
+                continue
             phase = target
         if phase == target and seen is None:
             seen = time.monotonic()

@@ -70,5 +70,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if paths:
         more = f" and {len(paths) - 50} more" if len(paths) > 50 else ""
         terminalreporter.write_line(f"FAILED: the tests changed {len(paths)} path(s) in the checkout {state['root']} "
-                                    f"(tests must make their projects in tmp): {', '.join(paths[:50])}{more}",
-                                    red=True)
+                                    f"(tests must make their projects in tmp; or was it edited while they ran?): "
+                                    f"{', '.join(paths[:50])}{more}", red=True)

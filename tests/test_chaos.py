@@ -10,14 +10,53 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.commands import git, git_dvc_init, run
+from tests.commands import command_env, git, git_dvc_init, run
 from tests.conftest import tiny_params_dict
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]  # chaos.py: 1500 s at most
 CHAOS = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
 PHASES = ("prepare", "sweep", "training", "checkpoint write", "MLflow logging", "DVC commit", "analysis")
 
 
+@pytest.fixture(scope="module")
+def chaos():
+    sys.path.insert(0, str(CHAOS.parent))  # its modules import each other as scripts do
+    try:
+        import chaos
+
+        yield chaos
+    finally:
+        sys.path.remove(str(CHAOS.parent))
+
+
+def test_a_phase_no_kill_hit_is_a_problem_and_a_miss_is_said(chaos, capsys):
+    rows = [{"aimed": p, "landed": p} for p in PHASES if p != "checkpoint write"]
+    rows.insert(3, {"aimed": "checkpoint write", "landed": "training"})
+    assert chaos.landing(rows, list(PHASES)) == ["no kill landed in checkpoint write (the plan aimed at it)"]
+    out = capsys.readouterr().out
+    assert "# kill 4, aimed at checkpoint write, landed in training" in out and "6 of 7 kills landed where aimed" in out
+    assert chaos.landing(rows[:3], list(PHASES[:3])) == []
+
+
+def test_a_final_study_that_fails_is_a_problem(chaos, tmp_path):
+    _, problems = chaos.final_attempt(tmp_path, command_env(STILTS_WORKER="0"))  # no params.yaml: exit 2
+    assert len(problems) == 1 and problems[0].startswith("the final `stilts study` failed (exit 2): ")
+    assert "params.yaml" in problems[0]
+
+
+def test_offsets_stay_within_half_the_reference_shortest_stage_and_write(chaos):
+    stage_s = {"prepare-a": 1.0, "prepare-b": 3.0, "sweep-a": 40.0, "transfer-none-a-r0": 3.0, "analyze": 1.2}
+    written_s = {"checkpoint write": 0.02, "MLflow logging": 2.0}
+    bound = {"prepare": 0.5, "sweep": 8.0, "training": 1.5, "checkpoint write": 0.01, "MLflow logging": 0.3,
+             "DVC commit": 0.3, "analysis": 0.6}
+    for seed in range(20):
+        kills = chaos.plan(14, seed, stage_s, written_s)
+        assert [p for p, _ in kills] == [p for p in PHASES for _ in range(2)]  # each twice, in study order
+        assert all(0 <= offset <= bound[p] for p, offset in kills)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.timeout(1800)  # chaos.py: 1500 s at most
 def test_a_tiny_study_killed_anywhere_ends_like_an_uninterrupted_one(tiny_model, tmp_path):
     root = tmp_path / "study"
     root.mkdir()

@@ -1,12 +1,11 @@
 """The session guard (tests/checkout_guard.py): a pytest run that changes the checkout fails and names what it
 changed; what Python and pytest write by nature does not count. Run on a fake checkout (`--checkout-root`)."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from tests.checkout_guard import CHECKOUT
+from tests.commands import command_env, run
 
 WRITES = """
 import os
@@ -57,10 +56,9 @@ def pytest_on(checkout: Path, tmp_path: Path, paths: list[str], removed: list[st
     tests = tmp_path / "elsewhere"
     tests.mkdir()
     (tests / "test_writes.py").write_text(WRITES.format(paths=paths, removed=list(removed), made=list(made)))
-    env = {**os.environ, "FAKE_CHECKOUT": str(checkout), "PYTHONPATH": str(CHECKOUT)}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.checkout_guard", "--checkout-root",
-                           str(checkout), "test_writes.py"], cwd=tests, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = command_env(FAKE_CHECKOUT=str(checkout), PYTHONPATH=str(CHECKOUT))
+    return run(tests, sys.executable, "-m", "pytest", "-q", "-p", "tests.checkout_guard", "--checkout-root", checkout,
+               "test_writes.py", check=False, env=env, timeout=300)
 
 
 def test_a_run_that_writes_into_the_checkout_fails_and_names_every_path(tmp_path):
@@ -69,7 +67,7 @@ def test_a_run_that_writes_into_the_checkout_fails_and_names_every_path(tmp_path
     out = pytest_on(checkout, tmp_path, CAUGHT + NOT_CAUGHT, removed, made)
     summary = next((line for line in out.stdout.splitlines() if "the tests changed" in line), "")
     assert out.returncode == 1 and f"in the checkout {checkout}" in summary, out.stdout[-3000:]
-    named = set(summary.split("in tmp): ", 1)[1].split(", "))
+    named = set(summary.split("while they ran?): ", 1)[1].split(", "))
     assert named == set(CAUGHT) | set(removed) | {".dvc/tmp/exps/", "mlruns/0/"}  # an empty folder made counts too
     assert "passed" in out.stdout  # every test passed: the guard alone failed the run
 

@@ -1,13 +1,12 @@
 """Disk faults at each file of a cell.
 
-A full disk (ENOSPC) at each write: one line naming what could not be written, exit 2, the previous state
-intact, the run FAILED with the reason, and the same command resumes once there is space again.
+A full disk (ENOSPC) part-way through each write, with an earlier good version of the output there: one line
+naming what could not be written, exit 2, the earlier version byte for byte and no temporary beside it, the
+run FAILED with the reason, and the same command resumes once there is space again.
 A truncated or altered checkpoint, resume state or feature cache is found by the sizes and hashes recorded
 when it was written: built again, or refused in one line naming the file; never loaded as it is."""
 
-import errno
 import json
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -15,18 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stilts import cli, io
+from stilts import cli
+from tests import disk_full
 from tests.commands import run_cli, runs_of
 from tests.conftest import tiny_params_dict
+from tests.disk_full import enospc
 
 pytestmark = pytest.mark.slow
 TRAIN = {"epochs": 2, "eval_every": 2, "log_every": 1, "batch_size": 8, "save_interval_s": 0}
 TRANSFER = ["transfer", "--source", "none", "--task", "syn_rte"]
 INTERMEDIATE = ["intermediate", "--task", "syn_nli"]
-
-
-def enospc(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 @pytest.fixture(scope="module")
@@ -76,30 +73,59 @@ def failing_on(inject, owner, name: str, when):
     inject.setattr(owner, name, fake)
 
 
-def test_full_disk_writing_the_feature_cache(project, inject, capsys):
+def other_settings(root: Path) -> None:
+    """Another learning rate: the cells train again and write their outputs again."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["train"]["lr"] = 2e-3
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def saved_file(args, kwargs) -> str:
+    return str(args[1] if len(args) > 1 else kwargs["filename"])  # safetensors' save_file(tensors, filename)
+
+
+def test_full_disk_writing_the_feature_cache_keeps_the_one_written_before(project, inject, capsys):
     import datasets
 
-    failing_on(inject, datasets.Dataset, "save_to_disk", lambda a, k: True)
+    features, good = project / "data" / "features" / "syn_rte", {}
+
+    def after_the_first_split(path: str) -> bool:
+        written = list(features.glob("*/train"))
+        if written and not good:
+            good[written[0]] = disk_full.snapshot(written[0])
+        return bool(written)
+
+    disk_full.library_writes(inject, datasets.Dataset, "save_to_disk", lambda a, k: a[1], after_the_first_split)
     code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and "data/features/syn_rte" in line and "no space left on device" in line
-    assert not [p for p in (project / "data" / "features").rglob("*") if p.name.startswith(".")]  # no temp left
+    [(train, before)] = good.items()
+    assert disk_full.snapshot(train) == before  # byte for byte
+    assert [p.name for p in train.parent.iterdir()] == ["train"]  # no half-written split, no temporary
     inject.undo()
     assert cli.main(TRANSFER) == 0
 
 
-def test_full_disk_writing_the_resume_state_keeps_the_previous_one(project, inject, capsys):
+@pytest.mark.parametrize("file", ["model.safetensors", "state.json"])
+def test_full_disk_writing_the_resume_state_keeps_the_previous_one(project, inject, capsys, file):
     import safetensors.torch
 
-    saves = []
+    states, good = project / ".stilts" / "state", {}
 
-    def second_state(args, kwargs):
-        saves.append(args[1])
-        return ".stilts/state" in str(args[1]) and len(saves) > 3  # the 2nd state (3 files a state)
+    def a_later_state(path: str) -> bool:  # a file of the 2nd state, with the 1st saved
+        saved = sorted(p for p in states.glob("*/state.json") if not p.parent.name.startswith("."))
+        if not saved or "/.stilts/state/." not in path or Path(path).name != file:
+            return False
+        good.setdefault(saved[0].parent, disk_full.snapshot(saved[0].parent))
+        return True
 
-    failing_on(inject, safetensors.torch, "save_file", second_state)
+    if file == "state.json":  # written by Python, the tensors by safetensors
+        disk_full.python_writes(inject, a_later_state)
+    else:
+        disk_full.library_writes(inject, safetensors.torch, "save_file", saved_file, a_later_state)
     code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and ".stilts/state/none__syn_rte__r0" in line and "no space left" in line
-    state = next((project / ".stilts" / "state").iterdir())
+    [(state, before)] = good.items()
+    assert disk_full.snapshot(state) == before
     assert json.loads((state / "state.json").read_text())["loop"]["step"] == 2  # the previous state
     assert [p.name for p in state.parent.iterdir()] == [state.name]  # no half-written one beside it
     runs = runs_of(project, "none/syn_rte/r0")
@@ -110,33 +136,38 @@ def test_full_disk_writing_the_resume_state_keeps_the_previous_one(project, inje
     assert list(runs["status"]) == ["FINISHED"] and runs["tags.stilts.resumed"].iloc[0] == "true"
 
 
-def test_full_disk_writing_the_checkpoint(project, inject, capsys):
+def test_full_disk_writing_the_checkpoint_keeps_the_previous_one(project, inject, capsys):
     import safetensors.torch
 
-    failing_on(inject, safetensors.torch, "save_file", lambda a, k: str(a[1]).endswith("head.safetensors"))
+    assert cli.main(INTERMEDIATE) == 0
+    models = project / "models" / "intermediate" / "syn_nli"
+    before = disk_full.snapshot(models)
+    other_settings(project)
+    disk_full.library_writes(inject, safetensors.torch, "save_file", saved_file,
+                             lambda p: p.endswith("head.safetensors"))
     code, line = code_and_error(capsys, INTERMEDIATE)
     assert code == 2 and "models/intermediate/syn_nli/r0: no space left" in line
-    assert not (project / "models" / "intermediate" / "syn_nli").exists() or \
-        not list((project / "models" / "intermediate" / "syn_nli").iterdir())
-    assert list(runs_of(project, "syn_nli/syn_nli/r0")["status"]) == ["FAILED"]
+    assert disk_full.snapshot(models) == before  # byte for byte, and no temporary beside it
+    assert sorted(runs_of(project, "syn_nli/syn_nli/r0")["status"]) == ["FAILED", "FINISHED"]
     inject.undo()
     assert cli.main(INTERMEDIATE) == 0
-    assert list(runs_of(project, "syn_nli/syn_nli/r0")["status"]) == ["FINISHED"]
+    assert disk_full.snapshot(models) != before
+    assert sorted(runs_of(project, "syn_nli/syn_nli/r0")["status"]) == ["FINISHED", "FINISHED"]
 
 
-def test_full_disk_writing_the_result(project, inject, capsys):
-    def result_file(args, kwargs):
-        return "results/none/syn_rte" in os.readlink(f"/proc/self/fd/{args[0]}")
-
-    failing_on(inject, io.os, "fsync", result_file)
+def test_full_disk_writing_the_result_keeps_the_previous_one(project, inject, capsys):
+    assert cli.main(TRANSFER) == 0
+    results = project / "results" / "none" / "syn_rte"
+    before = disk_full.snapshot(results)
+    other_settings(project)
+    disk_full.python_writes(inject, lambda p: p.startswith(f"{results}/"))
     code, line = code_and_error(capsys, TRANSFER)
     assert code == 2 and "results/none/syn_rte/r0.json: no space left" in line
-    assert not (project / "results" / "none" / "syn_rte").exists() or \
-        not list((project / "results" / "none" / "syn_rte").iterdir())
-    assert list(runs_of(project, "none/syn_rte/r0")["status"]) == ["FAILED"]
+    assert disk_full.snapshot(results) == before
+    assert sorted(runs_of(project, "none/syn_rte/r0")["status"]) == ["FAILED", "FINISHED"]
     inject.undo()
     assert cli.main(TRANSFER) == 0
-    assert list(runs_of(project, "none/syn_rte/r0")["status"]) == ["FINISHED"]
+    assert disk_full.snapshot(results) != before
 
 
 def test_full_disk_writing_an_mlflow_artifact(project, inject, capsys):
@@ -181,7 +212,7 @@ def test_a_truncated_feature_cache_is_built_again(project, capsys):
 
 @pytest.mark.parametrize("damage", [truncate, alter], ids=["truncated", "altered"])
 def test_a_damaged_resume_state_is_discarded_and_the_cell_starts_over(project, inject, capsys, damage):
-    failing_on(inject, io.os, "fsync", lambda a, k: "results/none" in os.readlink(f"/proc/self/fd/{a[0]}"))
+    disk_full.python_writes(inject, lambda p: "/results/none/" in p)
     assert cli.main(TRANSFER) == 2  # a full disk at the result: the cell's state stays
     inject.undo()
     state = next(p for p in (project / ".stilts" / "state").iterdir() if p.is_dir())

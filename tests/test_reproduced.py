@@ -4,22 +4,17 @@ records the kind and the commit apart from the reports whose bytes must not chan
 
 import importlib.util
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from stilts.analysis import provenance
+from tests.commands import git
 
 CHECK = Path(__file__).resolve().parents[1] / ".ci" / "reproduced.py"
 spec = importlib.util.spec_from_file_location("reproduced", CHECK)
 reproduced = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduced)
-
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args], cwd=root, check=True,
-                   capture_output=True, timeout=60)
 
 
 def committed_study(root: Path, kind: dict | None) -> Path:
@@ -67,18 +62,16 @@ def test_other_reports_on_another_cpu_kind_are_shown_and_pass(tmp_path, capsys, 
     assert (provenance.describe(kind) if kind else "a CPU not recorded") in out
 
 
-def test_the_analysis_records_the_cpu_kind_and_commit_apart(tmp_path, monkeypatch):
+def test_the_analysis_records_the_cpu_kind_and_commit_apart(tmp_path):
     from stilts import config
     from stilts.analysis import report
     from stilts.analysis.imports import import_results
 
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "r.csv").write_text("restart,source,task,role,score\n0,none,rte,target,0.6\n0,mnli,rte,target,0.8\n")
     git(tmp_path, "init", "-q")
     git(tmp_path, "commit", "-q", "--allow-empty", "-m", "study")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    params = config.Params(root=tmp_path)
+    head = git(tmp_path, "rev-parse", "HEAD").stdout.strip()
+    params = config.Params(root=tmp_path)  # its runs in tmp_path/mlflow.db
     import_results(params, tmp_path / "r.csv", "published")
     out = report.run(params, "published")
     assert json.loads((out / provenance.FILE).read_text()) == {"cpu": provenance.cpu(), "commit": head}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stilts import __version__
 from stilts.errors import StiltsError
-from stilts.io import atomic_dir, atomic_write_json, damaged, file_records, read_json, sha256_file, sha256_text, writing
+from stilts.io import atomic_dir, damaged, file_records, read_json, sha256_file, sha256_text, writing
 from stilts.readers import read
 from stilts.tasks import registry
 from stilts.tasks.base import Task
@@ -255,7 +255,8 @@ def features(params, task_name: str, split: str, tokenizer, max_length: int):
     try:
         with writing(cache):
             ds.save_to_disk(str(tmp))
-            atomic_write_json(tmp / FEATURE_FILES, file_records(tmp))
+            records = json.dumps(file_records(tmp), indent=2, sort_keys=True) + "\n"
+            (tmp / FEATURE_FILES).write_text(records)  # inside the folder that moves in as a whole
             os.replace(tmp, cache)
     except (OSError, StiltsError):
         shutil.rmtree(tmp, ignore_errors=True)

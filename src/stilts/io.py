@@ -73,13 +73,7 @@ def atomic_dir(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, Exception) and disk_full(e):
@@ -87,16 +81,38 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the folder `tmp` in the place of `path`; if that fails, `path` is as it was."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def remove_partial(path: str | os.PathLike) -> None:
     """Remove what a kill left half-written of `path` (the temporaries of `atomic_dir`); `path` itself, the
-    previous complete version, stays."""
+    previous complete version, stays, and is put back if a kill came between moving it aside and moving
+    the new one in."""
     path = Path(path)
-    if path.parent.is_dir():
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+    if not path.parent.is_dir():
+        return
+    for old in sorted(path.parent.glob(f".{path.name}.old-*")):
+        if not path.exists():
+            os.replace(old, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

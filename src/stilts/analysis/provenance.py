@@ -18,8 +18,8 @@ FILE = "provenance.json"
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def cpu() -> dict:
-    """The kind of CPU of this machine: its model, how many CPUs this process may use, its vector units."""
+def cpuinfo() -> tuple[str, set[str]]:
+    """The CPU's model name and flags (/proc/cpuinfo; elsewhere the platform's processor name and no flags)."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -30,6 +30,12 @@ def cpu() -> dict:
                 break
     except OSError:
         pass
+    return model, flags
+
+
+def cpu() -> dict:
+    """The kind of CPU of this machine: its model, how many CPUs this process may use, its vector units."""
+    model, flags = cpuinfo()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"model": model, "cpus": cpus, "flags": [f for f in FLAGS if f in flags]}
 

@@ -116,7 +116,7 @@ class CopyWorker:
                     if text is None:
                         p.unlink(missing_ok=True)
                     else:
-                        p.write_bytes(text)
+                        atomic_write_bytes(p, text)
 
     def _files(self, rels: list[str]) -> dict[str, bytes]:
         files = {}
@@ -145,7 +145,7 @@ class CopyWorker:
         for rel in set(after) - set(self.before):
             (self.root / rel).unlink()
         for rel, data in self.before.items():
-            (self.root / rel).write_bytes(data)
+            atomic_write_bytes(self.root / rel, data)
         return {"entry": entry, "files": after}
 
 

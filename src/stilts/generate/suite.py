@@ -36,6 +36,7 @@ from stilts.generate.lexicon import (
     sentence,
     without_modifiers,
 )
+from stilts.io import atomic_write_text
 
 
 def _nli_pair(rng: random.Random) -> tuple[str, str, str]:
@@ -169,7 +170,7 @@ NAMES = ("syn_nli", "syn_rte", "syn_copa", "syn_sentiment", *PROBES)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _split(rng, gen, n_train, n_val):
@@ -188,12 +189,12 @@ def write_task(name: str, out: Path, n_train: int, n_val: int, seed: int) -> Non
     elif name == "syn_sentiment":
         for fname, n in (("train.tsv", n_train), ("dev.tsv", n_val)):
             rows = gen_syn_sentiment(rng, n)
-            (out / fname).write_text("sentence\tlabel\n" + "".join(f"{r['sentence']}\t{r['label']}\n"
-                                                                  for r in rows), encoding="utf-8")
+            atomic_write_text(out / fname, "sentence\tlabel\n" + "".join(f"{r['sentence']}\t{r['label']}\n"
+                                                                         for r in rows))
     elif name in PROBES:
         lines = []
         for tag, n in (("tr", n_train), ("va", n_val)):
             lines += [f"{tag}\t{label}\t{text}\n" for label, text in _probe_rows(rng, n, PROBES[name])]
-        (out / f"{name}.txt").write_text("".join(lines), encoding="utf-8")
+        atomic_write_text(out / f"{name}.txt", "".join(lines))
     else:
         raise KeyError(name)

@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 
 from stilts.errors import StiltsError, did_you_mean
+from stilts.io import atomic_write_text
 from stilts.tasks.base import ROLES, Task
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -172,12 +173,9 @@ def _builtin_mappings() -> dict[str, dict]:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     mappings = {p.name: _read_yaml(p) for p in _task_files(BUILTIN_DIR)}
-    try:  # a read-only install goes without the cache
-        cache.parent.mkdir(exist_ok=True)
-        part = cache.with_suffix(f".{os.getpid()}.part")
-        part.write_text(json.dumps({"stamp": stamp, "mappings": mappings}), encoding="utf-8")
-        part.replace(cache)
-    except OSError:
+    try:  # a read-only install (or a full disk) goes without the cache
+        atomic_write_text(cache, json.dumps({"stamp": stamp, "mappings": mappings}))
+    except (OSError, StiltsError):
         pass
     return mappings
 
