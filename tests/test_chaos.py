@@ -57,9 +57,6 @@ def test_offsets_stay_within_half_the_reference_shortest_stage_and_write(chaos):
 @pytest.mark.slow
 @pytest.mark.long
 @pytest.mark.timeout(1800)  # chaos.py: 1500 s at most
-@pytest.mark.xfail(reason="open fault found by this test: a kill while MLflow creates its sqlite store's tables "
-                   "leaves them half-migrated ('duplicate column name: run_link') and every later cell fails",
-                   strict=False)
 def test_a_tiny_study_killed_anywhere_ends_like_an_uninterrupted_one(tiny_model, tmp_path):
     root = tmp_path / "study"
     root.mkdir()

@@ -36,14 +36,41 @@ def client_for(uri: str):
     with open(f"{db}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not db.exists():
+                _create_sqlite_store(db)
             client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # creates or migrates the schema now, under the lock
+            client.search_experiments(max_results=1)  # opens (and checks) the schema now, under the lock
             with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
                 con.execute("PRAGMA journal_mode=WAL")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _CLIENTS[uri] = client
     return client
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """MLflow's tables are made in a side file renamed into place when complete: a process killed while
+    they are made (dozens of migrations) leaves no half-made store behind, only a side file the next
+    creation replaces."""
+    import os
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    part = db.with_name(f"{db.name}.creating")
+    for leftover in (part, part.with_name(f"{part.name}-wal"), part.with_name(f"{part.name}-shm")):
+        leftover.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"sqlite:///{part}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    with contextlib.closing(sqlite3.connect(part)) as con:
+        con.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+    with open(part, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(part, db)
 
 
 def prepare_store(uri: str) -> None:
