@@ -18,10 +18,14 @@ def _params(args):
 
 
 def _params_or_defaults(args):
-    """For commands that also work outside a study (no params.yaml): the defaults, rooted here."""
+    """For commands that also work outside a study (no params.yaml): the defaults, rooted here, with --set."""
     from stilts import config
 
-    return _params(args) if os.path.exists(args.params) else config.use_task_files(config.Params())
+    if os.path.exists(args.params):
+        return _params(args)
+    if args.set:
+        return config.use_task_files(config.from_dict(config.apply_overrides({}, args.set), "--set", Path(".")))
+    return config.use_task_files(config.Params())
 
 
 def cmd_tasks(args):
@@ -146,9 +150,23 @@ def cmd_rank(args):
 
 
 def cmd_grids(args):
-    from stilts.selection import published
+    from stilts.selection import fetch, published
 
-    print(published.listing())
+    if args.grids_command != "fetch":
+        print(published.listing())
+        return
+    by_grid = {g: published.catalog()[g].origin for g in published.names() if published.catalog()[g].origin}
+    name = by_grid.get(args.name, args.name)
+    if name not in published.sources():
+        from stilts.errors import did_you_mean
+
+        known = sorted([*published.sources(), *by_grid])
+        shipped = " (it ships with stilts: nothing to fetch)" if args.name in published.names() else ""
+        raise StiltsError(f"grids fetch: '{args.name}' is not a fetchable grid{shipped}"
+                          f"{did_you_mean(args.name, known)}; fetchable: {', '.join(published.sources())}")
+    written = fetch.fetch(published.sources()[name], Path(args.from_path) if args.from_path else None)
+    print(f"fetched {name} at {published.sources()[name].fetch.commit[:12]} (checksum verified) into "
+          f"{fetch.cache_dir()}: {', '.join(written)}")
 
 
 def cmd_pipeline(args):
@@ -316,7 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (prior, semb, logme, hybrid); score "
              "against a grid")
     _rank_arguments(sp)
-    add("grids", cmd_grids, "list the published transfer grids shipped with stilts: citation, encoder, size")
+    sp = add("grids", cmd_grids, "list the published transfer grids stilts knows: encoder, method, size, licence, "
+             "citation, and whether each is shipped, fetched or absent here")
+    grids_sub = sp.add_subparsers(dest="grids_command")
+    fp = grids_sub.add_parser("fetch", help="fetch a grid's repository at its pinned commit, verify it and cache it")
+    fp.add_argument("name", help="a fetchable source (e.g. taskweb) or one of its grids")
+    fp.add_argument("--from", dest="from_path", metavar="PATH", help="read it from a local clone or mirror of the "
+                    "repository, an unpacked archive or the archive file, instead of downloading it")
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
     add("settings", cmd_settings, "resolve each task's settings from params into data/settings/ (the first DVC stage)")

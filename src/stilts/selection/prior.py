@@ -1,22 +1,27 @@
 """The prior: a candidate's score for a target from the gains it showed on other targets of measured grids.
 
-Model (one fit per ranked target, on every measured pair of every prior grid except the pairs of that
-target, in any grid: leave-one-target-out): the normalised gain (grids.normalised) of source s on
-target t of grid g is z = a_s + b_(g,t) + e, e ~ N(0, σ²), with a ridge penalty λ Σ a_s² (λ = 1: one
-pseudo-observation of zero gain per source, so a source measured on few targets is shrunk towards
-the average, and a source measured nowhere has a = 0 with variance σ²/λ). Least squares by the
-normal equations; σ² = residual sum of squares / (observations − effective parameters). Within a
-target b is a constant, so the ranking score of a candidate is its source effect a_s.
+Model, per grid g (fit): the normalised gain (grids.normalised) of source s on target t is
+z = a_s + b_(g,t) + e, e ~ N(0, σ²), with a ridge penalty λ Σ a_s² (λ = 1: one pseudo-observation of zero
+gain per source, so a source measured on few targets is shrunk towards the average, and a source measured
+nowhere has a = 0 with variance σ²/λ). Least squares by the normal equations; σ² = residual sum of squares /
+(observations − effective parameters). Several grids stacked share a by name and keep a b per target.
 
-A candidate in no prior grid is scored from its semb neighbours: the mean source effect of the
-k = 3 in-grid candidates whose task embeddings are closest (cosine), with the variance of that
-guess measured by predicting every in-grid source from its own neighbours; without an embedding
-it gets the unseen-source prior (0, σ²/λ). `basis` says which.
+Ranking (rank_target): pooling.py fits each grid on its own, weighs the grids by their closeness to the
+user's encoder (weights learned leave-one-grid-out) and pools their source effects; where other grids
+measured the ranked target itself, their residuals for it are added. The scored experiment's pairs of the
+target are never used. Within a target b is a constant, so the ranking score of a candidate is its pooled
+source effect (plus the target's own correction).
 
-Per candidate: the predicted normalised gain μ = a_s + b̂_t (b̂_t from harm.target_effect), its
-predictive variance v = Var(a_s) + Var(b̂_t) + σ², P(beats the baseline) = Φ(μ / √v), an 80%
-interval μ ± 1.2816 √v, and P(best) = the probability that the candidate is the best one for the
-target, from 4,000 draws of the candidates' gains (a ~ N(â, Cov(â)), plus independent e).
+A candidate in no grid is scored from its semb neighbours: the mean pooled effect of the k = 3 in-grid
+candidates whose task embeddings are closest (cosine), with the variance of that guess measured by
+predicting every in-grid source from its own neighbours; without an embedding it gets the unseen-source
+prior: 0, with the variance of the pooled effects across sources plus their mean variance. `basis` says which, or which grids measured it and how
+much each weighed.
+
+Per candidate: the predicted normalised gain μ = score + b̂_t (b̂_t from harm.target_effect on the stacked
+fit without the target), its predictive variance v = Var(score) + Var(b̂_t) + σ², P(beats the baseline) =
+Φ(μ / √v), an 80% interval μ ± 1.2816 √v, and P(best) = the probability that the candidate is the best one
+for the target, from 4,000 draws of the candidates' gains (the scores' distribution plus independent e).
 """
 
 from __future__ import annotations
@@ -153,18 +158,60 @@ def harm_columns(mean: np.ndarray, var: np.ndarray, target_effect: tuple[float, 
             "gain_high": mu + INTERVAL_Z * sd}
 
 
+def pooled_candidates(pool, target: str, candidates: list[str], embeddings=None, scored: str | None = None):
+    """candidate → (score, basis) from the pool's weighted grids and their measurements of the target; the mean
+    vector and (diagonal) covariance of the scores."""
+    from stilts.selection import pooling
+
+    effects = pool.for_target(target, scored)
+    pooled = pooling.pooled_effects(effects, pool.weights, candidates)
+    correction, measured_in = pooling.target_correction(effects, pool.weights, target, candidates)
+    known = {s for e in effects.values() for s in e.a.index}
+    everywhere = pooling.pooled_effects(effects, pool.weights, sorted(known))
+    means = np.array([v[0] for v in everywhere.values()])
+    unseen = float(np.var(means) + np.mean([v[1] for v in everywhere.values()])) if everywhere else 1.0
+    proxy = _Proxy(pd.Series(means, list(everywhere)), unseen)
+    out, var = {}, {}
+    for c in candidates:
+        if pooled[c] is not None:
+            mean, v, used = pooled[c]
+            basis = "grids: " + pooling.describe(pool.weights, used)
+            if c in correction:
+                mean += correction[c]
+                basis += f"; {target} itself measured in {', '.join(measured_in)}"
+            out[c], var[c] = (mean, basis), v
+            continue
+        guess = neighbour_guess(proxy, embeddings or {}, c)
+        if guess is not None:
+            out[c], var[c] = (guess[0], "semb neighbours: " + ", ".join(guess[2])), guess[1]
+        else:
+            out[c], var[c] = (0.0, "in no grid, no embedding: unseen-source prior"), proxy.prior_var
+    return out, np.array([out[c][0] for c in candidates]), np.diag([var[c] for c in candidates])
+
+
+@dataclass
+class _Proxy:
+    """What neighbour_guess reads of a fit: source effects and the variance of a source measured nowhere."""
+    a: pd.Series
+    prior_var: float
+
+
 def rank_target(grid_list: list[grids_.Grid], target: str, candidates: list[str],
                 embeddings: dict[str, np.ndarray] | None = None, baseline: float | None = None,
-                train_size: int | None = None) -> pd.DataFrame:
-    """The prior's rows of ranking.csv for one target (its own pairs left out of the fit)."""
-    from stilts.selection import harm
+                train_size: int | None = None, *, model: str | None = None, scored: str | None = None,
+                pool=None) -> pd.DataFrame:
+    """The prior's rows of ranking.csv for one target: the pooled source effects of the grids (pooling.py,
+    weighed for the user's `model`), plus what other grids measured on the target itself. The pairs of the
+    target in the grid `scored` (the scored experiment) are never used; with `scored` None, no grid's are.
+    `pool`: pooling.prepare(grid_list, model), when the caller ranks several targets."""
+    from stilts.selection import harm, pooling
 
     eff = fit(grid_list, {target})
     if eff is None:
         return pd.DataFrame()
-    scored, mean, cov = candidate_effects(eff, candidates, embeddings)
+    pool = pool or pooling.prepare(grid_list, model)
+    scored_c, mean, cov = pooled_candidates(pool, target, candidates, embeddings, scored)
     var = np.diag(cov) + eff.sigma2
     effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
-    table = pd.DataFrame({"candidate": candidates, "score": mean, "basis": [scored[c][1] for c in candidates],
-                          **harm_columns(mean, var, effect), "p_best": p_best(mean, cov, eff.sigma2)})
-    return table
+    return pd.DataFrame({"candidate": candidates, "score": mean, "basis": [scored_c[c][1] for c in candidates],
+                         **harm_columns(mean, var, effect), "p_best": p_best(mean, cov, eff.sigma2)})

@@ -1,0 +1,174 @@
+"""The prior's pooling of several grids: each grid's source effects on its own scale, weighted by how close the
+grid's setting is to the user's, and the grids' own measurements of the ranked target where they have them.
+
+1. Per grid g, the additive model of prior.fit on g alone: source effects a_g,s with their variances, and the
+   residuals r_g,t,s = z − a_g,s − b_g,t of every measured pair (g's normalised gains, its own scale).
+2. Weights. A grid's closeness to the user's model (encoders.closeness: same encoder, same family, size
+   distance, same method; stilts fine-tunes every parameter) gives w_g = exp(θ · features). θ is learned by
+   leave-one-grid-out over the catalogue grids there are: each grid in turn plays the user (its encoder and
+   method), the others are pooled with w(θ), and θ minimises the squared error of the pooled effects against
+   the held-out grid's centred normalised gains, over THETAS (θ = 0, equal weights, first: it wins ties).
+   A grid of the user's own (a study or imported results: not from the catalogue) weighs OWN_FACTOR × the
+   heaviest catalogue grid.
+3. Pooled source effect: ā_s = Σ w_g a_g,s / Σ w_g over the grids that measured s; its variance
+   Σ w_g² Var(a_g,s) / (Σ w_g)² plus τ_s² = Σ w_g (a_g,s − ā_s)² / Σ w_g, the grids' disagreement about s.
+4. The ranked target itself: where other grids measured it (the same task name), its score after s gains
+   c_t,s = Σ w_g r_g,t,s / (Σ w_g + KAPPA · mean weight) over those grids (shrunk as if KAPPA average grids had
+   measured a residual of 0). The scored experiment's own pairs of the target are never used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from stilts.selection import encoders
+from stilts.selection import grids as grids_
+
+FEATURES = ("same_encoder", "same_family", "size_distance", "same_method")
+SIGNS = np.array([1.0, 1.0, -1.0, 1.0])  # closer → heavier; a larger size distance → lighter
+THETAS = [np.array(t) for t in itertools.product((0.0, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0),
+                                                 (0.0, 0.5, 1.0, 2.0))]
+OWN_FACTOR = 2.0
+KAPPA = 1.0
+USER_METHOD = "full fine-tuning"
+
+
+@dataclass
+class GridEffects:
+    name: str
+    a: pd.Series  # source → effect
+    a_var: pd.Series  # source → its variance
+    resid: pd.DataFrame  # target × source: z − a − b of the measured pairs
+
+
+@dataclass
+class Pool:
+    """The grids' effects (all targets) and weights for one user's model; per ranked target, `for_target`."""
+    grid_list: list
+    effects: dict[str, GridEffects]
+    weights: dict[str, float]  # grid → weight (sum 1)
+    theta: np.ndarray
+    _scored: dict = field(default_factory=dict)
+
+    def for_target(self, target: str, scored: str | None) -> dict[str, GridEffects]:
+        """The effects the target's ranking uses: the scored grid's refitted without its pairs of the target
+        (every grid's, when `scored` is None)."""
+        out = {}
+        for g in self.grid_list:
+            if scored is None or g.name == scored:
+                key = (g.name, target)
+                if key not in self._scored:
+                    self._scored[key] = grid_effects(g, {target})
+                if self._scored[key] is not None:
+                    out[g.name] = self._scored[key]
+            elif g.name in self.effects:
+                out[g.name] = self.effects[g.name]
+        return out
+
+
+def grid_effects(grid: grids_.Grid, leave_out: set[str] = frozenset()) -> GridEffects | None:
+    from stilts.selection import prior
+
+    eff = prior.fit([grid], set(leave_out))
+    if eff is None:
+        return None
+    z, _ = grids_.normalised(grid, leave_out)
+    b = pd.Series(eff.b.to_numpy(), [t for _, t in eff.targets])
+    resid = z.sub(eff.a.reindex(z.columns), axis=1).sub(b.reindex(z.index), axis=0)
+    return GridEffects(grid.name, eff.a, pd.Series(np.diag(eff.a_cov.to_numpy()), eff.a.index), resid)
+
+
+def _features(grid, model: str | None, method: str) -> np.ndarray:
+    f = encoders.closeness(grid.encoder, grid.method or USER_METHOD, model, method)
+    return np.array([f[k] for k in FEATURES])
+
+
+def _log_weights(feats: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """feats: grids × FEATURES (an unknown size distance: the mean of the known ones)."""
+    f = feats.copy()
+    col = f[:, 2]
+    col[np.isnan(col)] = np.nanmean(col) if (~np.isnan(col)).any() else 0.0
+    return f @ (theta * SIGNS)
+
+
+def learn_theta(effects: dict[str, GridEffects], grid_list) -> np.ndarray:
+    """θ by leave-one-grid-out over the catalogue grids (see the module's docstring); 0 with fewer than 3."""
+    names = [g.name for g in grid_list if g.published and g.name in effects]
+    if len(names) < 3:
+        return THETAS[0]
+    by_name = {g.name: g for g in grid_list}
+    sources = sorted({s for n in names for s in effects[n].a.index})
+    a = np.vstack([effects[n].a.reindex(sources).to_numpy(float) for n in names])
+    losses = np.zeros(len(THETAS))
+    for h_i, h in enumerate(names):
+        others = [i for i in range(len(names)) if i != h_i]
+        g = by_name[h]
+        feats = np.vstack([_features(by_name[names[i]], g.encoder, g.method or USER_METHOD) for i in others])
+        z, _ = grids_.normalised(g)
+        z = z.reindex(columns=sources)
+        rows = [(r, np.flatnonzero(~np.isnan(r))) for r in z.to_numpy(float)]
+        for k, theta in enumerate(THETAS):
+            w = np.exp(_log_weights(feats, theta))
+            sub = a[others]
+            have = ~np.isnan(sub)
+            pooled = np.where(have, sub, 0.0).T @ w / np.maximum(have.T @ w, 1e-12)
+            for r, m in rows:
+                if len(m) >= 2:
+                    p, y = pooled[m], r[m]
+                    losses[k] += float(np.sum(((p - p.mean()) - (y - y.mean())) ** 2))
+    return THETAS[int(np.argmin(losses))]
+
+
+def prepare(grid_list, model: str | None) -> Pool:
+    """Every grid's effects and its weight for a user whose encoder is `model`."""
+    effects = {g.name: e for g in grid_list if (e := grid_effects(g)) is not None}
+    theta = learn_theta(effects, grid_list)
+    published = [g for g in grid_list if g.published]
+    log_w = _log_weights(np.vstack([_features(g, model, USER_METHOD) for g in published]), theta) \
+        if published else np.array([])
+    w = dict(zip([g.name for g in published], np.exp(log_w - (log_w.max() if len(log_w) else 0.0))))
+    top = max(w.values(), default=1.0)
+    w |= {g.name: OWN_FACTOR * top for g in grid_list if not g.published}
+    total = sum(w.values())
+    return Pool(grid_list, effects, {n: v / total for n, v in w.items()}, theta)
+
+
+def pooled_effects(effects: dict[str, GridEffects], weights: dict[str, float], candidates: list[str]):
+    """candidate → (ā, variance, the grids that measured it); None for a candidate no grid measured."""
+    out = {}
+    for c in candidates:
+        rows = [(weights[n], e.a[c], e.a_var[c]) for n, e in effects.items() if c in e.a.index]
+        if not rows:
+            out[c] = None
+            continue
+        w, a, v = (np.array(x, dtype=float) for x in zip(*rows))
+        mean = float(w @ a / w.sum())
+        var = float((w ** 2) @ v / w.sum() ** 2 + w @ (a - mean) ** 2 / w.sum())
+        out[c] = (mean, var, [n for n, e in effects.items() if c in e.a.index])
+    return out
+
+
+def target_correction(effects: dict[str, GridEffects], weights: dict[str, float], target: str,
+                      candidates: list[str]) -> tuple[dict[str, float], list[str]]:
+    """candidate → c_t,s from the other grids' measurements of the target; the grids that measured it."""
+    measured = [n for n, e in effects.items() if target in e.resid.index]
+    mean_w = float(np.mean(list(weights.values()))) if weights else 1.0
+    out = {}
+    for c in candidates:
+        rows = [(weights[n], effects[n].resid.at[target, c]) for n in measured
+                if c in effects[n].resid.columns and not math.isnan(effects[n].resid.at[target, c])]
+        if rows:
+            w, r = (np.array(x, dtype=float) for x in zip(*rows))
+            out[c] = float(w @ r / (w.sum() + KAPPA * mean_w))
+    return out, measured
+
+
+def describe(weights: dict[str, float], names) -> str:
+    """"g1 31%, g2 12%, …", heaviest first."""
+    shown = sorted(names, key=lambda n: (-weights[n], n))
+    return ", ".join(f"{n} {100 * weights[n]:.0f}%" for n in shown)
