@@ -7,7 +7,8 @@ grid's setting is to the user's, and the grids' own measurements of the ranked t
    distance, same method; stilts fine-tunes every parameter) gives w_g = exp(θ · features). θ is learned by
    leave-one-grid-out over the catalogue grids there are: each grid in turn plays the user (its encoder and
    method), the others are pooled with w(θ), and θ minimises the squared error of the pooled effects against
-   the held-out grid's centred normalised gains, over THETAS (θ = 0, equal weights, first: it wins ties).
+   the held-out grid's centred normalised gains, over THETAS; the smallest θ (Σ|θ|) within PARSIMONY of the
+   lowest error is kept, so closeness counts only where it predicts clearly better (θ = 0: equal weights).
    A grid of the user's own (a study or imported results: not from the catalogue) weighs OWN_FACTOR × the
    heaviest catalogue grid.
 3. Pooled source effect: ā_s = Σ w_g a_g,s / Σ w_g over the grids that measured s; its variance
@@ -33,6 +34,7 @@ FEATURES = ("same_encoder", "same_family", "size_distance", "same_method")
 SIGNS = np.array([1.0, 1.0, -1.0, 1.0])  # closer → heavier; a larger size distance → lighter
 THETAS = [np.array(t) for t in itertools.product((0.0, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0),
                                                  (0.0, 0.5, 1.0, 2.0))]
+PARSIMONY = 0.05  # θ: the smallest (Σ|θ|) within 5% of the lowest leave-one-grid-out error
 OWN_FACTOR = 2.0
 KAPPA = 1.0
 USER_METHOD = "full fine-tuning"
@@ -121,15 +123,16 @@ def learn_theta(effects: dict[str, GridEffects], grid_list) -> np.ndarray:
                 if len(m) >= 2:
                     p, y = pooled[m], r[m]
                     losses[k] += float(np.sum(((p - p.mean()) - (y - y.mean())) ** 2))
-    return THETAS[int(np.argmin(losses))]
+    near = np.flatnonzero(losses <= losses.min() * (1 + PARSIMONY))
+    return THETAS[int(min(near, key=lambda k: (float(np.abs(THETAS[k]).sum()), k)))]
 
 
-def prepare(grid_list, model: str | None) -> Pool:
-    """Every grid's effects and its weight for a user whose encoder is `model`."""
+def prepare(grid_list, model: str | None, method: str = USER_METHOD) -> Pool:
+    """Every grid's effects and its weight for a user whose encoder is `model`, adapted by `method`."""
     effects = {g.name: e for g in grid_list if (e := grid_effects(g)) is not None}
     theta = learn_theta(effects, grid_list)
     published = [g for g in grid_list if g.published]
-    log_w = _log_weights(np.vstack([_features(g, model, USER_METHOD) for g in published]), theta) \
+    log_w = _log_weights(np.vstack([_features(g, model, method) for g in published]), theta) \
         if published else np.array([])
     w = dict(zip([g.name for g in published], np.exp(log_w - (log_w.max() if len(log_w) else 0.0))))
     top = max(w.values(), default=1.0)
