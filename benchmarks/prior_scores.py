@@ -1,7 +1,8 @@
 """Leave one grid out: how well the default prior, learnt from every other grid of the catalogue, ranks the
 intermediate tasks of the grid left out, for a user whose encoder and method are that grid's.
 
-    STILTS_CACHE=/tmp/cache python benchmarks/prior_scores.py --from /path/to/TaskWeb [--write]
+    STILTS_CACHE=/tmp/cache python benchmarks/prior_scores.py --from /path/to/TaskWeb \
+        [--out src/stilts/selection/published/prior_scores.json] [--signal type|semb|diversify] [--oracle]
 
 --from PATH fetches the fetchable sources from a local clone first (`stilts grids fetch NAME --from PATH`).
 Every grid that is here (shipped or fetched) is left out in turn; its targets are ranked from the others,
@@ -14,12 +15,22 @@ give the harm prediction the target's headroom (one run a user would make). Regr
 over targets) and AUROC of P(beats the baseline) (pooled pairs; only where the left-out grid has baselines and
 another grid too) against a random order, per grid and setting, and their means over grids.
 
---signal type adds a setting `renamed+type` (item 4 of the prior's signals, tried): the target's task type
-(stilts' registry, TASK_TYPES for tasks outside it) selects a type-specific correction from the other grids'
-targets of that type, shrunk like the target's own correction. It is not part of the prior: it did not help.
+Target signals tried for a task no grid measured (each adds a setting `renamed+<signal>`; none is part of
+the prior, as none lowered both regrets):
+  type       the target's task type (stilts' registry; TASK_TYPES for tasks outside it): the mean residual of
+             each candidate over the other grids' targets of that type, shrunk like the target's own correction;
+  semb       the target's 3 nearest tasks by semb task embedding (the embedded encoder over --sample-size
+             examples of each task's data from --data, as `stilts rank --method semb` computes them): their
+             residuals in the other grids, shrunk the same way; targets without data get none;
+  diversify  (also `named+diversify`) candidates 2 and 3 chosen to maximise the mean, over the other grids'
+             rows of the target (named) or of every other target (renamed), of the best normalised gain among
+             the chosen: a top 3 that covers different kinds of target.
+--oracle adds `oracle`: the one order of candidates, the same for every target, that is best for the left-out
+grid's own results (greedy on its mean Regret@1, then @3): not a method (it reads the results it is scored on),
+the bound on what any ranking that gives every target the same order can reach.
 
---write replaces src/stilts/selection/published/prior_scores.json (rows of setting, held_out_grid, metric,
-value, random; the command, stilts commit, date and CPU), which `stilts rank` quotes.
+--out FILE writes the rows (setting, held_out_grid, metric, value, random) with the command, stilts commit,
+date and CPU; src/stilts/selection/published/prior_scores.json is what `stilts rank` quotes.
 """
 
 from __future__ import annotations
@@ -32,18 +43,18 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import prior_signals  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "src" / "stilts" / "selection" / "published" / "prior_scores.json"
 METRICS = ("regret_at_1", "regret_at_3", "ndcg", "auroc")
-TASK_TYPES = {"anli_r3": "classification", "imdb": "classification", "piqa": "multiple_choice",
-              "quartz": "multiple_choice", "rotten_tomatoes": "classification", "squad_v2": "span_qa",
-              "winogrande": "multiple_choice"}
 
 
 def load_grids():
@@ -56,32 +67,13 @@ def load_grids():
     return out
 
 
-def task_type(task: str) -> str | None:
-    from stilts.tasks import registry
-
-    return TASK_TYPES.get(task) or (registry.get(task).type if task in registry.names() else None)
-
-
-def type_correction(pool, effects, target: str, candidates: list[str]) -> dict[str, float]:
-    """The mean residual of each candidate over the other grids' targets of the target's type (not the target)."""
-    from stilts.selection import pooling
-
-    kind = task_type(target)
-    mean_w = float(np.mean(list(pool.weights.values())))
-    out = {}
-    for c in candidates:
-        rows = [(pool.weights[n], e.resid.at[u, c]) for n, e in effects.items() for u in e.resid.index
-                if u != target and task_type(u) == kind and c in e.resid.columns and not math.isnan(e.resid.at[u, c])]
-        if kind and rows:
-            w, r = (np.array(x, dtype=float) for x in zip(*rows))
-            out[c] = float(w @ r / (w.sum() + pooling.KAPPA * mean_w))
-    return out
-
-
-def rank_held_out(held, others, setting: str) -> pd.DataFrame:
+def rank_held_out(held, others, setting: str, embeddings: dict) -> pd.DataFrame:
     """ranking rows (target, candidate, method, score, p_beats_baseline) of the held-out grid's targets."""
     from stilts.selection import pooling, prior
 
+    if setting == "oracle":
+        return prior_signals.oracle(held)
+    named, signal = setting.startswith("named"), setting.partition("+")[2]
     pool = pooling.prepare(others, held.encoder, held.method or pooling.USER_METHOD)
     frames = []
     for t in held.targets:
@@ -89,11 +81,15 @@ def rank_held_out(held, others, setting: str) -> pd.DataFrame:
         if len(cands) < 2:
             continue
         base = float(held.first_baseline[t]) if t in held.first_baseline.index else None
-        scored = held.name if setting == "named" else None  # None: no grid's pairs of t are used
+        scored = held.name if named else None  # None: no grid's pairs of t are used
         f = prior.rank_target(others, t, cands, baseline=base, model=held.encoder, scored=scored, pool=pool)
-        if setting == "renamed+type":
-            extra = type_correction(pool, pool.for_target(t, None), t, cands)
+        effects = pool.for_target(t, scored)
+        if signal in ("type", "semb"):
+            extra = prior_signals.type_correction(pool, effects, t, cands) if signal == "type" else \
+                prior_signals.semb_correction(pool, effects, t, cands, embeddings)
             f["score"] = f["score"] + f["candidate"].map(extra).fillna(0.0)
+        elif signal == "diversify":
+            f = prior_signals.diversify(f, effects, pool, t, named)
         frames.append(f.assign(target=t, method="prior"))
     return pd.concat(frames, ignore_index=True)
 
@@ -144,7 +140,7 @@ def cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def write(results: dict, grid_list, command: str) -> None:
+def write(out: Path, results: dict, grid_list, command: str) -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     rows = [{"setting": s, "held_out_grid": g, "metric": k, "value": round(v[0], 6),
@@ -153,15 +149,22 @@ def write(results: dict, grid_list, command: str) -> None:
             if not math.isnan(v[0])]
     made = {"command": command, "stilts_commit": commit, "date": datetime.date.today().isoformat(), "cpu": cpu()}
     grids = {g.name: {"encoder": g.encoder, "method": g.method} for g in grid_list}
-    OUT.write_text(json.dumps({"made": made, "grids": grids, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"made": made, "grids": grids, "rows": rows}, indent=1) + "\n")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--from", dest="from_path", type=Path, help="a clone of each fetchable source's repository")
-    ap.add_argument("--signal", action="append", default=[], choices=["type"], help="a target signal to try")
+    ap.add_argument("--signal", action="append", default=[], choices=["type", "semb", "diversify"],
+                    help="a target signal to try (repeatable)")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="task data for --signal semb")
+    ap.add_argument("--semb-project", default=str(Path(tempfile.gettempdir()) / "stilts-prior-scores-semb"),
+                    help="the scratch project semb's embeddings are cached in")
+    ap.add_argument("--sample-size", type=int, default=1000, help="examples per task for semb (default 1000)")
+    ap.add_argument("--oracle", action="store_true", help="add the best single order (a bound, not a method)")
     ap.add_argument("--only", help="comma-separated held-out grids (default: every grid)")
-    ap.add_argument("--write", action="store_true", help=f"write {OUT.relative_to(ROOT)}")
+    ap.add_argument("--out", type=Path, help="write the rows there (the shipped file: "
+                    "src/stilts/selection/published/prior_scores.json)")
     args = ap.parse_args(argv)
     from stilts.selection import fetch, published
 
@@ -170,18 +173,24 @@ def main(argv=None) -> int:
             fetch.fetch(source, args.from_path)
     grid_list = load_grids()
     settings = ["named", "renamed"] + [f"renamed+{s}" for s in args.signal]
+    settings += ["named+diversify"] * ("diversify" in args.signal) + ["oracle"] * args.oracle
+    tasks = sorted({t for g in grid_list for t in [*g.targets, *g.sources]})
+    emb = prior_signals.embeddings(args.data, tasks, args.semb_project, args.sample_size) \
+        if "semb" in args.signal else {}
     held_out = [g for g in grid_list if not args.only or g.name in args.only.split(",")]
     start, results = time.perf_counter(), {s: {} for s in settings}
     for held in held_out:
         others = [g for g in grid_list if g.name != held.name]
         for setting in settings:
-            results[setting][held.name] = score(held, rank_held_out(held, others, setting))
+            results[setting][held.name] = score(held, rank_held_out(held, others, setting, emb))
         print(f"{held.name}: done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     print(table(results))
+    if emb:
+        print(f"\nsemb: embeddings of {len(emb)} tasks with data ({', '.join(sorted(emb))})")
     print(f"\n{len(grid_list)} grids; {time.perf_counter() - start:.0f} s; {cpu()}")
-    if args.write:
-        write(results, grid_list, "python benchmarks/prior_scores.py " + " ".join(
-            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write"))
+    if args.out:
+        write(args.out, {s: results[s] for s in ("named", "renamed")}, grid_list,
+              "python benchmarks/prior_scores.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

@@ -59,7 +59,7 @@ def test_weights_learned_leave_one_grid_out_follow_the_users_encoder_family():
 
 def test_equal_weights_when_closeness_predicts_nothing():
     grid_list = [grid(f"g{i}", A, enc, seed=i) for i, enc in enumerate(("roberta-base", "t5-base", "gpt2-medium"))]
-    pool = pooling.prepare(grid_list, "roberta-base")
+    pool = pooling.prepare(grid_list, "bert-base-uncased")  # none measured with it
     assert list(pool.theta) == [0, 0, 0, 0]
     assert set(np.round(list(pool.weights.values()), 9)) == {round(1 / 3, 9)}
 
@@ -105,3 +105,9 @@ def test_other_grids_measurements_of_the_target_count_but_never_the_scored_grids
     assert order(moved) != order(before)  # another grid's rte: counts
     assert "rte itself" not in rank([scored, reversed_rte], None)["basis"].iloc[0]
     pd.testing.assert_frame_equal(rank([scored, other], None), rank([scrambled, reversed_rte], None))
+
+
+def test_a_grid_measured_with_the_users_encoder_weighs_at_least_twice_any_other():
+    grid_list = [grid(f"g{i}", A, enc, seed=i) for i, enc in enumerate(("roberta-base", "t5-base", "gpt2-medium"))]
+    pool = pooling.prepare(grid_list, "FacebookAI/roberta-base")
+    assert pool.weights["g0"] == pytest.approx(pooling.SAME_FACTOR * max(pool.weights["g1"], pool.weights["g2"]))

@@ -9,8 +9,9 @@ grid's setting is to the user's, and the grids' own measurements of the ranked t
    method), the others are pooled with w(θ), and θ minimises the squared error of the pooled effects against
    the held-out grid's centred normalised gains, over THETAS; the smallest θ (Σ|θ|) within PARSIMONY of the
    lowest error is kept, so closeness counts only where it predicts clearly better (θ = 0: equal weights).
-   A grid of the user's own (a study or imported results: not from the catalogue) weighs OWN_FACTOR × the
-   heaviest catalogue grid.
+   Whatever θ is, a catalogue grid measured with the user's own encoder weighs at least SAME_FACTOR × the
+   heaviest of the other catalogue grids, and a grid of the user's own (a study or imported results: not from
+   the catalogue) OWN_FACTOR × the heaviest catalogue grid: most, as it was measured in the user's setting.
 3. Pooled source effect: ā_s = Σ w_g a_g,s / Σ w_g over the grids that measured s; its variance
    Σ w_g² Var(a_g,s) / (Σ w_g)² plus τ_s² = Σ w_g (a_g,s − ā_s)² / Σ w_g, the grids' disagreement about s.
 4. The ranked target itself: where other grids measured it (the same task name), its score after s gains
@@ -35,7 +36,8 @@ SIGNS = np.array([1.0, 1.0, -1.0, 1.0])  # closer → heavier; a larger size dis
 THETAS = [np.array(t) for t in itertools.product((0.0, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0),
                                                  (0.0, 0.5, 1.0, 2.0))]
 PARSIMONY = 0.05  # θ: the smallest (Σ|θ|) within 5% of the lowest leave-one-grid-out error
-OWN_FACTOR = 2.0
+SAME_FACTOR = 2.0  # a catalogue grid measured with the user's encoder: at least 2 × any other catalogue grid
+OWN_FACTOR = 2.0  # a grid of the user's own: 2 × the heaviest catalogue grid
 KAPPA = 1.0
 USER_METHOD = "full fine-tuning"
 
@@ -44,7 +46,7 @@ USER_METHOD = "full fine-tuning"
 class GridEffects:
     name: str
     a: pd.Series  # source → effect
-    a_var: pd.Series  # source → its variance
+    a_cov: pd.DataFrame  # covariance of the source effects
     resid: pd.DataFrame  # target × source: z − a − b of the measured pairs
 
 
@@ -82,7 +84,7 @@ def grid_effects(grid: grids_.Grid, leave_out: set[str] = frozenset()) -> GridEf
     z, _ = grids_.normalised(grid, leave_out)
     b = pd.Series(eff.b.to_numpy(), [t for _, t in eff.targets])
     resid = z.sub(eff.a.reindex(z.columns), axis=1).sub(b.reindex(z.index), axis=0)
-    return GridEffects(grid.name, eff.a, pd.Series(np.diag(eff.a_cov.to_numpy()), eff.a.index), resid)
+    return GridEffects(grid.name, eff.a, eff.a_cov, resid)
 
 
 def _features(grid, model: str | None, method: str) -> np.ndarray:
@@ -135,6 +137,9 @@ def prepare(grid_list, model: str | None, method: str = USER_METHOD) -> Pool:
     log_w = _log_weights(np.vstack([_features(g, model, method) for g in published]), theta) \
         if published else np.array([])
     w = dict(zip([g.name for g in published], np.exp(log_w - (log_w.max() if len(log_w) else 0.0))))
+    same = {g.name for g in published if encoders.same(g.encoder, model)}
+    floor = SAME_FACTOR * max((v for n, v in w.items() if n not in same), default=0.0)
+    w |= {n: max(w[n], floor) for n in same}
     top = max(w.values(), default=1.0)
     w |= {g.name: OWN_FACTOR * top for g in grid_list if not g.published}
     total = sum(w.values())
@@ -145,7 +150,7 @@ def pooled_effects(effects: dict[str, GridEffects], weights: dict[str, float], c
     """candidate → (ā, variance, the grids that measured it); None for a candidate no grid measured."""
     out = {}
     for c in candidates:
-        rows = [(weights[n], e.a[c], e.a_var[c]) for n, e in effects.items() if c in e.a.index]
+        rows = [(weights[n], e.a[c], e.a_cov.at[c, c]) for n, e in effects.items() if c in e.a.index]
         if not rows:
             out[c] = None
             continue
@@ -154,6 +159,21 @@ def pooled_effects(effects: dict[str, GridEffects], weights: dict[str, float], c
         var = float((w ** 2) @ v / w.sum() ** 2 + w @ (a - mean) ** 2 / w.sum())
         out[c] = (mean, var, [n for n, e in effects.items() if c in e.a.index])
     return out
+
+
+def pooled_cov(effects: dict[str, GridEffects], weights: dict[str, float], pooled: dict, candidates: list[str]):
+    """Covariance of the pooled effects: Σ_g w_g² Cov_g(s, s') / (W_s W_s') over the grids that measured both, and
+    on the diagonal the variance of pooled_effects (with the grids' disagreement τ²)."""
+    cov = np.zeros((len(candidates), len(candidates)))
+    total = {c: sum(weights[n] for n in pooled[c][2]) for c in candidates if pooled[c] is not None}
+    for i, c in enumerate(candidates):
+        for j, d in enumerate(candidates):
+            if i == j and pooled[c] is not None:
+                cov[i, i] = pooled[c][1]
+            elif i != j and pooled[c] is not None and pooled[d] is not None:
+                both = [n for n in pooled[c][2] if n in pooled[d][2]]
+                cov[i, j] = sum(weights[n] ** 2 * effects[n].a_cov.at[c, d] for n in both) / (total[c] * total[d])
+    return cov
 
 
 def target_correction(effects: dict[str, GridEffects], weights: dict[str, float], target: str,

@@ -160,7 +160,7 @@ def harm_columns(mean: np.ndarray, var: np.ndarray, target_effect: tuple[float, 
 
 def pooled_candidates(pool, target: str, candidates: list[str], embeddings=None, scored: str | None = None):
     """candidate → (score, basis) from the pool's weighted grids and their measurements of the target; the mean
-    vector and (diagonal) covariance of the scores."""
+    vector and covariance of the scores (pooling.pooled_cov; a candidate outside every grid: its variance only)."""
     from stilts.selection import pooling
 
     effects = pool.for_target(target, scored)
@@ -186,7 +186,9 @@ def pooled_candidates(pool, target: str, candidates: list[str], embeddings=None,
             out[c], var[c] = (guess[0], "semb neighbours: " + ", ".join(guess[2])), guess[1]
         else:
             out[c], var[c] = (0.0, "in no grid, no embedding: unseen-source prior"), proxy.prior_var
-    return out, np.array([out[c][0] for c in candidates]), np.diag([var[c] for c in candidates])
+    cov = pooling.pooled_cov(effects, pool.weights, pooled, candidates)
+    cov[np.diag_indices(len(candidates))] = [var[c] for c in candidates]
+    return out, np.array([out[c][0] for c in candidates]), cov
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,29 +128,46 @@ def sources() -> dict[str, Source]:
 
 @functools.cache
 def prior_scores() -> dict:
-    """How each shipped grid's prior ranked grids (prior_scores.json, written by benchmarks/prior_scores.py):
-    {"made": {command, stilts_commit, date}, "grids": {name: {encoder, about}}, "rows": [{setting,
-    held_out_grid, metric, value, random}]}."""
+    """How the default prior ranked each grid of the catalogue left out of the others (prior_scores.json, written
+    by benchmarks/prior_scores.py): {"made": {command, stilts_commit, date, cpu}, "grids": {name: {encoder,
+    method}}, "rows": [{setting, held_out_grid, metric, value, random}]}; settings `named` (other grids'
+    measurements of the same task count) and `renamed` (no grid measured the target)."""
     return json.loads(SCORES.read_text(encoding="utf-8")) if SCORES.is_file() else {"grids": {}, "rows": []}
 
 
-def cross_encoder(name: str) -> str:
-    """How the prior of shipped grid `name` ranked the grids in prior_scores.json measured with another encoder,
-    as a clause of `stilts rank`'s note ("" when none was)."""
-    scores, own = prior_scores(), catalog()[name].encoder
-    clauses = []
-    for held_out, about in scores["grids"].items():
-        if about["encoder"] == own:
-            continue
-        m = {r["metric"]: r for r in scores["rows"]
-             if r["setting"] == f"prior:{name}" and r["held_out_grid"] == held_out}
-        if not {"targets", "candidates", "regret_at_1", "regret_at_3"} <= set(m):
-            continue
-        clauses.append(f"on {about['about']}, {m['targets']['value']} targets × the {m['candidates']['value']} "
-                       f"intermediate tasks both grids hold, its prior had Regret@1 {m['regret_at_1']['value']:.1%} "
-                       f"(a random order: {m['regret_at_1']['random']:.1%}) and Regret@3 "
-                       f"{m['regret_at_3']['value']:.1%} (random: {m['regret_at_3']['random']:.1%})")
-    return "; ".join(clauses)
+def _closest(model: str, grids: dict) -> str | None:
+    """The left-out grid whose encoder is closest to `model`: the same encoder, else the same family and
+    nearest size, else None."""
+    from stilts.selection import encoders
+
+    def key(name: str):
+        f = encoders.closeness(grids[name]["encoder"], grids[name].get("method") or FULL, model, FULL)
+        size = 99.0 if math.isnan(f["size_distance"]) else f["size_distance"]
+        return (-f["same_encoder"], -f["same_method"], size, name)
+
+    near = [n for n in grids if encoders.same(grids[n]["encoder"], model) or
+            encoders.closeness(grids[n]["encoder"], FULL, model, FULL)["same_family"]]
+    return min(near, key=key) if near else None
+
+
+def held_out_scores(model: str) -> str:
+    """What `stilts rank` quotes of prior_scores.json for a user of `model`: the left-out grid closest to it
+    ("" when the file has no such rows), as a clause of a note."""
+    scores = prior_scores()
+    rows = {(r["setting"], r["held_out_grid"], r["metric"]): r for r in scores["rows"]}
+    name = _closest(model, scores["grids"]) if scores["grids"] else None
+    if name is None or ("renamed", name, "regret_at_1") not in rows:
+        return ""
+
+    def part(setting: str, what: str) -> str:
+        r1, r3 = rows[(setting, name, "regret_at_1")], rows[(setting, name, "regret_at_3")]
+        return (f"{what}: Regret@1 {r1['value']:.1%} (a random order: {r1['random']:.1%}), Regret@3 "
+                f"{r3['value']:.1%} ({r3['random']:.1%})")
+
+    made = scores.get("made", {})
+    return (f"with {name} ({scores['grids'][name]['encoder']}) left out of the others, the prior ranked its targets "
+            f"with {part('named', 'where other grids measured the same task')}; "
+            f"{part('renamed', 'as a task no grid measured')} (prior_scores.json, `{made.get('command', '')}`)")
 
 
 def names() -> list[str]:
