@@ -2,7 +2,7 @@
 intermediate tasks of the grid left out, for a user whose encoder and method are that grid's.
 
     STILTS_CACHE=/tmp/cache python benchmarks/prior_scores.py --from /path/to/TaskWeb \
-        [--out src/stilts/selection/published/prior_scores.json] [--signal type|semb|diversify] [--oracle]
+        [--out src/stilts/selection/published/prior_scores.json] [--signal type|semb] [--oracle]
 
 --from PATH fetches the fetchable sources from a local clone first (`stilts grids fetch NAME --from PATH`).
 Every grid that is here (shipped or fetched) is left out in turn; its targets are ranked from the others,
@@ -15,16 +15,14 @@ give the harm prediction the target's headroom (one run a user would make). Regr
 over targets) and AUROC of P(beats the baseline) (pooled pairs; only where the left-out grid has baselines and
 another grid too) against a random order, per grid and setting, and their means over grids.
 
-Target signals tried for a task no grid measured (each adds a setting `renamed+<signal>`; none is part of
-the prior, as none lowered both regrets):
+Target signals tried for a task no grid measured (each adds a setting `renamed+<signal>`; neither is part of
+the prior, as neither lowered both regrets; the third tried, choosing the top 3 as a set, did and is the
+prior's pooling.diversify):
   type       the target's task type (stilts' registry; TASK_TYPES for tasks outside it): the mean residual of
              each candidate over the other grids' targets of that type, shrunk like the target's own correction;
   semb       the target's 3 nearest tasks by semb task embedding (the embedded encoder over --sample-size
              examples of each task's data from --data, as `stilts rank --method semb` computes them): their
-             residuals in the other grids, shrunk the same way; targets without data get none;
-  diversify  (also `named+diversify`) candidates 2 and 3 chosen to maximise the mean, over the other grids'
-             rows of the target (named) or of every other target (renamed), of the best normalised gain among
-             the chosen: a top 3 that covers different kinds of target.
+             residuals in the other grids, shrunk the same way; targets without data get none.
 --oracle adds `oracle`: the one order of candidates, the same for every target, that is best for the left-out
 grid's own results (greedy on its mean Regret@1, then @3): not a method (it reads the results it is scored on),
 the bound on what any ranking that gives every target the same order can reach.
@@ -84,12 +82,12 @@ def rank_held_out(held, others, setting: str, embeddings: dict) -> pd.DataFrame:
         scored = held.name if named else None  # None: no grid's pairs of t are used
         f = prior.rank_target(others, t, cands, baseline=base, model=held.encoder, scored=scored, pool=pool)
         effects = pool.for_target(t, scored)
-        if signal in ("type", "semb"):
+        if signal in ("type", "semb"):  # added to the prior's scores before the top 3 is chosen as a set
             extra = prior_signals.type_correction(pool, effects, t, cands) if signal == "type" else \
                 prior_signals.semb_correction(pool, effects, t, cands, embeddings)
-            f["score"] = f["score"] + f["candidate"].map(extra).fillna(0.0)
-        elif signal == "diversify":
-            f = prior_signals.diversify(f, effects, pool, t, named)
+            _, mean, _ = prior.pooled_candidates(pool, t, cands, None, scored)
+            adjusted = mean + np.array([extra.get(c, 0.0) for c in cands])
+            f["score"] = pooling.diversify(adjusted, effects, pool.weights, t, cands)[0]
         frames.append(f.assign(target=t, method="prior"))
     return pd.concat(frames, ignore_index=True)
 
@@ -155,7 +153,7 @@ def write(out: Path, results: dict, grid_list, command: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--from", dest="from_path", type=Path, help="a clone of each fetchable source's repository")
-    ap.add_argument("--signal", action="append", default=[], choices=["type", "semb", "diversify"],
+    ap.add_argument("--signal", action="append", default=[], choices=["type", "semb"],
                     help="a target signal to try (repeatable)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="task data for --signal semb")
     ap.add_argument("--semb-project", default=str(Path(tempfile.gettempdir()) / "stilts-prior-scores-semb"),
@@ -173,7 +171,7 @@ def main(argv=None) -> int:
             fetch.fetch(source, args.from_path)
     grid_list = load_grids()
     settings = ["named", "renamed"] + [f"renamed+{s}" for s in args.signal]
-    settings += ["named+diversify"] * ("diversify" in args.signal) + ["oracle"] * args.oracle
+    settings += ["oracle"] * args.oracle
     tasks = sorted({t for g in grid_list for t in [*g.targets, *g.sources]})
     emb = prior_signals.embeddings(args.data, tasks, args.semb_project, args.sample_size) \
         if "semb" in args.signal else {}

@@ -1,5 +1,5 @@
-"""The target signals benchmarks/prior_scores.py tries on top of the prior (type, semb, diversify), and the
-oracle order it reports as a bound. See prior_scores.py's docstring for what each does."""
+"""The target signals benchmarks/prior_scores.py tries on top of the prior (type, semb), and the oracle order it
+reports as a bound. See prior_scores.py's docstring for what each does."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ TASK_TYPES = {"anli_r3": "classification", "imdb": "classification", "piqa": "mu
               "quartz": "multiple_choice", "rotten_tomatoes": "classification", "squad_v2": "span_qa",
               "winogrande": "multiple_choice"}
 NEIGHBOURS = 3
-TOP = 3
+TOP = 3  # the oracle's greedy order: Regret@1, then Regret@3
 
 
 def task_type(task: str) -> str | None:
@@ -77,33 +77,6 @@ def embeddings(data: str, tasks, project, sample_size: int) -> dict:
                                                           "mlflow": {"experiment": "scratch"}}))
     params = config.use_task_files(config.load(project / "params.yaml"))
     return signals.embeddings(params, [t for t in tasks if signals.has_data(params, t)])
-
-
-def diversify(frame: pd.DataFrame, effects, pool, target: str, named: bool) -> pd.DataFrame:
-    """The frame with candidates 2..TOP re-chosen to cover the scenarios (rows of normalised gains) best."""
-    cands = list(frame["candidate"])
-    mats = []
-    for name, e in effects.items():
-        z = e.resid  # residual + effects = the normalised gains; rebuilt below
-        rows = [target] if named else [u for u in z.index if u != target]
-        rows = [u for u in rows if u in z.index]
-        gains = z.loc[rows].reindex(columns=cands).add(e.a.reindex(cands), axis=1)
-        mats.append(gains.to_numpy(float))
-    m = np.vstack(mats) if mats else np.empty((0, len(cands)))
-    m = m[(~np.isnan(m)).sum(axis=1) >= 2]
-    if len(m) == 0 or len(cands) <= 2:
-        return frame
-    filled = np.where(np.isnan(m), np.nanmean(m, axis=1, keepdims=True), m)
-    chosen = [int(np.argmax(frame["score"].to_numpy()))]
-    while len(chosen) < min(TOP, len(cands)):
-        gain = np.maximum(filled[:, chosen].max(axis=1)[:, None], filled).mean(axis=0)
-        gain[chosen] = -np.inf
-        chosen.append(int(np.argmax(gain)))
-    score = frame["score"].to_numpy(float).copy()
-    top = score.max()
-    for i, j in enumerate(chosen):
-        score[j] = top + 1.0 + TOP - i  # above every other candidate, in the chosen order
-    return frame.assign(score=score)
 
 
 def oracle(held) -> pd.DataFrame:

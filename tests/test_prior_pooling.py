@@ -53,7 +53,10 @@ def test_weights_learned_leave_one_grid_out_follow_the_users_encoder_family():
         heavy = [n for n in pool.weights if pool.weights[n] == max(pool.weights.values())]
         assert all(n.startswith(model[0]) for n in heavy)
         table = prior.rank_target(grid_list, "new", list(truth), model=model, pool=pool)
-        assert order(table) == sorted(truth, key=truth.get, reverse=True)
+        want, got = sorted(truth, key=truth.get, reverse=True), order(table)
+        assert got[0] == want[0] and want[1] in got[:3]
+        # the top 3 as a set: the other family's best (the last here) covers the grids that disagree
+        assert want[-1] in got[:3] and "in the top 3 as a set" in table.set_index("candidate").at[want[-1], "basis"]
         assert table["basis"].iloc[0].startswith("grids: ") and "%" in table["basis"].iloc[0]
 
 
@@ -111,3 +114,18 @@ def test_a_grid_measured_with_the_users_encoder_weighs_at_least_twice_any_other(
     grid_list = [grid(f"g{i}", A, enc, seed=i) for i, enc in enumerate(("roberta-base", "t5-base", "gpt2-medium"))]
     pool = pooling.prepare(grid_list, "FacebookAI/roberta-base")
     assert pool.weights["g0"] == pytest.approx(pooling.SAME_FACTOR * max(pool.weights["g1"], pool.weights["g2"]))
+
+
+def test_the_top_3_covers_targets_that_want_different_candidates():
+    """Half the targets want s1 then s2, half want s5; s2 scores second overall but never wins where s1 loses."""
+    effects_a = {"s1": 1.5, "s2": 1.4, "s3": 0.2, "s4": -0.4, "s5": -1.3}
+    effects_b = {"s1": 1.5, "s2": 1.4, "s3": 0.2, "s4": -0.4, "s5": 2.5}
+    rows = []
+    for i, t in enumerate(TARGETS):
+        eff = effects_a if i % 2 else effects_b
+        rows += [{"source": s, "task": t, "role": "target", "restart": 0, "score": 0.6 + 0.03 * a}
+                 for s, a in eff.items()]
+    g = grids.from_runs("mixed", pd.DataFrame(rows), "roberta-base", None, True)
+    table = prior.rank_target([g], "new", list(effects_a), model="roberta-base")
+    assert order(table)[:2] == ["s1", "s5"]  # s5 wins half the targets; s2 only where s1 wins too
+    assert table.set_index("candidate").at["s1", "score"] > table.set_index("candidate").at["s5", "score"]

@@ -9,14 +9,20 @@ grid's setting is to the user's, and the grids' own measurements of the ranked t
    method), the others are pooled with w(θ), and θ minimises the squared error of the pooled effects against
    the held-out grid's centred normalised gains, over THETAS; the smallest θ (Σ|θ|) within PARSIMONY of the
    lowest error is kept, so closeness counts only where it predicts clearly better (θ = 0: equal weights).
-   Whatever θ is, a catalogue grid measured with the user's own encoder weighs at least SAME_FACTOR × the
-   heaviest of the other catalogue grids, and a grid of the user's own (a study or imported results: not from
-   the catalogue) OWN_FACTOR × the heaviest catalogue grid: most, as it was measured in the user's setting.
+   Whatever θ is, a catalogue grid measured with the user's own encoder and method weighs at least
+   SAME_FACTOR × the heaviest of the other catalogue grids, and a grid of the user's own (a study or imported
+   results: not from the catalogue) OWN_FACTOR × the heaviest catalogue grid: most, as it was measured in the
+   user's setting.
 3. Pooled source effect: ā_s = Σ w_g a_g,s / Σ w_g over the grids that measured s; its variance
    Σ w_g² Var(a_g,s) / (Σ w_g)² plus τ_s² = Σ w_g (a_g,s − ā_s)² / Σ w_g, the grids' disagreement about s.
 4. The ranked target itself: where other grids measured it (the same task name), its score after s gains
    c_t,s = Σ w_g r_g,t,s / (Σ w_g + KAPPA · mean weight) over those grids (shrunk as if KAPPA average grids had
    measured a residual of 0). The scored experiment's own pairs of the target are never used.
+5. The top 3 as a set (diversify): the first candidate is the best-scored; the second and third are chosen
+   one by one to maximise the weighted mean, over scenarios, of the best normalised gain among those chosen.
+   The scenarios are the other grids' rows of the target where they measured it, else every other target's
+   row in every grid (a missing cell: the row's mean). Candidates that win on different kinds of target
+   beat two that win together; a pick's score is raised just above the best candidate left out.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ SIGNS = np.array([1.0, 1.0, -1.0, 1.0])  # closer → heavier; a larger size dis
 THETAS = [np.array(t) for t in itertools.product((0.0, 1.0, 2.0), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0),
                                                  (0.0, 0.5, 1.0, 2.0))]
 PARSIMONY = 0.05  # θ: the smallest (Σ|θ|) within 5% of the lowest leave-one-grid-out error
-SAME_FACTOR = 2.0  # a catalogue grid measured with the user's encoder: at least 2 × any other catalogue grid
+SAME_FACTOR = 2.0  # a catalogue grid of the user's encoder and method: at least 2 × any other catalogue grid
+TOP = 3  # the top of the ranking that diversify() chooses as a set
+STEP = 1e-6  # the smallest score difference diversify() leaves between its picks
 OWN_FACTOR = 2.0  # a grid of the user's own: 2 × the heaviest catalogue grid
 KAPPA = 1.0
 USER_METHOD = "full fine-tuning"
@@ -137,7 +145,8 @@ def prepare(grid_list, model: str | None, method: str = USER_METHOD) -> Pool:
     log_w = _log_weights(np.vstack([_features(g, model, method) for g in published]), theta) \
         if published else np.array([])
     w = dict(zip([g.name for g in published], np.exp(log_w - (log_w.max() if len(log_w) else 0.0))))
-    same = {g.name for g in published if encoders.same(g.encoder, model)}
+    same = {g.name for g in published if encoders.same(g.encoder, model) and
+            (g.method or USER_METHOD).lower() == method.lower()}
     floor = SAME_FACTOR * max((v for n, v in w.items() if n not in same), default=0.0)
     w |= {n: max(w[n], floor) for n in same}
     top = max(w.values(), default=1.0)
@@ -195,3 +204,39 @@ def describe(weights: dict[str, float], names) -> str:
     """"g1 31%, g2 12%, …", heaviest first."""
     shown = sorted(names, key=lambda n: (-weights[n], n))
     return ", ".join(f"{n} {100 * weights[n]:.0f}%" for n in shown)
+
+
+def diversify(scores: np.ndarray, effects: dict[str, GridEffects], weights: dict[str, float], target: str,
+              candidates: list[str]) -> tuple[np.ndarray, dict[int, float]]:
+    """(scores with candidates 2..TOP re-chosen as described in 5. of the module's docstring; index → the score
+    a raised pick had)."""
+    if len(candidates) <= 2:
+        return scores, {}
+    measured = [n for n, e in effects.items() if target in e.resid.index]
+    blocks, w = [], []
+    for n in measured or list(effects):
+        e = effects[n]
+        tasks = [target] if measured else [u for u in e.resid.index if u != target]
+        gains = e.resid.loc[tasks].reindex(columns=candidates).add(e.a.reindex(candidates), axis=1)
+        blocks.append(gains.to_numpy(float))
+        w += [weights[n]] * len(tasks)
+    m, w = (np.vstack(blocks), np.array(w)) if blocks else (np.empty((0, len(candidates))), np.array([]))
+    keep = (~np.isnan(m)).sum(axis=1) >= 2
+    m, w = m[keep], w[keep]
+    if not len(m):
+        return scores, {}
+    filled = np.where(np.isnan(m), np.nanmean(m, axis=1, keepdims=True), m)
+    chosen = [int(np.argmax(scores))]
+    while len(chosen) < min(TOP, len(candidates)):
+        cover = np.round(np.maximum(filled[:, chosen].max(axis=1)[:, None], filled).T @ w / w.sum(), 12)
+        chosen.append(max((j for j in range(len(candidates)) if j not in chosen),
+                          key=lambda j: (cover[j], scores[j])))  # equal cover: the better score
+    out, raised = scores.astype(float).copy(), {}
+    floor = max(float(out[i]) for i in range(len(out)) if i not in chosen) if len(out) > len(chosen) else -np.inf
+    for k in range(1, len(chosen)):
+        j, previous = chosen[k], out[chosen[k - 1]]
+        value = min(max(out[j], floor + STEP * (TOP - k)), previous - STEP * 0.5)
+        if value != out[j]:
+            raised[j] = float(out[j])
+            out[j] = value
+    return out, raised
