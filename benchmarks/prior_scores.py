@@ -23,6 +23,8 @@ prior's pooling.diversify):
   semb       the target's 3 nearest tasks by semb task embedding (the embedded encoder over --sample-size
              examples of each task's data from --data, as `stilts rank --method semb` computes them): their
              residuals in the other grids, shrunk the same way; targets without data get none.
+--signal plain adds `named+plain` and `renamed+plain`: each candidate ranked by its own score, the prior
+without choosing its top 3 as a set, to show what that choice changes.
 --oracle adds `oracle`: the one order of candidates, the same for every target, that is best for the left-out
 grid's own results (greedy on its mean Regret@1, then @3): not a method (it reads the results it is scored on),
 the bound on what any ranking that gives every target the same order can reach.
@@ -82,7 +84,9 @@ def rank_held_out(held, others, setting: str, embeddings: dict) -> pd.DataFrame:
         scored = held.name if named else None  # None: no grid's pairs of t are used
         f = prior.rank_target(others, t, cands, baseline=base, model=held.encoder, scored=scored, pool=pool)
         effects = pool.for_target(t, scored)
-        if signal in ("type", "semb"):  # added to the prior's scores before the top 3 is chosen as a set
+        if signal == "plain":  # each candidate by its own score: the prior without choosing the top 3 as a set
+            f["score"] = prior.pooled_candidates(pool, t, cands, None, scored)[1]
+        elif signal in ("type", "semb"):  # added to the prior's scores before the top 3 is chosen as a set
             extra = prior_signals.type_correction(pool, effects, t, cands) if signal == "type" else \
                 prior_signals.semb_correction(pool, effects, t, cands, embeddings)
             _, mean, _ = prior.pooled_candidates(pool, t, cands, None, scored)
@@ -153,7 +157,7 @@ def write(out: Path, results: dict, grid_list, command: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--from", dest="from_path", type=Path, help="a clone of each fetchable source's repository")
-    ap.add_argument("--signal", action="append", default=[], choices=["type", "semb"],
+    ap.add_argument("--signal", action="append", default=[], choices=["type", "semb", "plain"],
                     help="a target signal to try (repeatable)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="task data for --signal semb")
     ap.add_argument("--semb-project", default=str(Path(tempfile.gettempdir()) / "stilts-prior-scores-semb"),
@@ -171,7 +175,7 @@ def main(argv=None) -> int:
             fetch.fetch(source, args.from_path)
     grid_list = load_grids()
     settings = ["named", "renamed"] + [f"renamed+{s}" for s in args.signal]
-    settings += ["oracle"] * args.oracle
+    settings += ["named+plain"] * ("plain" in args.signal) + ["oracle"] * args.oracle
     tasks = sorted({t for g in grid_list for t in [*g.targets, *g.sources]})
     emb = prior_signals.embeddings(args.data, tasks, args.semb_project, args.sample_size) \
         if "semb" in args.signal else {}

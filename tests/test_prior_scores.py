@@ -71,8 +71,8 @@ def test_the_rank_note_quotes_the_left_out_grid_closest_to_the_users_encoder(tmp
         notes = guidance.encoder_notes(params, paper)
         assert notes[0].startswith("paper-2020 was measured with your encoder (FacebookAI/roberta-large): it weighs "
                                    "most")
-        assert ("with rb (roberta-base) left out of the others, the prior ranked its targets with where other grids "
-                "measured the same task: Regret@1 1.1% (a random order: 8.9%), Regret@3 0.9% (4.5%); as a task no "
-                "grid measured: Regret@1 3.4% (a random order: 8.9%)") in notes[0]
+        assert ("when rb (roberta-base) was left out of the other grids, the prior's first pick 1.1% below the best "
+                "on average (a random pick: 8.9%), best of its top 3 0.9% (4.5%) for targets other grids measured "
+                "too, its first pick 3.4% below the best on average (a random pick: 8.9%)") in notes[0]
     finally:
         published.prior_scores.cache_clear()

@@ -10,8 +10,9 @@ Ranking (rank_target): pooling.py fits each grid on its own, weighs the grids by
 user's encoder (weights learned leave-one-grid-out) and pools their source effects; where other grids
 measured the ranked target itself, their residuals for it are added. The scored experiment's pairs of the
 target are never used. Within a target b is a constant, so the ranking score of a candidate is its pooled
-source effect (plus the target's own correction); the second and third are chosen as a set with the first
-(pooling.diversify), their scores raised just above the best candidate left out where needed.
+source effect (plus the target's own correction); pooling two grids or more, the second and third are chosen
+as a set with the first (pooling.diversify), their scores raised just above the best candidate left out where
+needed (with one grid each candidate keeps its own score: there the choice did worse on 2 of 3 grids).
 
 A candidate in no grid is scored from its semb neighbours: the mean pooled effect of the k = 3 in-grid
 candidates whose task embeddings are closest (cosine), with the variance of that guess measured by
@@ -216,7 +217,8 @@ def rank_target(grid_list: list[grids_.Grid], target: str, candidates: list[str]
     scored_c, mean, cov = pooled_candidates(pool, target, candidates, embeddings, scored)
     var = np.diag(cov) + eff.sigma2
     effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
-    order, raised = pooling.diversify(mean, pool.for_target(target, scored), pool.weights, target, candidates)
+    order, raised = pooling.diversify(mean, pool.for_target(target, scored), pool.weights, target, candidates) \
+        if len(pool.effects) >= 2 else (mean, {})
     basis = [scored_c[c][1] + (f"; in the top {pooling.TOP} as a set (score {raised[i]:.3f} raised)"
                                if i in raised else "") for i, c in enumerate(candidates)]
     return pd.DataFrame({"candidate": candidates, "score": order, "basis": basis,

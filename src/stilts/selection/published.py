@@ -159,15 +159,15 @@ def held_out_scores(model: str) -> str:
     if name is None or ("renamed", name, "regret_at_1") not in rows:
         return ""
 
-    def part(setting: str, what: str) -> str:
+    def part(setting: str) -> str:
         r1, r3 = rows[(setting, name, "regret_at_1")], rows[(setting, name, "regret_at_3")]
-        return (f"{what}: Regret@1 {r1['value']:.1%} (a random order: {r1['random']:.1%}), Regret@3 "
-                f"{r3['value']:.1%} ({r3['random']:.1%})")
+        return (f"first pick {r1['value']:.1%} below the best on average (a random pick: {r1['random']:.1%}), "
+                f"best of its top 3 {r3['value']:.1%} ({r3['random']:.1%})")
 
     made = scores.get("made", {})
-    return (f"with {name} ({scores['grids'][name]['encoder']}) left out of the others, the prior ranked its targets "
-            f"with {part('named', 'where other grids measured the same task')}; "
-            f"{part('renamed', 'as a task no grid measured')} (prior_scores.json, `{made.get('command', '')}`)")
+    return (f"when {name} ({scores['grids'][name]['encoder']}) was left out of the other grids, the prior's "
+            f"{part('named')} for targets other grids measured too, its {part('renamed')} for tasks no grid "
+            f"measured (prior_scores.json, `{made.get('command', '')}`)")
 
 
 def names() -> list[str]:
