@@ -5,6 +5,7 @@ by `stilts grids` and used by `stilts rank` by default."""
 import http.server
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -175,6 +176,7 @@ def test_rank_fetches_on_first_use_and_learns_from_every_grid(tmp_path, monkeypa
     assert published.available() == ["paper-2020", "tw-roberta", "tw-t5-bitfit"]
     assert "prior grids: paper-2020, tw-roberta, tw-t5-bitfit" in out
     assert "grid weights for model.name=roberta-base" in out
+    assert re.search(r"syn_rte \[prior\]: .*\n  \w+ from grids: \S+ \d+%", out)  # which grids, how much each
     ranking = pd.read_csv(project / "reports" / "ranking.csv")
     cosmosqa = ranking.set_index("candidate").loc["cosmosqa", "basis"]
     assert cosmosqa.startswith("grids: ") and {"paper-2020", "tw-roberta", "tw-t5-bitfit"} <= set(

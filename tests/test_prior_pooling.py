@@ -120,12 +120,17 @@ def test_the_top_3_covers_targets_that_want_different_candidates():
     """Half the targets want s1 then s2, half want s5; s2 scores second overall but never wins where s1 loses."""
     effects_a = {"s1": 1.5, "s2": 1.4, "s3": 0.2, "s4": -0.4, "s5": -1.3}
     effects_b = {"s1": 1.5, "s2": 1.4, "s3": 0.2, "s4": -0.4, "s5": 2.5}
-    rows = []
-    for i, t in enumerate(TARGETS):
-        eff = effects_a if i % 2 else effects_b
-        rows += [{"source": s, "task": t, "role": "target", "restart": 0, "score": 0.6 + 0.03 * a}
-                 for s, a in eff.items()]
-    g = grids.from_runs("mixed", pd.DataFrame(rows), "roberta-base", None, True)
-    table = prior.rank_target([g], "new", list(effects_a), model="roberta-base")
+    def mixed(name, shift):
+        rows = []
+        for i, t in enumerate(TARGETS):
+            eff = effects_a if (i + shift) % 2 else effects_b
+            rows += [{"source": s, "task": t, "role": "target", "restart": 0, "score": 0.6 + 0.03 * a}
+                     for s, a in eff.items()]
+        return grids.from_runs(name, pd.DataFrame(rows), "roberta-base", None, True)
+
+    two = [mixed("one", 0), mixed("two", 1)]  # the top 3 is chosen as a set when two grids or more are pooled
+    table = prior.rank_target(two, "new", list(effects_a), model="roberta-base")
     assert order(table)[:2] == ["s1", "s5"]  # s5 wins half the targets; s2 only where s1 wins too
     assert table.set_index("candidate").at["s1", "score"] > table.set_index("candidate").at["s5", "score"]
+    alone = prior.rank_target(two[:1], "new", list(effects_a), model="roberta-base")
+    assert order(alone)[:2] == ["s1", "s2"]  # one grid: each candidate by its own score

@@ -177,27 +177,3 @@ def grid_file(grid_name: str) -> Path:
     return cache_dir() / f"{grid_name}.csv"
 
 
-
-def on_first_use(grid_names, required: bool = False) -> list[str]:
-    """Fetch the sources of the named catalogue grids that are absent here; notes for those that could not be
-    (`required`: a failure is an error instead)."""
-    from stilts.selection import published
-
-    notes = []
-    absent = dict.fromkeys(published.catalog()[n].origin for n in grid_names if published.status(n) == "absent")
-    for name in absent:
-        source = published.sources()[name]
-        how = f"`stilts grids fetch {name} --from PATH` (a clone of {source.fetch.repository}) adds them"
-        if offline():
-            why = f"downloads are off ({' or '.join(OFFLINE_ENV)} is set)"
-            if required:
-                raise StiltsError(f"grids of {name} are not fetched here and {why}: {how}")
-            notes.append(f"{name}: {len(source.grids)} grids not fetched, {why}; {how}")
-            continue
-        try:
-            fetch(source)
-        except StiltsError as e:
-            if required:
-                raise
-            notes.append(f"{name}: {len(source.grids)} grids not fetched ({e}); {how}")
-    return notes

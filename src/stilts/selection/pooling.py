@@ -1,7 +1,7 @@
 """The prior's pooling of several grids: each grid's source effects on its own scale, weighted by how close the
 grid's setting is to the user's, and the grids' own measurements of the ranked target where they have them.
 
-1. Per grid g, the additive model of prior.fit on g alone: source effects a_g,s with their variances, and the
+1. Per grid g, the additive model (additive.fit) on g alone: source effects a_g,s with their variances, and the
    residuals r_g,t,s = z − a_g,s − b_g,t of every measured pair (g's normalised gains, its own scale).
 2. Weights. A grid's closeness to the user's model (encoders.closeness: same encoder, same family, size
    distance, same method; stilts fine-tunes every parameter) gives w_g = exp(θ · features). θ is learned by
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from stilts.selection import encoders
+from stilts.selection import additive, encoders
 from stilts.selection import grids as grids_
 
 FEATURES = ("same_encoder", "same_family", "size_distance", "same_method")
@@ -84,9 +84,7 @@ class Pool:
 
 
 def grid_effects(grid: grids_.Grid, leave_out: set[str] = frozenset()) -> GridEffects | None:
-    from stilts.selection import prior
-
-    eff = prior.fit([grid], set(leave_out))
+    eff = additive.fit([grid], set(leave_out))
     if eff is None:
         return None
     z, _ = grids_.normalised(grid, leave_out)

@@ -28,7 +28,6 @@ for the target, from 4,000 draws of the candidates' gains (the scores' distribut
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,62 +35,11 @@ import pandas as pd
 from scipy.special import ndtr
 
 from stilts.selection import grids as grids_
-from stilts.selection import ridge
+from stilts.selection.additive import LAMBDA, Effects, fit  # noqa: F401 (prior.fit, prior.Effects, prior.LAMBDA)
 
-LAMBDA = 1.0
 NEIGHBOURS = 3
 INTERVAL_Z = 1.2816  # 80% two-sided
 DRAWS = 4000
-
-
-@dataclass
-class Effects:
-    a: pd.Series  # source → effect
-    a_cov: pd.DataFrame  # covariance of the source effects
-    b: pd.Series  # "grid/target" → target effect
-    anchored: pd.Series  # "grid/target" → whether its gains are against a baseline
-    sigma2: float  # residual variance
-    prior_var: float  # variance of the effect of a source measured nowhere (σ²/λ)
-    targets: list[tuple[str, str]]  # (grid, target) of each column of b
-
-
-def _observations(grid_list: list[grids_.Grid], leave_out: set[str]):
-    """(target column, source, gain) of every normalised gain as arrays; the (grid, target) of each
-    column and whether its gains are against a baseline."""
-    cols, anchored, ti, src, val = [], [], [], [], []
-    for g in grid_list:
-        z, anch = grids_.normalised(g, leave_out)
-        values = z.to_numpy(float)
-        for r, target in enumerate(z.index):
-            measured = np.flatnonzero(~np.isnan(values[r]))
-            if not len(measured):
-                continue
-            ti += [len(cols)] * len(measured)
-            src += [z.columns[c] for c in measured]
-            val.append(values[r, measured])
-            cols.append((g.name, target))
-            anchored.append(bool(anch.iloc[r]))
-    return np.array(ti, dtype=int), src, np.concatenate(val) if val else np.array([]), cols, anchored
-
-
-def fit(grid_list: list[grids_.Grid], leave_out: set[str] = frozenset(), lam: float = LAMBDA) -> Effects | None:
-    """z = a_s + b_t + e on every normalised gain of the grids except the targets in `leave_out`
-    (None when nothing is left)."""
-    ti, src, y, cols, anchored = _observations(grid_list, leave_out)
-    if not len(y):
-        return None
-    sources = sorted(set(src))
-    si = {s: i for i, s in enumerate(sources)}
-    n_s, n_t = len(sources), len(cols)
-    x = np.zeros((len(y), n_s + n_t))
-    x[np.arange(len(y)), [si[s] for s in src]] = 1.0
-    x[np.arange(len(y)), n_s + ti] = 1.0
-    coef, inv, sigma2 = ridge.fit(x, y, np.r_[np.full(n_s, lam), np.zeros(n_t)])
-    sigma2 = max(sigma2 if sigma2 is not None else float(np.var(y)) or 1.0, 1e-6)
-    names = [f"{g}/{t}" for g, t in cols]
-    return Effects(a=pd.Series(coef[:n_s], sources), a_cov=pd.DataFrame(sigma2 * inv[:n_s, :n_s], sources, sources),
-                   b=pd.Series(coef[n_s:], names), anchored=pd.Series(anchored, names, dtype=bool), sigma2=sigma2,
-                   prior_var=sigma2 / lam if lam > 0 else math.inf, targets=cols)
 
 
 def neighbour_guess(eff: Effects, embeddings: dict[str, np.ndarray], candidate: str):

@@ -3,7 +3,7 @@ provenance, encoder and adaptation method.
 
 A grid is shipped (a CSV beside its YAML, in the format of `stilts import-results`) where its licence allows,
 or fetched: a YAML naming a source repository, its pinned commit and checksum, a reader and the grids the
-reader makes of it (grids.fetch: on first use, or `stilts grids fetch NAME [--from PATH]`), then cached in
+reader makes of it (fetch.py: on first use, or `stilts grids fetch NAME [--from PATH]`), then cached in
 the user's cache folder. `stilts rank` learns from every grid that is here when no prior experiment is named;
 a name in `--prior-experiment` is an MLflow experiment when one by that name holds transfer runs, else a grid
 of the catalogue. `stilts analyze --experiment NAME` imports the shipped grid NAME into MLflow on first use
@@ -39,7 +39,7 @@ class Fetch:
     repository: str
     commit: str
     archive: str  # the archive of the pinned commit that is downloaded
-    reader: str  # the module of grids.fetch that converts its files
+    reader: str  # the module (fetch.reader) that converts its files
     checksum: str  # fetch.checksum of the files read
 
 
@@ -266,13 +266,38 @@ def listing() -> str:
     return "\n".join(lines)
 
 
+def on_first_use(grid_names, required: bool = False) -> list[str]:
+    """Fetch the sources of the named catalogue grids that are absent here; notes for those that could not be
+    (`required`: a failure is an error instead)."""
+    from stilts.selection import fetch
+
+    notes = []
+    absent = dict.fromkeys(catalog()[n].origin for n in grid_names if status(n) == "absent")
+    for name in absent:
+        source = sources()[name]
+        how = f"`stilts grids fetch {name} --from PATH` (a clone of {source.fetch.repository}) adds them"
+        if fetch.offline():
+            why = f"downloads are off ({' or '.join(fetch.OFFLINE_ENV)} is set)"
+            if required:
+                raise StiltsError(f"grids of {name} are not fetched here and {why}: {how}")
+            notes.append(f"{name}: {len(source.grids)} grids not fetched, {why}; {how}")
+            continue
+        try:
+            fetch.fetch(source)
+        except StiltsError as e:
+            if required:
+                raise
+            notes.append(f"{name}: {len(source.grids)} grids not fetched ({e}); {how}")
+    return notes
+
+
 OWN_ROLES = ("analysis", "ranking")  # runs stilts logs about an experiment, not results in it
 
 
 def import_shipped(params, experiment: str) -> int:
-    """A shipped grid named as the experiment (`stilts grids`; a fetched one is not imported): the rows of its file that the MLflow experiment
-    of that name lacks are imported, so its first analysis imports the whole grid, one cut short is completed,
-    and later ones import nothing. An experiment of that name holding other results (a study, another import)
+    """A shipped grid named as the experiment (`stilts grids`; a fetched one is not imported): the rows of its
+    file that the MLflow experiment of that name lacks are imported, so its first analysis imports the whole
+    grid, one cut short is completed, and later ones import nothing. An experiment of that name holding other results (a study, another import)
     is left as it is. Returns the number of runs imported (0 for any other experiment)."""
     import pandas as pd
 

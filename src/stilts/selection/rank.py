@@ -99,8 +99,8 @@ def _check_request(params) -> None:
 
 
 def experiment_runs(params, experiment: str) -> pd.DataFrame:
-    """collect()'s table of the scored experiment; a shipped grid's runs when no experiment by its name holds
-    target runs (a shipped grid is scored against without an import step)."""
+    """collect()'s table of the scored experiment; a catalogue grid's runs (shipped or fetched) when no experiment
+    by its name holds target runs (it is scored against without an import step)."""
     from stilts import tracking
     from stilts.analysis.collect import collect
     from stilts.selection import published
@@ -115,16 +115,16 @@ def _load_grids(params, experiment: str, runs: pd.DataFrame, notes: list[str]) -
     """The grids prior and hybrid learn from: rank.prior_experiments; else every catalogue grid that is here
     (fetched on first use where the network allows) and the study's own experiment once it holds transfer
     runs (a target's own pairs in the scored experiment are never used)."""
-    from stilts.selection import fetch, published
+    from stilts.selection import published
 
     if not any(m in GRID_METHODS for m in params.rank.methods):
         return []
     load = lambda e: grids_.load(params, e, runs if e == experiment else None)  # noqa: E731
     if params.rank.prior_experiments:
         named = list(dict.fromkeys(params.rank.prior_experiments))
-        notes += fetch.on_first_use([e for e in named if e in published.names()], required=True)
+        notes += published.on_first_use([e for e in named if e in published.names()], required=True)
         return [load(e) for e in named]
-    notes += fetch.on_first_use(published.names())
+    notes += published.on_first_use(published.names())
     grid_list = [load(e) for e in published.available()]
     own = params.mlflow.experiment
     if own not in published.names():

@@ -8,7 +8,7 @@ TaskWeb's own loader reads them. A run's score is the mean of the target's metri
 (TaskWeb reports some in percent); one row per seed, so restarts are kept. TaskWeb publishes no
 target-only runs, so its grids have no `none` source.
 
-`files` maps a path inside TaskWeb's repository to the file's bytes (grids.fetch reads them from an
+`files` maps a path inside TaskWeb's repository to the file's bytes (fetch.py reads them from an
 archive of the pinned commit, a clone or a mirror).
 """
 
