@@ -18,11 +18,12 @@ grid's setting is to the user's, and the grids' own measurements of the ranked t
 4. The ranked target itself: where other grids measured it (the same task name), its score after s gains
    c_t,s = Σ w_g r_g,t,s / (Σ w_g + KAPPA · mean weight) over those grids (shrunk as if KAPPA average grids had
    measured a residual of 0). The scored experiment's own pairs of the target are never used.
-5. The top 3 as a set (diversify; when two grids or more are pooled): the first candidate is the best-scored; the second and third are chosen
-   one by one to maximise the weighted mean, over scenarios, of the best normalised gain among those chosen.
-   The scenarios are the other grids' rows of the target where they measured it, else every other target's
-   row in every grid (a missing cell: the row's mean). Candidates that win on different kinds of target
-   beat two that win together; a pick's score is raised just above the best candidate left out.
+5. The top 3 as a set (diversify; when two grids or more are pooled): the first candidate is the best-scored;
+   the second and third are chosen one by one to maximise the weighted mean, over scenarios, of the best
+   normalised gain among those chosen. The scenarios are the other grids' rows of the target where they measured
+   it, else every other target's row in every grid (a missing cell: the row's mean). Candidates that win on
+   different kinds of target beat two that win together; a pick's score is raised just above the best candidate
+   left out.
 """
 
 from __future__ import annotations

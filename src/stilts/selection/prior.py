@@ -15,10 +15,10 @@ as a set with the first (pooling.diversify), their scores raised just above the 
 needed (with one grid each candidate keeps its own score: there the choice did worse on 2 of 3 grids).
 
 A candidate in no grid is scored from its semb neighbours: the mean pooled effect of the k = 3 in-grid
-candidates whose task embeddings are closest (cosine), with the variance of that guess measured by
-predicting every in-grid source from its own neighbours; without an embedding it gets the unseen-source
-prior: 0, with the variance of the pooled effects across sources plus their mean variance. `basis` says which, or which grids measured it and how
-much each weighed.
+candidates whose task embeddings are closest (cosine), with the variance of that guess measured by predicting
+every in-grid source from its own neighbours; without an embedding it gets the unseen-source prior: 0, with the
+variance of the pooled effects across sources plus their mean variance. `basis` says which, or which grids
+measured it and how much each weighed.
 
 Per candidate: the predicted normalised gain μ = score + b̂_t (b̂_t from harm.target_effect on the stacked
 fit without the target), its predictive variance v = Var(score) + Var(b̂_t) + σ², P(beats the baseline) =

@@ -295,10 +295,11 @@ OWN_ROLES = ("analysis", "ranking")  # runs stilts logs about an experiment, not
 
 
 def import_shipped(params, experiment: str) -> int:
-    """A shipped grid named as the experiment (`stilts grids`; a fetched one is not imported): the rows of its
-    file that the MLflow experiment of that name lacks are imported, so its first analysis imports the whole
-    grid, one cut short is completed, and later ones import nothing. An experiment of that name holding other results (a study, another import)
-    is left as it is. Returns the number of runs imported (0 for any other experiment)."""
+    """A shipped grid named as the experiment (`stilts grids`; a fetched one is not imported): the rows of its file
+    that the MLflow experiment of that name lacks are imported, so its first analysis imports the whole grid,
+    one cut short is completed, and later ones import nothing. An experiment of that name holding other results
+    (a study, another import) is left as it is. Returns the number of runs imported (0 for any other
+    experiment)."""
     import pandas as pd
 
     from stilts import tracking
