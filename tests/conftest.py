@@ -22,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("STILTS_OFFLINE", "1")  # no grid is downloaded on first use
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -42,6 +43,7 @@ def _work_outside_the_checkout(tmp_path_factory):
     checkout's study."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("cwd"))
+        mp.setenv("STILTS_CACHE", str(tmp_path_factory.mktemp("cache")))  # fetched grids: never the user's cache
         yield
 
 

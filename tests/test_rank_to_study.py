@@ -38,7 +38,7 @@ def test_rank_write_the_study_run_it_and_score_the_recommendation(tiny_model, tm
              "--restarts", "1").stdout
     ranking = pd.read_csv(root / "reports" / "ranking.csv")
     present = ranking[ranking["data"] == "present"].sort_values("rank")["candidate"].tolist()
-    shipped = {s for name in published.names() for s in published.runs(name)["source"]} - {"none"}
+    shipped = {s for name in published.available() for s in published.runs(name)["source"]} - {"none"}
     assert sorted(present) == ["qqp", "sst2"] and len(ranking) == len(shipped)  # every shipped candidate, two with data
     assert f"wrote study.yaml: {', '.join(present)} and the baseline on my_pairs, 1 restart(s): 5 training runs" in out
     study = yaml.safe_load((root / "study.yaml").read_text())

@@ -45,7 +45,7 @@ def test_prior_recovers_the_source_ranking_of_an_additive_grid(with_baseline):
     for target in TARGETS:
         table = prior.rank_target([g], target, list(SOURCES))
         assert evaluate.order(dict(zip(table["candidate"], table["score"]))) == true_order()
-        assert (table["basis"] == "grid").all() and table["p_best"].sum() == pytest.approx(1.0)
+        assert (table["basis"] == "grids: g 100%").all() and table["p_best"].sum() == pytest.approx(1.0)
     # the effects differ from the truth only by the normalisation's scale and the ridge's shrinkage;
     # without the ridge the additive grid is fitted exactly
     truth = np.array(list(SOURCES.values()))

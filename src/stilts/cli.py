@@ -18,10 +18,14 @@ def _params(args):
 
 
 def _params_or_defaults(args):
-    """For commands that also work outside a study (no params.yaml): the defaults, rooted here."""
+    """For commands that also work outside a study (no params.yaml): the defaults, rooted here, with --set."""
     from stilts import config
 
-    return _params(args) if os.path.exists(args.params) else config.use_task_files(config.Params())
+    if os.path.exists(args.params):
+        return _params(args)
+    if args.set:
+        return config.use_task_files(config.from_dict(config.apply_overrides({}, args.set), "--set", Path(".")))
+    return config.use_task_files(config.Params())
 
 
 def cmd_tasks(args):
@@ -146,9 +150,23 @@ def cmd_rank(args):
 
 
 def cmd_grids(args):
-    from stilts.selection import published
+    from stilts.selection import fetch, published
 
-    print(published.listing())
+    if args.grids_command != "fetch":
+        print(published.listing())
+        return
+    by_grid = {g: published.catalog()[g].origin for g in published.names() if published.catalog()[g].origin}
+    name = by_grid.get(args.name, args.name)
+    if name not in published.sources():
+        from stilts.errors import did_you_mean
+
+        known = sorted([*published.sources(), *by_grid])
+        shipped = " (it ships with stilts: nothing to fetch)" if args.name in published.names() else ""
+        raise StiltsError(f"grids fetch: '{args.name}' is not a fetchable grid{shipped}"
+                          f"{did_you_mean(args.name, known)}; fetchable: {', '.join(published.sources())}")
+    written = fetch.fetch(published.sources()[name], Path(args.from_path) if args.from_path else None)
+    print(f"fetched {name} at {published.sources()[name].fetch.commit[:12]} (checksum verified) into "
+          f"{fetch.cache_dir()}: {', '.join(written)}")
 
 
 def cmd_pipeline(args):
@@ -257,8 +275,8 @@ def _rank_arguments(sp) -> None:
                     "tasks.intermediate)")
     sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
     sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
-                    "import-results; or shipped grids, `stilts grids`) that prior and hybrid learn from (default: "
-                    "rank.prior_experiments, else every shipped grid)")
+                    "import-results; or grids of the catalogue, `stilts grids`) that prior and hybrid learn from "
+                    "(default: rank.prior_experiments, else every grid of the catalogue that is here)")
     sp.add_argument("--experiment",
                     help="score against this experiment's transfer results (default: mlflow.experiment)")
     sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
@@ -266,6 +284,14 @@ def _rank_arguments(sp) -> None:
                     "--top candidates with data here and the baseline on the target, --restarts each")
     sp.add_argument("--top", type=int, default=2, help="candidates in the written study (default: 2)")
     sp.add_argument("--restarts", type=int, default=1, help="restarts in the written study (default: 1)")
+
+
+def _grids_arguments(sp) -> None:
+    grids_sub = sp.add_subparsers(dest="grids_command")
+    fp = grids_sub.add_parser("fetch", help="fetch a grid's repository at its pinned commit, verify it and cache it")
+    fp.add_argument("name", help="a fetchable source (e.g. taskweb) or one of its grids")
+    fp.add_argument("--from", dest="from_path", metavar="PATH", help="read it from a local clone or mirror of the "
+                    "repository, an unpacked archive or the archive file, instead of downloading it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mfu", type=float, default=None, help="assume this fraction of the GPU's dense bf16 peak "
                     "(default: stilts' measured efficiency, src/stilts/gpu_calibration.csv)")
     sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
-    sp = add("rank", cmd_rank, "rank candidate intermediate tasks per target (prior, semb, logme, hybrid); score "
-             "against a grid")
-    _rank_arguments(sp)
-    add("grids", cmd_grids, "list the published transfer grids shipped with stilts: citation, encoder, size")
+    _rank_arguments(add("rank", cmd_rank, "rank candidate intermediate tasks per target (prior, semb, logme, "
+                        "hybrid); score against a grid"))
+    _grids_arguments(add("grids", cmd_grids, "list the published transfer grids stilts knows: encoder, method, "
+                         "size, licence, citation, and whether each is shipped, fetched or absent here"))
     sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
     sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
     add("settings", cmd_settings, "resolve each task's settings from params into data/settings/ (the first DVC stage)")

@@ -147,7 +147,7 @@ class RankCfg:
 
     targets: list[str] = field(default_factory=list)  # non-empty: a `rank` stage in the DVC pipeline
     candidates: list[str] = field(default_factory=list)  # empty: tasks.intermediate
-    # prior (default: learns from the shipped grids; needs no data), semb, logme, hybrid
+    # prior (default: learns from the catalogue's grids that are here; needs no data), semb, logme, hybrid
     methods: list[str] = field(default_factory=lambda: ["prior"])
     prior_experiments: list[str] = field(default_factory=list)  # measured grids (MLflow experiments) for prior, hybrid
     sample_size: int = 1000  # training examples per task (a fixed random sample; all if fewer)

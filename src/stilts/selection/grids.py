@@ -30,6 +30,8 @@ class Grid:
     baseline: pd.Series  # target → baseline mean (targets without a baseline are absent)
     first_baseline: pd.Series  # target → score of its lowest-restart baseline run
     encoder: str | None = None  # the pretrained model it was measured with (None: not recorded)
+    method: str | None = None  # how it adapted the encoder (None: full fine-tuning, as stilts trains)
+    published: bool = False  # from the catalogue (published.py); False: a user's study or imported results
     _normalised: tuple | None = field(default=None, repr=False)  # normalised(), computed once
 
     @property
@@ -48,7 +50,8 @@ class Grid:
         return {s: float(v) for s, v in row.items() if pd.notna(v)}
 
 
-def from_runs(name: str, runs: pd.DataFrame, encoder: str | None = None) -> Grid:
+def from_runs(name: str, runs: pd.DataFrame, encoder: str | None = None, method: str | None = None,
+              published: bool = False) -> Grid:
     """A grid from analysis.collect's table (one row per finished cell)."""
     t = runs[runs["role"] == "target"] if not runs.empty else runs
     transfer = t[t["source"] != BASELINE] if not t.empty else t
@@ -59,7 +62,8 @@ def from_runs(name: str, runs: pd.DataFrame, encoder: str | None = None) -> Grid
     baseline = t[t["source"] == BASELINE].groupby("task")["score"].mean()
     if encoder is None and "encoder" in runs and runs["encoder"].notna().any():
         encoder = str(runs["encoder"].dropna().mode().iloc[0])
-    return Grid(name, means.sort_index().sort_index(axis=1), baseline, first_baselines(runs), encoder)
+    return Grid(name, means.sort_index().sort_index(axis=1), baseline, first_baselines(runs), encoder, method,
+                published)
 
 
 def first_baselines(runs: pd.DataFrame) -> pd.Series:
@@ -71,8 +75,8 @@ def first_baselines(runs: pd.DataFrame) -> pd.Series:
 
 
 def load(params, experiment: str, runs: pd.DataFrame | None = None) -> Grid:
-    """The grid of an MLflow experiment (`runs`: its collect() table, when already read); a shipped grid of
-    that name when no experiment by it holds target runs."""
+    """The grid of an MLflow experiment (`runs`: its collect() table, when already read); the catalogue's grid
+    of that name (shipped or fetched) when no experiment by it holds target runs."""
     from stilts import tracking
     from stilts.analysis.collect import collect
     from stilts.selection import published
@@ -81,14 +85,16 @@ def load(params, experiment: str, runs: pd.DataFrame | None = None) -> Grid:
     if exists and runs is None:
         runs = collect(params, experiment)
     if experiment in published.names() and (not exists or not (runs["role"] == "target").any()):
-        return from_runs(experiment, published.runs(experiment), published.catalog()[experiment].encoder)
+        entry = published.catalog()[experiment]
+        return from_runs(experiment, published.runs(experiment), entry.encoder, entry.method, published=True)
     if not exists:
         raise StiltsError(f"rank: prior experiment '{experiment}' does not exist in the MLflow store "
-                          f"{tracking.tracking_uri(params)} and is not a shipped grid (`stilts grids`); create it "
-                          f"with `stilts import-results FILE --experiment {experiment}` or a study")
+                          f"{tracking.tracking_uri(params)} and is not a grid of the catalogue (`stilts grids`); "
+                          f"create it with `stilts import-results FILE --experiment {experiment}` or a study")
     grid = from_runs(experiment, runs)
-    if grid.encoder is None and experiment in published.names():  # the shipped grid imported (imports log no model)
-        grid.encoder = published.catalog()[experiment].encoder
+    if grid.encoder is None and experiment in published.names():  # the catalogue's grid imported (no model logged)
+        entry = published.catalog()[experiment]
+        grid.encoder, grid.method, grid.published = entry.encoder, entry.method, True
     return grid
 
 

@@ -76,26 +76,20 @@ def _phi(x: float) -> float:
 
 
 def encoder_notes(params, grid_list: list[grids_.Grid]) -> list[str]:
-    """Which grids were measured with model.name; a grid measured with another encoder: say so, with how that
-    grid's prior did on another encoder's grid (published/prior_scores.json, from benchmarks/prior_scores.py)."""
-    from stilts.selection import published
+    """Which grids were measured with model.name (they weigh most), or that none was; and how the prior did for
+    the grid closest to the user's encoder when it was left out of the others (published.held_out_scores)."""
+    from stilts.selection import encoders, published
 
-    notes, own = [], [g.name for g in grid_list if g.encoder and _same(g.encoder, params.model.name)]
-    if own:
-        notes.append(f"{', '.join(own)} {'was' if len(own) == 1 else 'were'} measured with your encoder "
-                     f"({params.model.name}): {'its' if len(own) == 1 else 'their'} source effects need no "
-                     "carrying over between encoders")
-    for g in grid_list:
-        if not g.encoder or _same(g.encoder, params.model.name):
-            continue
-        line = (f"{g.name} was measured with {g.encoder}, your model.name is {params.model.name}: source effects "
-                "carry over between encoders only in part")
-        measured = published.cross_encoder(g.name) if g.name in published.names() else None
-        if measured:
-            line += f" ({measured})"
-        notes.append(line + "; a grid measured with your encoder, as --prior-experiment, counts more")
-    return notes
-
-
-def _same(a: str, b: str) -> bool:
-    return a.rstrip("/").rsplit("/", 1)[-1].lower() == b.rstrip("/").rsplit("/", 1)[-1].lower()
+    model = params.model.name
+    measured = [g for g in grid_list if g.encoder]
+    if not measured:
+        return []
+    same = [g.name for g in measured if encoders.same(g.encoder, model)]
+    if same:
+        line = (f"{', '.join(same)} {'was' if len(same) == 1 else 'were'} measured with your encoder ({model}): "
+                f"{'it weighs' if len(same) == 1 else 'they weigh'} most among the catalogue's grids")
+    else:
+        line = (f"no prior grid was measured with your encoder ({model}): source effects carry over between "
+                "encoders only in part, so the prior weighs each grid by its closeness to yours")
+    quoted = published.held_out_scores(model)
+    return [line + ("; " + quoted if quoted else "")]

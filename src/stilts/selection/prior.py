@@ -1,27 +1,33 @@
 """The prior: a candidate's score for a target from the gains it showed on other targets of measured grids.
 
-Model (one fit per ranked target, on every measured pair of every prior grid except the pairs of that
-target, in any grid: leave-one-target-out): the normalised gain (grids.normalised) of source s on
-target t of grid g is z = a_s + b_(g,t) + e, e ~ N(0, σ²), with a ridge penalty λ Σ a_s² (λ = 1: one
-pseudo-observation of zero gain per source, so a source measured on few targets is shrunk towards
-the average, and a source measured nowhere has a = 0 with variance σ²/λ). Least squares by the
-normal equations; σ² = residual sum of squares / (observations − effective parameters). Within a
-target b is a constant, so the ranking score of a candidate is its source effect a_s.
+Model, per grid g (fit): the normalised gain (grids.normalised) of source s on target t is
+z = a_s + b_(g,t) + e, e ~ N(0, σ²), with a ridge penalty λ Σ a_s² (λ = 1: one pseudo-observation of zero
+gain per source, so a source measured on few targets is shrunk towards the average, and a source measured
+nowhere has a = 0 with variance σ²/λ). Least squares by the normal equations; σ² = residual sum of squares /
+(observations − effective parameters). Several grids stacked share a by name and keep a b per target.
 
-A candidate in no prior grid is scored from its semb neighbours: the mean source effect of the
-k = 3 in-grid candidates whose task embeddings are closest (cosine), with the variance of that
-guess measured by predicting every in-grid source from its own neighbours; without an embedding
-it gets the unseen-source prior (0, σ²/λ). `basis` says which.
+Ranking (rank_target): pooling.py fits each grid on its own, weighs the grids by their closeness to the
+user's encoder (weights learned leave-one-grid-out) and pools their source effects; where other grids
+measured the ranked target itself, their residuals for it are added. The scored experiment's pairs of the
+target are never used. Within a target b is a constant, so the ranking score of a candidate is its pooled
+source effect (plus the target's own correction); pooling two grids or more, the second and third are chosen
+as a set with the first (pooling.diversify), their scores raised just above the best candidate left out where
+needed (with one grid each candidate keeps its own score: there the choice did worse on 2 of 3 grids).
 
-Per candidate: the predicted normalised gain μ = a_s + b̂_t (b̂_t from harm.target_effect), its
-predictive variance v = Var(a_s) + Var(b̂_t) + σ², P(beats the baseline) = Φ(μ / √v), an 80%
-interval μ ± 1.2816 √v, and P(best) = the probability that the candidate is the best one for the
-target, from 4,000 draws of the candidates' gains (a ~ N(â, Cov(â)), plus independent e).
+A candidate in no grid is scored from its semb neighbours: the mean pooled effect of the k = 3 in-grid
+candidates whose task embeddings are closest (cosine), with the variance of that guess measured by predicting
+every in-grid source from its own neighbours; without an embedding it gets the unseen-source prior: 0, with the
+variance of the pooled effects across sources plus their mean variance. `basis` says which, or which grids
+measured it and how much each weighed.
+
+Per candidate: the predicted normalised gain μ = score + b̂_t (b̂_t from harm.target_effect on the stacked
+fit without the target), its predictive variance v = Var(score) + Var(b̂_t) + σ², P(beats the baseline) =
+Φ(μ / √v), an 80% interval μ ± 1.2816 √v, and P(best) = the probability that the candidate is the best one
+for the target, from 4,000 draws of the candidates' gains (the scores' distribution plus independent e).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,62 +35,11 @@ import pandas as pd
 from scipy.special import ndtr
 
 from stilts.selection import grids as grids_
-from stilts.selection import ridge
+from stilts.selection.additive import LAMBDA, Effects, fit  # noqa: F401 (prior.fit, prior.Effects, prior.LAMBDA)
 
-LAMBDA = 1.0
 NEIGHBOURS = 3
 INTERVAL_Z = 1.2816  # 80% two-sided
 DRAWS = 4000
-
-
-@dataclass
-class Effects:
-    a: pd.Series  # source → effect
-    a_cov: pd.DataFrame  # covariance of the source effects
-    b: pd.Series  # "grid/target" → target effect
-    anchored: pd.Series  # "grid/target" → whether its gains are against a baseline
-    sigma2: float  # residual variance
-    prior_var: float  # variance of the effect of a source measured nowhere (σ²/λ)
-    targets: list[tuple[str, str]]  # (grid, target) of each column of b
-
-
-def _observations(grid_list: list[grids_.Grid], leave_out: set[str]):
-    """(target column, source, gain) of every normalised gain as arrays; the (grid, target) of each
-    column and whether its gains are against a baseline."""
-    cols, anchored, ti, src, val = [], [], [], [], []
-    for g in grid_list:
-        z, anch = grids_.normalised(g, leave_out)
-        values = z.to_numpy(float)
-        for r, target in enumerate(z.index):
-            measured = np.flatnonzero(~np.isnan(values[r]))
-            if not len(measured):
-                continue
-            ti += [len(cols)] * len(measured)
-            src += [z.columns[c] for c in measured]
-            val.append(values[r, measured])
-            cols.append((g.name, target))
-            anchored.append(bool(anch.iloc[r]))
-    return np.array(ti, dtype=int), src, np.concatenate(val) if val else np.array([]), cols, anchored
-
-
-def fit(grid_list: list[grids_.Grid], leave_out: set[str] = frozenset(), lam: float = LAMBDA) -> Effects | None:
-    """z = a_s + b_t + e on every normalised gain of the grids except the targets in `leave_out`
-    (None when nothing is left)."""
-    ti, src, y, cols, anchored = _observations(grid_list, leave_out)
-    if not len(y):
-        return None
-    sources = sorted(set(src))
-    si = {s: i for i, s in enumerate(sources)}
-    n_s, n_t = len(sources), len(cols)
-    x = np.zeros((len(y), n_s + n_t))
-    x[np.arange(len(y)), [si[s] for s in src]] = 1.0
-    x[np.arange(len(y)), n_s + ti] = 1.0
-    coef, inv, sigma2 = ridge.fit(x, y, np.r_[np.full(n_s, lam), np.zeros(n_t)])
-    sigma2 = max(sigma2 if sigma2 is not None else float(np.var(y)) or 1.0, 1e-6)
-    names = [f"{g}/{t}" for g, t in cols]
-    return Effects(a=pd.Series(coef[:n_s], sources), a_cov=pd.DataFrame(sigma2 * inv[:n_s, :n_s], sources, sources),
-                   b=pd.Series(coef[n_s:], names), anchored=pd.Series(anchored, names, dtype=bool), sigma2=sigma2,
-                   prior_var=sigma2 / lam if lam > 0 else math.inf, targets=cols)
 
 
 def neighbour_guess(eff: Effects, embeddings: dict[str, np.ndarray], candidate: str):
@@ -153,18 +108,66 @@ def harm_columns(mean: np.ndarray, var: np.ndarray, target_effect: tuple[float, 
             "gain_high": mu + INTERVAL_Z * sd}
 
 
+def pooled_candidates(pool, target: str, candidates: list[str], embeddings=None, scored: str | None = None):
+    """candidate → (score, basis) from the pool's weighted grids and their measurements of the target; the mean
+    vector and covariance of the scores (pooling.pooled_cov; a candidate outside every grid: its variance only)."""
+    from stilts.selection import pooling
+
+    effects = pool.for_target(target, scored)
+    pooled = pooling.pooled_effects(effects, pool.weights, candidates)
+    correction, measured_in = pooling.target_correction(effects, pool.weights, target, candidates)
+    known = {s for e in effects.values() for s in e.a.index}
+    everywhere = pooling.pooled_effects(effects, pool.weights, sorted(known))
+    means = np.array([v[0] for v in everywhere.values()])
+    unseen = float(np.var(means) + np.mean([v[1] for v in everywhere.values()])) if everywhere else 1.0
+    proxy = _Proxy(pd.Series(means, list(everywhere)), unseen)
+    out, var = {}, {}
+    for c in candidates:
+        if pooled[c] is not None:
+            mean, v, used = pooled[c]
+            basis = "grids: " + pooling.describe(pool.weights, used)
+            if c in correction:
+                mean += correction[c]
+                basis += f"; {target} itself measured in {', '.join(measured_in)}"
+            out[c], var[c] = (mean, basis), v
+            continue
+        guess = neighbour_guess(proxy, embeddings or {}, c)
+        if guess is not None:
+            out[c], var[c] = (guess[0], "semb neighbours: " + ", ".join(guess[2])), guess[1]
+        else:
+            out[c], var[c] = (0.0, "in no grid, no embedding: unseen-source prior"), proxy.prior_var
+    cov = pooling.pooled_cov(effects, pool.weights, pooled, candidates)
+    cov[np.diag_indices(len(candidates))] = [var[c] for c in candidates]
+    return out, np.array([out[c][0] for c in candidates]), cov
+
+
+@dataclass
+class _Proxy:
+    """What neighbour_guess reads of a fit: source effects and the variance of a source measured nowhere."""
+    a: pd.Series
+    prior_var: float
+
+
 def rank_target(grid_list: list[grids_.Grid], target: str, candidates: list[str],
                 embeddings: dict[str, np.ndarray] | None = None, baseline: float | None = None,
-                train_size: int | None = None) -> pd.DataFrame:
-    """The prior's rows of ranking.csv for one target (its own pairs left out of the fit)."""
-    from stilts.selection import harm
+                train_size: int | None = None, *, model: str | None = None, scored: str | None = None,
+                pool=None) -> pd.DataFrame:
+    """The prior's rows of ranking.csv for one target: the pooled source effects of the grids (pooling.py,
+    weighed for the user's `model`), plus what other grids measured on the target itself. The pairs of the
+    target in the grid `scored` (the scored experiment) are never used; with `scored` None, no grid's are.
+    `pool`: pooling.prepare(grid_list, model), when the caller ranks several targets."""
+    from stilts.selection import harm, pooling
 
     eff = fit(grid_list, {target})
     if eff is None:
         return pd.DataFrame()
-    scored, mean, cov = candidate_effects(eff, candidates, embeddings)
+    pool = pool or pooling.prepare(grid_list, model)
+    scored_c, mean, cov = pooled_candidates(pool, target, candidates, embeddings, scored)
     var = np.diag(cov) + eff.sigma2
     effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
-    table = pd.DataFrame({"candidate": candidates, "score": mean, "basis": [scored[c][1] for c in candidates],
-                          **harm_columns(mean, var, effect), "p_best": p_best(mean, cov, eff.sigma2)})
-    return table
+    order, raised = pooling.diversify(mean, pool.for_target(target, scored), pool.weights, target, candidates) \
+        if len(pool.effects) >= 2 else (mean, {})
+    basis = [scored_c[c][1] + (f"; in the top {pooling.TOP} as a set (score {raised[i]:.3f} raised)"
+                               if i in raised else "") for i, c in enumerate(candidates)]
+    return pd.DataFrame({"candidate": candidates, "score": order, "basis": basis,
+                         **harm_columns(mean, var, effect), "p_best": p_best(mean, cov, eff.sigma2)})

@@ -99,8 +99,8 @@ def _check_request(params) -> None:
 
 
 def experiment_runs(params, experiment: str) -> pd.DataFrame:
-    """collect()'s table of the scored experiment; a shipped grid's runs when no experiment by its name holds
-    target runs (a shipped grid is scored against without an import step)."""
+    """collect()'s table of the scored experiment; a catalogue grid's runs (shipped or fetched) when no experiment
+    by its name holds target runs (it is scored against without an import step)."""
     from stilts import tracking
     from stilts.analysis.collect import collect
     from stilts.selection import published
@@ -111,17 +111,21 @@ def experiment_runs(params, experiment: str) -> pd.DataFrame:
     return collect(params, experiment) if runs is None else runs
 
 
-def _load_grids(params, experiment: str, runs: pd.DataFrame) -> list[grids_.Grid]:
-    """The grids prior and hybrid learn from: rank.prior_experiments; else every shipped grid and the study's
-    own experiment once it holds transfer runs (a target's own pairs are always left out of its fit)."""
+def _load_grids(params, experiment: str, runs: pd.DataFrame, notes: list[str]) -> list[grids_.Grid]:
+    """The grids prior and hybrid learn from: rank.prior_experiments; else every catalogue grid that is here
+    (fetched on first use where the network allows) and the study's own experiment once it holds transfer
+    runs (a target's own pairs in the scored experiment are never used)."""
     from stilts.selection import published
 
     if not any(m in GRID_METHODS for m in params.rank.methods):
         return []
     load = lambda e: grids_.load(params, e, runs if e == experiment else None)  # noqa: E731
     if params.rank.prior_experiments:
-        return [load(e) for e in dict.fromkeys(params.rank.prior_experiments)]
-    grid_list = [load(e) for e in published.names()]
+        named = list(dict.fromkeys(params.rank.prior_experiments))
+        notes += published.on_first_use([e for e in named if e in published.names()], required=True)
+        return [load(e) for e in named]
+    notes += published.on_first_use(published.names())
+    grid_list = [load(e) for e in published.available()]
     own = params.mlflow.experiment
     if own not in published.names():
         try:
@@ -140,9 +144,10 @@ def _side_scores(params, method: str, candidates: dict[str, list[str]]) -> pd.Da
 
 
 def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: list[str],
-                 sizes: dict | None = None) -> pd.DataFrame:
-    """prior, prior-within or hybrid: one frame per target, its own pairs always left out of the fit."""
-    from stilts.selection import hybrid, prior, signals
+                 sizes: dict | None = None, scored: str | None = None) -> pd.DataFrame:
+    """prior, prior-within or hybrid: one frame per target; the target's pairs in the scored experiment are
+    never used (hybrid: in no grid)."""
+    from stilts.selection import hybrid, pooling, prior, signals
 
     in_grid = {s for g in grid_list for s in g.sources}
     absent = [c for cs in candidates.values() for c in cs if c not in in_grid]
@@ -159,12 +164,17 @@ def _grid_scores(params, method: str, grid_list, candidates, baselines, notes: l
                          "scores there are, without a harm prediction")
     elif absent:
         emb = signals.embeddings(params, [*absent, *sorted(in_grid)])
+    pool = pooling.prepare(grid_list, params.model.name) if method != "hybrid" and grid_list else None
+    if pool is not None and method == "prior" and len(grid_list) > 1:
+        notes.append(f"prior: grid weights for model.name={params.model.name} (closeness learned leave-one-grid-out"
+                     f"): {pooling.describe(pool.weights, pool.weights)}")
     frames = []
     for t, cs in candidates.items():
         if method == "hybrid":
             f = hybrid.rank_target(grid_list, t, cs, sig, emb, baselines.get(t), (sizes or {}).get(t))
         else:
-            f = prior.rank_target(grid_list, t, cs, emb, baselines.get(t), (sizes or {}).get(t))
+            f = prior.rank_target(grid_list, t, cs, emb, baselines.get(t), (sizes or {}).get(t),
+                                  model=params.model.name, scored=scored, pool=pool)
         if f.empty:
             raise StiltsError(f"rank: the prior grids ({', '.join(g.name for g in grid_list)}) hold no transfer "
                               f"results for any target other than '{t}'")
@@ -202,7 +212,8 @@ def out_dir(params, experiment: str) -> Path:
 def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, list[str]]:
     """(method → frame, method → seconds, notes) for every method of rank.methods (and prior-within)."""
     r = params.rank
-    grid_list = _load_grids(params, experiment, runs)
+    notes: list[str] = []
+    grid_list = _load_grids(params, experiment, runs, notes)
     candidates = candidates_for(params, sorted({s for g in grid_list for s in g.sources}))
     if set(r.methods) <= set(GRID_METHODS):
         _check_names(candidates, grid_list, runs)
@@ -222,8 +233,8 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
     from stilts.selection import guidance
 
     sizes = guidance.train_sizes(params, candidates) if grid_list else {}
-    notes = guidance.encoder_notes(params, grid_list) + guidance.baseline_notes(params, grid_list, candidates,
-                                                                               baselines, sizes)
+    notes += guidance.encoder_notes(params, grid_list) + guidance.baseline_notes(params, grid_list, candidates,
+                                                                                baselines, sizes)
     frames, seconds = {}, {}
     for method in methods:
         start = time.perf_counter()
@@ -231,11 +242,13 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
             frames[method] = _side_scores(params, method, candidates)
         elif method == WITHIN:  # a reference only: skipped where the scored experiment has too few targets
             try:
-                frames[method] = _grid_scores(params, method, within, candidates, baselines, notes, sizes)
+                frames[method] = _grid_scores(params, method, within, candidates, baselines, [], sizes,
+                                              experiment)
             except StiltsError:
                 continue
         else:
-            frames[method] = _grid_scores(params, method, grid_list, candidates, baselines, notes, sizes)
+            frames[method] = _grid_scores(params, method, grid_list, candidates, baselines, notes, sizes,
+                                          experiment)
         seconds[method] = time.perf_counter() - start
     return frames, seconds, notes + [f"prior grids: {', '.join(g.name for g in grid_list)}"] * bool(grid_list)
 

@@ -27,6 +27,8 @@ def _top_line(target: str, method: str, g: pd.DataFrame) -> str:
     if "p_beats_baseline" in g and pd.notna(first["p_beats_baseline"]):
         line += (f"  · P({first['candidate']} beats the baseline) {first['p_beats_baseline']:.2f}, normalised gain "
                  f"{first['gain_low']:+.2f}…{first['gain_high']:+.2f} (80%), P(best) {first['p_best']:.2f}")
+    if method == "prior" and str(first.get("basis", "")).startswith("grids: "):  # which grids, how much each
+        line += f"\n  {first['candidate']} from {first['basis']}"
     return line
 
 
