@@ -10,13 +10,14 @@ as simulated runs: a run of an arm returns one of that cell's measured restarts,
 simulated run is the headroom fact of the harm model. Truth = the cell's mean over all its restarts.
 
 Policies, at each budget B (training runs; a candidate's first run costs its intermediate run too, later ones
-reuse the checkpoint; the baseline costs one):
-  select   the rule of `stilts select` (selection.rule): baseline first, then the knowledge gradient per run;
-           answer = the arm with the highest expected score (the baseline: "train none")
+reuse the checkpoint; the baseline costs one, also on a grid without baseline runs, where no policy sees its
+result: on a real target both `stilts select` and `--write-study` train it; --free-baseline: it is not paid):
+  select   the rule of `stilts select` (selection.rule): the baseline first, then the best plan of the next
+           runs; answer = the arm with the highest expected score (once a candidate ran, among those that ran)
   prior    no run: the answer of the prior alone (B = 0)
   fixed    what `stilts rank --write-study --top K --restarts 1` trains: the baseline and the prior's top K
-           candidates once each, K = the most that fit (2K + 1 ≤ B; 2K without a baseline); answer = the best
-           measured mean. `fixed+posterior`: the same runs, answered by the posterior
+           candidates once each, K = the most that fit (2K + 1 ≤ B); answer = the best measured mean.
+           `fixed+posterior`: the same runs, answered by the posterior
   random   arms in a seeded random order, one run each while the budget allows; answer = the best measured mean
 Regret of an answer = (best true score − the answer's true score) / best true score, over the baseline and
 the candidates. On grids with baselines: the AUROC of P(the answer beats the baseline) (for a "none" answer:
@@ -28,6 +29,7 @@ Prints markdown tables; --csv writes one row per (grid, target, repetition, poli
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import zlib
@@ -139,7 +141,11 @@ class Sim:
         return max(measured, key=lambda a: (measured[a], -a)) if measured else None
 
 
-def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int], only: set[str] | None = None) -> pd.DataFrame:
+def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int],
+             only: set[str] | None = None, free_baseline: bool = False) -> pd.DataFrame:
+    """One row per (target, repetition, policy, budget). On a grid without baseline runs, every policy pays the
+    baseline's run as on a real target (`stilts select` runs it first, `--write-study` writes it) without seeing
+    a result; `free_baseline`: it pays nothing for it."""
     rows = []
     targets = [t for t in sorted(runs.loc[runs["role"] == "target", "task"].unique()) if not only or t in only]
     for target in targets:
@@ -153,18 +159,20 @@ def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int], only:
             base = {"grid": name, "target": target, "rep": rep, "none_is_best": truth_none_best}
             prior_answer = rule.answer(sim.belief([]), sim.flags()[0])
             rows.append(base | _answer_row("prior", 0, 0, cell, prior_answer))
+            unseen = 0 if cell.has_baseline or free_baseline else 1  # the baseline's run, paid and not seen
             for budget in budgets:
-                if budget == 0:
+                if budget <= unseen:
                     continue
-                ans, spent, seq = sim.select(budget)
-                rows.append(base | _answer_row("select", budget, spent, cell, ans) | {"runs": seq})
-                arm, fixed_runs = sim.fixed(budget)
+                ans, spent, seq = sim.select(budget - unseen)
+                rows.append(base | _answer_row("select", budget, spent + unseen, cell, ans) | {"runs": seq})
+                arm, fixed_runs = sim.fixed(budget - unseen)
                 if arm is not None:
-                    rows.append(base | {"policy": "fixed", "budget": budget, "spent": _cost(fixed_runs),
+                    cost = _cost(fixed_runs) + unseen
+                    rows.append(base | {"policy": "fixed", "budget": budget, "spent": cost,
                                         "answer": cell.arms[arm], "regret": cell.regret(arm)})
                     post = rule.answer(sim.belief(fixed_runs), sim.flags()[0])
-                    rows.append(base | _answer_row("fixed+posterior", budget, _cost(fixed_runs), cell, post))
-                arm = sim.random(budget)
+                    rows.append(base | _answer_row("fixed+posterior", budget, cost, cell, post))
+                arm = sim.random(budget - unseen)
                 if arm is not None:
                     rows.append(base | {"policy": "random", "budget": budget, "answer": cell.arms[arm],
                                         "regret": cell.regret(arm)})
@@ -182,25 +190,54 @@ def _answer_row(policy: str, budget: int, spent: int, cell: Cell, ans: rule.Answ
             "p_beats": ans.p_beats, "truly_beats": beats, "answer_none": ans.arm == 0}
 
 
+def _paired(rows: pd.DataFrame, budget: int) -> tuple[float, float]:
+    """select − fixed at the budget: the mean over (target, repetition), and its standard error over targets."""
+    at = rows[rows["budget"] == budget].pivot_table(index=["target", "rep"], columns="policy", values="regret")
+    if "fixed" not in at:
+        return math.nan, math.nan
+    per_target = (at["select"] - at["fixed"]).groupby(level=0).mean()
+    return float((at["select"] - at["fixed"]).mean()), float(per_target.std(ddof=1) / math.sqrt(len(per_target)))
+
+
 def tables(rows: pd.DataFrame, budget: int) -> str:
+    """At one budget: each grid's mean regret per policy, select / prior, select − fixed (± its standard error
+    over targets), and on grids with baselines the AUROC of P(beats) and the accuracy of "train none"."""
     out = []
     at = rows[(rows["budget"] == budget) | (rows["policy"] == "prior")]
-    mean = at.groupby(["grid", "policy"])["regret"].mean().unstack()
+    mean = at.groupby(["grid", "policy"], sort=False)["regret"].mean().unstack()
     cols = [c for c in ("prior", "select", "fixed", "fixed+posterior", "random") if c in mean]
     out.append(f"mean regret of the final choice, budget {budget} (prior: 0 runs)\n")
-    out.append("| grid | " + " | ".join(cols) + " | select / prior |")
-    out.append("|---" * (len(cols) + 2) + "|")
+    out.append("| grid | targets × repetitions | " + " | ".join(cols) + " | select / prior | select − fixed (± SE) |")
+    out.append("|---" * (len(cols) + 4) + "|")
     for grid, row in mean[cols].iterrows():
-        out.append(f"| {grid} | " + " | ".join(f"{v:.4f}" for v in row) + f" | {row['select'] / row['prior']:.2f} |")
+        g = rows[rows["grid"] == grid]
+        diff, se = _paired(g, budget)
+        size = f"{g['target'].nunique()} × {g['rep'].nunique()}"
+        out.append(f"| {grid} | {size} | " + " | ".join(f"{v:.4f}" for v in row)
+                   + f" | {row['select'] / row['prior']:.2f} | {diff:+.4f} ± {se:.4f} |")
     sel = rows[(rows["policy"] == "select") & (rows["budget"] == budget)]
-    for grid, g in sel.groupby("grid"):
+    for grid, g in sel.groupby("grid", sort=False):
         if g["truly_beats"].notna().any():
             h = g.dropna(subset=["truly_beats", "p_beats"])
             acc = float(((g["answer_none"]) == g["none_is_best"]).mean())
-            out.append(f"\n{grid}: select at {budget}: AUROC of P(beats) {auroc(h['truly_beats'].astype(bool), h['p_beats']):.3f} "
+            roc = auroc(h["truly_beats"].astype(bool), h["p_beats"])
+            out.append(f"\n{grid}: select at {budget}: AUROC of P(beats) {roc:.3f} "
                        f"({len(h)} answers, {int(h['truly_beats'].sum())} truly beat the baseline); 'train none' "
                        f"accuracy {acc:.3f} (answered none {int(g['answer_none'].sum())}, none truly best "
                        f"{int(g['none_is_best'].sum())}); runs spent {g['spent'].mean():.2f}")
+    return "\n".join(out)
+
+
+def curve_table(rows: pd.DataFrame) -> str:
+    """Mean regret over the grids (each grid weighted equally) per policy and budget."""
+    c = curve(rows)
+    prior = c[c["policy"] == "prior"].groupby("grid")["regret"].first().mean()
+    budgets = sorted(b for b in c["budget"].unique() if b > 0)
+    out = ["| policy | 0 | " + " | ".join(str(b) for b in budgets) + " |", "|---" * (len(budgets) + 2) + "|"]
+    for policy in ("select", "fixed", "fixed+posterior", "random"):
+        p = c[c["policy"] == policy].groupby("budget")["regret"].mean()
+        out.append(f"| {policy} | {prior:.4f} | " + " | ".join(f"{p[b]:.4f}" if b in p.index else "" for b in budgets)
+                   + " |")
     return "\n".join(out)
 
 
@@ -218,8 +255,8 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     c = curve(rows)
     grids = list(dict.fromkeys(c["grid"]))
     cols = min(4, len(grids))
-    fig, axes = plt.subplots((len(grids) + cols - 1) // cols, cols, figsize=(3.4 * cols, 2.8 * ((len(grids) + cols - 1) // cols)),
-                             squeeze=False)
+    lines = (len(grids) + cols - 1) // cols
+    fig, axes = plt.subplots(lines, cols, figsize=(3.4 * cols, 2.8 * lines), squeeze=False)
     for ax, grid in zip(axes.ravel(), grids):
         g = c[c["grid"] == grid]
         prior = float(g.loc[g["policy"] == "prior", "regret"].iloc[0])
@@ -247,6 +284,8 @@ def main() -> None:
     ap.add_argument("--targets", help="only these targets (comma-separated)")
     ap.add_argument("--csv", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--free-baseline", action="store_true", help="on grids without baseline runs, the policies pay "
+                    "nothing for the baseline (default: its run is paid, as on a real target, and not seen)")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     frames = []
@@ -256,7 +295,7 @@ def main() -> None:
         runs = runs[runs["role"] == "target"]
         start = time.perf_counter()
         only = set(args.targets.split(",")) if args.targets else None
-        frames.append(simulate(name, runs, args.reps, budgets, only))
+        frames.append(simulate(name, runs, args.reps, budgets, only, args.free_baseline))
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     frames += [pd.read_csv(p) for p in args.rows]
     rows = pd.concat(frames, ignore_index=True)
@@ -264,6 +303,7 @@ def main() -> None:
         rows.to_csv(args.csv, index=False)
     for b in budgets:
         print(tables(rows, b) + "\n")
+    print("mean regret over the grids by training runs (0: the prior alone)\n\n" + curve_table(rows))
     if args.plot:
         plot(rows, args.plot)
 

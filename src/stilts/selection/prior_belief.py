@@ -31,7 +31,30 @@ SPREAD_BINS = 6
 NOISE_BINS = 4
 DEFAULT_NOISE_RATIOS = (0.5, 1.0, 2.0)
 DEFAULT_SPREAD = 0.03  # a target's spread when no prior grid target has one
-CLIP = 3.0
+
+
+def grids(params, experiment: str) -> list[grids_.Grid]:
+    """The grids the prior learns from, as `stilts rank` reads them (rank.prior_experiments, else the shipped
+    grids and the study's own experiment)."""
+    import copy
+    import dataclasses
+
+    from stilts.selection import rank
+
+    as_prior = copy.copy(params)
+    as_prior.rank = dataclasses.replace(params.rank, methods=["prior"])
+    return rank.load_grids(as_prior, experiment, rank.experiment_runs(params, experiment))
+
+
+def grid_baseline(grid_list: list[grids_.Grid], target: str) -> float | None:
+    """The target's first baseline run in a prior grid that measured it (the harm model's headroom)."""
+    return grids_.target_baseline(grid_list, target)
+
+
+def train_size(params, target: str) -> int | None:
+    from stilts.selection import guidance
+
+    return guidance.train_sizes(params, [target]).get(target)
 
 
 def build(grid_list: list[grids_.Grid], target: str, candidates: list[str], embeddings: dict | None = None,
@@ -46,50 +69,8 @@ def build(grid_list: list[grids_.Grid], target: str, candidates: list[str], embe
     effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
     b_mean, b_var = effect if effect is not None else (0.0, NO_EFFECT_VAR)
     k = len(candidates)
-    cov_z = cov + residual_cov(eff, grid_list, candidates) + b_var * np.ones((k, k))
+    cov_z = cov + eff.sigma2 * np.eye(k) + b_var * np.ones((k, k))
     return Prior(list(candidates), mean + b_mean, cov_z, scale(grid_list, target), effect is not None)
-
-
-def residual_cov(eff, grid_list: list[grids_.Grid], candidates: list[str]) -> np.ndarray:
-    """The covariance of the candidates' residuals e_c on a new target: σ² (the prior's residual variance, so
-    each candidate's marginal is the ranking's) times their correlation over the fit's targets, shrunk towards
-    no correlation by Ledoit and Wolf's (2004) weight. Residuals z − a − b are clipped at CLIP robust standard
-    deviations first (a source that collapsed on one target would set its correlations alone); a pair the
-    target did not measure counts 0. A candidate in no grid is uncorrelated."""
-    k = len(candidates)
-    x = _residuals(eff, grid_list, candidates)
-    if len(x) < 3:
-        return eff.sigma2 * np.eye(k)
-    n = len(x)
-    sd = np.sqrt(np.mean(x ** 2, axis=0))
-    measured = sd > 0
-    u = np.zeros_like(x)
-    u[:, measured] = x[:, measured] / sd[measured]
-    sample = u.T @ u / n
-    ident = np.diag(measured.astype(float))
-    spread = sum(float(np.sum((np.outer(r, r) - sample) ** 2)) for r in u) / n ** 2
-    distance = float(np.sum((sample - ident) ** 2))
-    weight = min(1.0, spread / distance) if distance > 0 else 1.0
-    corr = (1 - weight) * sample + weight * ident
-    corr[~measured, ~measured] = 1.0
-    return eff.sigma2 * corr
-
-
-def _residuals(eff, grid_list: list[grids_.Grid], candidates: list[str]) -> np.ndarray:
-    """Target × candidate residuals of the fit, clipped (0 where the target did not measure the candidate)."""
-    rows = []
-    for g in grid_list:
-        z, _ = grids_.normalised(g)
-        for t in z.index:
-            if f"{g.name}/{t}" in eff.b.index:
-                r = z.loc[t].reindex(candidates) - eff.a.reindex(candidates) - eff.b[f"{g.name}/{t}"]
-                rows.append(r.to_numpy(float))
-    if not rows:
-        return np.zeros((0, len(candidates)))
-    x = np.array(rows)
-    finite = x[~np.isnan(x)]
-    limit = CLIP * 1.4826 * float(np.median(np.abs(finite))) if len(finite) else 0.0
-    return np.nan_to_num(np.clip(x, -limit, limit), nan=0.0)
 
 
 def scale_pairs(grid_list: list[grids_.Grid], target: str) -> tuple[np.ndarray, np.ndarray]:

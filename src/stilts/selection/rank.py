@@ -111,7 +111,7 @@ def experiment_runs(params, experiment: str) -> pd.DataFrame:
     return collect(params, experiment) if runs is None else runs
 
 
-def _load_grids(params, experiment: str, runs: pd.DataFrame) -> list[grids_.Grid]:
+def load_grids(params, experiment: str, runs: pd.DataFrame) -> list[grids_.Grid]:
     """The grids prior and hybrid learn from: rank.prior_experiments; else every shipped grid and the study's
     own experiment once it holds transfer runs (a target's own pairs are always left out of its fit)."""
     from stilts.selection import published
@@ -202,7 +202,7 @@ def out_dir(params, experiment: str) -> Path:
 def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, list[str]]:
     """(method → frame, method → seconds, notes) for every method of rank.methods (and prior-within)."""
     r = params.rank
-    grid_list = _load_grids(params, experiment, runs)
+    grid_list = load_grids(params, experiment, runs)
     candidates = candidates_for(params, sorted({s for g in grid_list for s in g.sources}))
     if set(r.methods) <= set(GRID_METHODS):
         _check_names(candidates, grid_list, runs)
@@ -237,6 +237,11 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
         else:
             frames[method] = _grid_scores(params, method, grid_list, candidates, baselines, notes, sizes)
         seconds[method] = time.perf_counter() - start
+    from stilts.selection import select_record
+
+    chosen = select_record.ranking_frame(params, candidates)
+    if chosen is not None:  # the answer of a selection on the target, scored like a ranking
+        frames[select_record.METHOD] = chosen
     return frames, seconds, notes + [f"prior grids: {', '.join(g.name for g in grid_list)}"] * bool(grid_list)
 
 

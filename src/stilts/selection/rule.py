@@ -1,8 +1,11 @@
 """Which run next, when to stop, and the answer: the decisions of `stilts select` on a `Belief`.
 
 The answer is the arm with the highest expected true score (the baseline among them: "train no intermediate
-task"). A target without a baseline run gets one first: it is the cheapest run (one), the answer "train none"
-needs it, and the harm model reads the target's headroom from it. After that, the next run comes from the
+task"); once a candidate has been run on the target, among the arms that were run (a candidate whose run
+disappointed is not replaced by one never run, whose expected score rests on the prior alone).
+
+A target without a baseline run gets one first: it is the cheapest run (one), the answer "train none" needs
+it, and the harm model reads the target's headroom from it. After that, the next run comes from the
 best plan of the next runs (selection.lookahead: which runs, spent together, raise the answer's expected
 score most; a rule for identifying the best arm, the knowledge gradient of a batch, Frazier, Powell and
 Dayanik, 2008). A candidate's first run costs two training runs (its intermediate task, then the target);
@@ -11,8 +14,9 @@ whose single run is worth most per training run: its knowledge gradient, compute
 belief's mean and covariance, exactly (the expected maximum of lines a_i + b_i Z, Z ~ N(0, 1), by their upper
 envelope).
 
-Stops: the budget is spent (no arm's next run fits in it), P(the leading arm is the best) ≥ `confident`,
-or, once the baseline was run, no candidate has P(beats the baseline) ≥ `hopeless`.
+Stops: the budget is spent (no arm's next run fits in it, or none that fits can change the answer), P(the
+leading arm is the best) ≥ `confident`, or, once the baseline was run, no candidate has P(beats the baseline)
+≥ `hopeless`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
 from stilts.selection import lookahead
 from stilts.selection.belief import Belief
@@ -97,8 +100,6 @@ def choose(belief: Belief, allowed: np.ndarray, measurable: np.ndarray, has_chec
     names = belief.arms
     lead = int(np.flatnonzero(allowed)[np.argmax(belief.mean()[allowed])])
     best = belief.p_best(allowed, seed=opts.seed)
-    if best[lead] >= opts.confident:
-        return Decision(None, 0, f"P({names[lead]} is the best) = {best[lead]:.3f} ≥ {opts.confident}", {})
     ran_baseline = belief.counts[0] > 0
     if measurable[0] and allowed[0] and ran_baseline:
         beats = belief.p_beats()
@@ -106,6 +107,8 @@ def choose(belief: Belief, allowed: np.ndarray, measurable: np.ndarray, has_chec
         if len(cand) and beats[cand].max() < opts.hopeless:
             return Decision(None, 0, f"no candidate is likely to beat the baseline: the highest P(beats) is "
                             f"{beats[cand].max():.3f} < {opts.hopeless}", {})
+    if best[lead] >= opts.confident:
+        return Decision(None, 0, f"P({names[lead]} is the best) = {best[lead]:.3f} ≥ {opts.confident}", {})
     if measurable[0] and not ran_baseline and budget_left >= 1:
         return Decision(0, 1, "the target has no baseline run: the answer 'train none' and the harm model's "
                         "headroom need one (the cheapest run)", {})
@@ -113,8 +116,10 @@ def choose(belief: Belief, allowed: np.ndarray, measurable: np.ndarray, has_chec
     cost_first = {int(a): cost_of(int(a), has_checkpoint) for a in np.flatnonzero(measurable)}
     plan, gain = lookahead.best_plan(mean, cov, noise_var, allowed, measurable, cost_first, budget_left, opts.seed)
     if not plan:
-        return Decision(None, 0, f"the budget is spent ({budget_left} run(s) left, the cheapest next run costs "
-                        "more)", {})
+        left = f" ({budget_left} run(s) left, the cheapest next run costs more)" if budget_left else ""
+        return Decision(None, 0, f"the budget is spent{left}", {})
+    if gain <= 0:
+        return Decision(None, 0, f"no run within the budget ({budget_left} run(s) left) can change the answer", {})
     values = {names[a]: knowledge_gradient(belief, allowed, a, 1) / cost_first[a] for a in plan}
     pick = max(values, key=lambda n: (values[n], -names.index(n)))
     arm = names.index(pick)
@@ -134,9 +139,17 @@ class Answer:
     versus: str  # the candidate p_beats is about (the answer, or the best candidate when the answer is none)
 
 
+def answer_arms(belief: Belief, allowed: np.ndarray) -> np.ndarray:
+    """The arms the answer may be: once a candidate has been run on the target, the arms that were run (the
+    answer is then something measured, or none); before, every allowed arm (the prior's pick)."""
+    ran = allowed & (belief.counts > 0)
+    return ran if ran[1:].any() else allowed
+
+
 def answer(belief: Belief, allowed: np.ndarray, seed: int = 0) -> Answer:
-    """The arm with the highest expected true score, P(it beats the baseline), its expected gain, P(best)."""
-    idx = np.flatnonzero(allowed)
+    """Among `answer_arms`: the arm with the highest expected true score, P(it beats the baseline), its expected
+    gain, P(best) (among the allowed arms)."""
+    idx = np.flatnonzero(answer_arms(belief, allowed))
     mean = belief.mean()
     arm = int(idx[np.argmax(mean[idx])])
     cand = idx[idx > 0]
