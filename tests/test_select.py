@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import psutil
 import pytest
 import yaml
 
+from tests.commands import command_env, git_dvc_init, ran, run, run_cli, runs, started
 from tests.conftest import tiny_params_dict
 from tests.task_files import declare
-from tests.test_e2e_dvc import ran, sh
 from tests.test_rank_to_study import TRAIN, _glue
 
 SELECT = ["stilts", "select", "--target", "my_pairs", "--budget", "4"]
@@ -34,8 +33,7 @@ def _project(root: Path, model: Path) -> Path:
     raw = tiny_params_dict(model, train=TRAIN)
     raw["tasks"] = {"target": ["my_pairs"]}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
+    git_dvc_init(root)
     return root
 
 
@@ -50,25 +48,20 @@ def _decisions(trail: dict) -> list:
 def _kill_after_second_decision(root: Path) -> int:
     """Start the selection; once its second run is decided (its cell is then starting), SIGKILL every process
     of it (the command, `dvc repro`, the stage), as when the machine dies."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "STILTS_WORKER_IDLE": "30",
-           MARK: str(root)}
-    env.pop("MLFLOW_TRACKING_URI", None), env.pop("MLFLOW_RUN_ID", None)
-    proc = subprocess.Popen(SELECT, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     path = root / "reports" / "select" / "my_pairs.json"
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.is_file() and len(_steps_with_runs(path)) >= 2:
-            time.sleep(1.0)
-            break
-        time.sleep(0.2)
-    marked = [p for p in psutil.process_iter() if _marked(p, str(root))]
-    for p in marked:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(marked, timeout=10)
-    proc.wait()
+    with started(root, *SELECT, env=command_env(**{MARK: str(root)}), stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, start_new_session=True) as proc:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if path.is_file() and len(_steps_with_runs(path)) >= 2:
+                time.sleep(1.0)
+                break
+            time.sleep(0.2)
+        marked = [p for p in psutil.process_iter() if _marked(p, str(root))]
+        for p in marked:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(marked, timeout=10)
     return len(_trail(root)["steps"])
 
 
@@ -98,17 +91,15 @@ def _steps_with_runs(path: Path) -> list:
 
 @pytest.mark.slow
 def test_select_killed_midway_resumes_to_the_same_decisions_and_answer(tiny_model, tmp_path):
-    from stilts import config, tracking
-
     ref = _project(tmp_path / "ref", tiny_model)
-    out = sh(ref, *SELECT).stdout
+    out = run(ref, *SELECT).stdout
     reference = _trail(ref)
     assert reference["steps"][0]["run"] == {"arm": "none", "restart": 0} and reference["answer"]
     assert reference["answer"]["spent"] <= 4 and "select my_pairs: train " in out
 
     killed = _project(tmp_path / "killed", tiny_model)
     assert _kill_after_second_decision(killed) == 2
-    again = sh(killed, *SELECT)
+    again = run(killed, *SELECT)
     resumed = _trail(killed)
     assert _decisions(resumed) == _decisions(reference)
     for a, b in zip(resumed["steps"], reference["steps"]):
@@ -118,27 +109,25 @@ def test_select_killed_midway_resumes_to_the_same_decisions_and_answer(tiny_mode
     _same(resumed["answer"], reference["answer"])
     assert "was decided before the last stop and has no result yet: it runs now" in again.stdout
 
-    params = config.load(killed / "params.yaml")
-    runs = tracking.search_runs(params)
-    parent = runs[runs["tags.stilts.role"] == "selection"]
+    recorded = runs(killed)
+    parent = recorded[recorded["tags.stilts.role"] == "selection"]
     assert len(parent) == 1 and parent["status"].iloc[0] == "FINISHED"
     assert parent["tags.stilts.answer"].iloc[0] == reference["answer"]["arm"]
-    cells = runs[runs["tags.stilts.role"].isin(["target", "intermediate"]) & (runs["status"] == "FINISHED")]
+    cells = recorded[recorded["tags.stilts.role"].isin(["target", "intermediate"]) & (recorded["status"] == "FINISHED")]
     trained = sum(1 for s in resumed["steps"] if s["run"]) + len({s["run"]["arm"] for s in resumed["steps"]
                                                                 if s["run"] and s["run"]["arm"] != "none"})
     assert (cells["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).sum() == trained
     ranking = pd.read_csv(killed / "reports" / "ranking.csv")
     assert "select" in set(ranking["method"])
     assert "The selection" in (killed / "reports" / "report.md").read_text()
-    assert ran(sh(killed, *SELECT)) == set()  # the same command once more: nothing left to run
+    assert ran(run(killed, *SELECT)) == set()  # the same command once more: nothing left to run
 
 
 def test_select_bad_input_is_one_line_and_writes_nothing(tiny_model, tmp_path, capsys, monkeypatch):
-    from stilts import cli, config
+    from stilts import config
     from stilts.selection import select_record
 
     monkeypatch.setenv("STILTS_WORKER", "0")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     declare(tmp_path, "my_pairs", train=32, validation=16)
     _glue(tmp_path, "sst2", ["sentence", "label"], [[WORDS[i % 6], str(i % 2)] for i in range(36)])
@@ -149,15 +138,14 @@ def test_select_bad_input_is_one_line_and_writes_nothing(tiny_model, tmp_path, c
     for argv, message in ((["--target", "my_pairz"], "target 'my_pairz' is not a known task"),
                           (["--target", "my_pairs", "--budget", "0"], "'select.budget' must be ≥ 1, got 0"),
                           (["--target", "my_pairs", "--confident", "1.5"], "'select.confident' must be in (0, 1)")):
-        assert cli.main(["select", *argv]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and message in err[0], err
+        code, _, err = run_cli(capsys, "select", *argv)
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     # a trail started with other settings: the same command continues it, another is refused
     params = config.load(tmp_path / "params.yaml")
     params.select.target, params.select.budget = "my_pairs", 5
     arms = type("Arms", (), {"target": "my_pairs", "names": ["none", "sst2"], "candidates": ["sst2"]})()
     select_record.Trail.open(params, arms, tmp_path / "select-my_pairs.yaml").save()
-    assert cli.main(["select", "--target", "my_pairs", "--budget", "4"]) == 2
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("stilts")]  # not MLflow's own logs
-    assert len(err) == 1 and "started with other settings (budget 5 → 4)" in err[0], err
+    code, _, err = run_cli(capsys, "select", "--target", "my_pairs", "--budget", "4")
+    errors = [ln for ln in err.splitlines() if ln.startswith("stilts")]  # not MLflow's own logs
+    assert code == 2 and len(errors) == 1 and "started with other settings (budget 5 → 4)" in errors[0], err
