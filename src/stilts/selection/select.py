@@ -75,7 +75,7 @@ def arms_for(params, target: str) -> Arms:
     return Arms(target, [BASELINE, *trainable], [c for c in pool if status[c] != "present"])
 
 
-def study_params(params, trail: select_record.Trail, path: Path) -> dict:
+def study_params(params, trail: select_record.Trail) -> dict:
     """The selection's study: the user's params as written, with the arms trained so far (in the order of their
     first run) and their restarts, one intermediate run per candidate, and a ranking of the target."""
     runs = [s.run for s in trail.steps if s.run]
@@ -95,7 +95,7 @@ def study_params(params, trail: select_record.Trail, path: Path) -> dict:
 def _write_study(params, trail, path: Path):
     from stilts import config
 
-    raw = study_params(params, trail, path)
+    raw = study_params(params, trail)
     study = config.from_dict(copy.deepcopy(raw), str(path), params.root)
     header = (f"# The selection for {trail.target} (`stilts select`): the cells it trained so far. It rewrites "
               "this file at every step.\n")
