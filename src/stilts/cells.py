@@ -316,11 +316,12 @@ def transfer(params, source: str, task: str, restart: int) -> dict:
     if source != BASELINE:
         src_task, size = parse_source(source)
         registry.get(src_task)
-        init_from = checkpoint_dir(params, source, restart)
+        k = params.intermediate_restart(restart)
+        init_from = checkpoint_dir(params, source, k)
         if not (init_from / "stilts.json").is_file():
             how = f" --size {size}" if size else ""
             raise StiltsError(f"{init_from}: no intermediate checkpoint; run `stilts intermediate --task {src_task}"
-                              f"{how} --restart {restart}` first (or `dvc repro`)")
+                              f"{how} --restart {k}` first (or `dvc repro`)")
     role = params.role_of(task)
 
     out = result_path(params, source, task, restart)

@@ -242,6 +242,21 @@ def cmd_server(args):
     service.become_server(store, args.host, args.port, artifacts, workers)
 
 
+def _cluster_options(args, command: str):
+    """The Dask cluster options of `study` and `select` (None without --cluster)."""
+    if args.cluster:
+        from stilts.engine import clusters
+
+        if args.jobs < 1 or args.cells_per_gpu < 1:
+            raise StiltsError(f"{command}: --jobs and --cells-per-gpu must be ≥ 1")
+        return clusters.Options(jobs=args.jobs, devices=args.devices.split(",") if args.devices else [],
+                                cells_per_gpu=args.cells_per_gpu, dashboard=args.dashboard)
+    if args.jobs != 1 or args.devices or args.cells_per_gpu != 1 or args.dashboard:
+        raise StiltsError(f"{command}: --jobs, --devices, --cells-per-gpu and --dashboard run cells side by side "
+                          "on a Dask cluster: add --cluster local (or --cluster tcp://HOST:PORT, --cluster slurm)")
+    return None
+
+
 def cmd_study(args):
     from stilts import pipeline, stages, warm
 
@@ -250,18 +265,12 @@ def cmd_study(args):
                           "(or use `dvc exp run --set-param KEY=VALUE`)")
     params = _params(args)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if args.cluster:
-        from stilts.engine import clusters, runner
+    opts = _cluster_options(args, "study")
+    if opts is not None:
+        from stilts.engine import runner
 
-        if args.jobs < 1 or args.cells_per_gpu < 1:
-            raise StiltsError("study: --jobs and --cells-per-gpu must be ≥ 1")
-        opts = clusters.Options(jobs=args.jobs, devices=args.devices.split(",") if args.devices else [],
-                                cells_per_gpu=args.cells_per_gpu, dashboard=args.dashboard)
         with stages.one_study(params.root):
             return runner.run(params, args.cluster, opts, tracking_uri)
-    if args.jobs != 1 or args.devices or args.cells_per_gpu != 1 or args.dashboard:
-        raise StiltsError("study: --jobs, --devices, --cells-per-gpu and --dashboard run cells side by side on a "
-                          "Dask cluster: add --cluster local (or --cluster tcp://HOST:PORT, --cluster slurm)")
     with stages.one_study(params.root):
         pipeline.write(params)
         warm.prestart()
@@ -269,116 +278,46 @@ def cmd_study(args):
         return stages.dvc(params.root, "repro", env=env, capture=False)
 
 
-def _rank_arguments(sp) -> None:
-    sp.add_argument("--targets", help="comma-separated target tasks (default: rank.targets)")
-    sp.add_argument("--candidates", help="comma-separated candidates (default: rank.candidates, else "
-                    "tasks.intermediate)")
-    sp.add_argument("--method", help="prior, semb, logme, hybrid, comma-separated (default: rank.methods)")
-    sp.add_argument("--prior-experiment", metavar="E1[,E2]", help="measured grids (MLflow experiments: studies or "
-                    "import-results; or grids of the catalogue, `stilts grids`) that prior and hybrid learn from "
-                    "(default: rank.prior_experiments, else every grid of the catalogue that is here)")
-    sp.add_argument("--experiment",
-                    help="score against this experiment's transfer results (default: mlflow.experiment)")
-    sp.add_argument("--sample-size", type=int, help="training examples per task (default: rank.sample_size)")
-    sp.add_argument("--write-study", metavar="PARAMS.yaml", help="write the study that tests the ranking: the top "
-                    "--top candidates with data here and the baseline on the target, --restarts each")
-    sp.add_argument("--top", type=int, default=2, help="candidates in the written study (default: 2)")
-    sp.add_argument("--restarts", type=int, default=1, help="restarts in the written study (default: 1)")
+def cmd_select(args):
+    import dataclasses
 
+    from stilts import config_checks
+    from stilts.selection import select
 
-def _grids_arguments(sp) -> None:
-    grids_sub = sp.add_subparsers(dest="grids_command")
-    fp = grids_sub.add_parser("fetch", help="fetch a grid's repository at its pinned commit, verify it and cache it")
-    fp.add_argument("name", help="a fetchable source (e.g. taskweb) or one of its grids")
-    fp.add_argument("--from", dest="from_path", metavar="PATH", help="read it from a local clone or mirror of the "
-                    "repository, an unpacked archive or the archive file, instead of downloading it")
+    if args.set:
+        raise StiltsError("select: --set is not applied to the selection's DVC stages; edit the params file")
+    params = _params(args)
+    given = {"target": args.target, "budget": args.budget, "confident": args.confident, "hopeless": args.hopeless,
+             "seed": args.seed}
+    params.select = dataclasses.replace(params.select, **{k: v for k, v in given.items() if v is not None})
+    config_checks.check_select(params.select, "stilts select")
+    if not params.select.target:
+        raise StiltsError("select: no target; give --target T (or select.target in the params file)")
+    rank_over = {k: [x.strip() for x in v.split(",") if x.strip()]
+                 for k, v in {"candidates": args.candidates, "prior_experiments": args.prior_experiment}.items() if v}
+    params.rank = dataclasses.replace(params.rank, **rank_over)
+    config_checks.check_rank(params.rank, "stilts select")
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri  # the selection's own run logs there too
+    runner = select.Runner(args.cluster, _cluster_options(args, "select"), tracking_uri)
+    return select.run(params, params.select.target, args.study, runner)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stilts", description="Intermediate-task transfer learning studies.")
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a params value, e.g. --set train.lr=1e-5 (repeatable)")
-    sub = p.add_subparsers(dest="command", required=True)
+    from stilts import cli_parser
 
-    def add(name, fn, help_):
-        sp = sub.add_parser(name, help=help_)
-        sp.set_defaults(fn=fn)
-        return sp
-
-    sp = add("tasks", cmd_tasks, "list registered tasks: type, metric, roles, source files, whether data is present")
-    sp.add_argument("--role", choices=("intermediate", "target", "probe"), help="only tasks the paper uses so")
-    sp = add("prepare", cmd_prepare, "read official files (or generate) → data/processed/<task>/")
-    sp.add_argument("--task", action="append", help="task name (repeatable; default: every task in params)")
-    sp = add("sweep", cmd_sweep, "sweep the grid in params (sweep.grid) for one task, from the pretrained encoder")
-    sp.add_argument("--task", required=True)
-    sp = add("intermediate", cmd_intermediate, "train one intermediate task from the pretrained encoder")
-    sp.add_argument("--task", required=True)
-    sp.add_argument("--restart", type=int, default=0)
-    sp.add_argument("--size", type=int, help="train on the first N examples only (RQ4 data-size sweep)")
-    sp = add("transfer", cmd_transfer, "fine-tune a target/probe task from an intermediate checkpoint")
-    sp.add_argument("--source", required=True, help="intermediate task, or 'none' for the baseline")
-    sp.add_argument("--task", required=True)
-    sp.add_argument("--restart", type=int, default=0)
-    sp = add("analyze", cmd_analyze, "query MLflow and write reports/ (another experiment: reports/<experiment>/)")
-    sp.add_argument("--experiment", help="MLflow experiment (default: mlflow.experiment), or a shipped grid "
-                    "(`stilts grids`), imported on first use")
-    sp.add_argument("--compare", action="append", metavar="GRID", help="set another grid beside it (an experiment "
-                    "or a shipped grid, e.g. paper-2020): the cells both measured and how their effects rank")
-    sp = add("import-results", cmd_import_results, "log published results (CSV) as MLflow runs")
-    sp.add_argument("file")
-    sp.add_argument("--experiment", required=True)
-    sp = add("export-results", cmd_export_results, "write a study's per-run results (CSV, import-results format) "
-             "and their provenance (YAML beside it)")
-    sp.add_argument("file")
-    sp.add_argument("--experiment", help="default: mlflow.experiment")
-    sp.add_argument("--name", help="the grid's name in its provenance (default: the experiment's)")
-    sp.add_argument("--command", dest="command_line", default="stilts study", help="how the study was run")
-    sp = add("plan", cmd_plan, "print the grid, its tokens and FLOPs, and estimated time / GPU-hours")
-    sp.add_argument("--gpu", default="A100", help="GPU class for the GPU-hour estimate (A100, H100, V100, ...)")
-    sp.add_argument("--mfu", type=float, default=None, help="assume this fraction of the GPU's dense bf16 peak "
-                    "(default: stilts' measured efficiency, src/stilts/gpu_calibration.csv)")
-    sp.add_argument("--no-calibrate", action="store_true", help="skip the measured calibration on this machine")
-    _rank_arguments(add("rank", cmd_rank, "rank candidate intermediate tasks per target (prior, semb, logme, "
-                        "hybrid); score against a grid"))
-    _grids_arguments(add("grids", cmd_grids, "list the published transfer grids stilts knows: encoder, method, "
-                         "size, licence, citation, and whether each is shipped, fetched or absent here"))
-    sp = add("pipeline", cmd_pipeline, "write dvc.yaml for the study in params")
-    sp.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
-    add("settings", cmd_settings, "resolve each task's settings from params into data/settings/ (the first DVC stage)")
-    sp = add("generate", cmd_generate, "write one generated task in its official format")
-    sp.add_argument("--task", required=True)
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--train", type=int)
-    sp.add_argument("--validation", type=int)
-    sp.add_argument("--seed", type=int)
-    sp = add("server", cmd_server, "serve one MLflow store to every cell and worker (loopback by default)")
-    sp.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    sp.add_argument("--port", type=int, default=5000)
-    sp.add_argument("--backend-store-uri", help="sqlite:///PATH or any SQLAlchemy URL, e.g. "
-                    "postgresql://USER@HOST/DB (default: sqlite:///mlflow.db in the project)")
-    sp.add_argument("--artifacts-destination", help="where the server keeps artifacts it serves "
-                    "(default: mlartifacts/ in the project; or s3://..., gs://...)")
-    sp.add_argument("--workers", type=int, help="server processes (default: one per 4 cores, 1 to 4)")
-    sp.add_argument("--open", action="store_true", help="open the study's training runs in a browser")
-    sp = add("study", cmd_study, "write dvc.yaml and run the out-of-date stages: `dvc repro`, or on a Dask cluster")
-    sp.add_argument("--cluster", metavar="local|tcp://HOST:PORT|slurm",
-                    help="run the stages as Dask tasks: a local cluster on 127.0.0.1, a running scheduler, "
-                         "or SLURM jobs (dask-jobqueue); default: `dvc repro`, one stage at a time")
-    sp.add_argument("--jobs", type=int, default=1, help="local: CPU workers (cells at once); slurm: batch jobs")
-    sp.add_argument("--devices", help="local: GPU ids, one worker each (e.g. 0,1,2,3)")
-    sp.add_argument("--cells-per-gpu", type=int, default=1, metavar="K",
-                    help="cells sharing one GPU (each asks for GPU=1/K)")
-    sp.add_argument("--tracking-uri", help="the MLflow server every cell logs to and the analysis reads "
-                    "(default: $MLFLOW_TRACKING_URI, else mlflow.db in the project)")
-    sp.add_argument("--dashboard", nargs="?", const="127.0.0.1:8787", metavar="HOST:PORT",
-                    help="serve the Dask dashboard (needs bokeh; default address 127.0.0.1:8787)")
-    return p
+    return cli_parser.build({
+        "tasks": cmd_tasks, "prepare": cmd_prepare, "sweep": cmd_sweep, "intermediate": cmd_intermediate,
+        "transfer": cmd_transfer, "analyze": cmd_analyze, "import-results": cmd_import_results,
+        "export-results": cmd_export_results, "plan": cmd_plan, "rank": cmd_rank, "grids": cmd_grids,
+        "pipeline": cmd_pipeline, "settings": cmd_settings, "generate": cmd_generate, "server": cmd_server,
+        "study": cmd_study, "select": cmd_select})
 
 
 WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "rank")
 TRACKED_COMMANDS = ("sweep", "intermediate", "transfer", "analyze", "import-results", "export-results", "rank",
-                    "study")
+                    "study", "select")
 
 
 def check_tracking(args, quick: bool = False) -> None:

@@ -51,6 +51,11 @@ class TasksCfg:
 @dataclass
 class StudyCfg:
     restarts: int = 3
+    # a source's own number of restarts (an intermediate task or `none`), instead of `restarts`
+    source_restarts: dict[str, int] = field(default_factory=dict)
+    # 0: each restart trains its own intermediate run; N ≥ 1: a source's restarts share N intermediate runs,
+    # restart k of every transfer cell starting from intermediate restart k mod N
+    intermediate_restarts: int = 0
     probe_mode: str = "finetune"  # or "frozen": encoder frozen, scalar mix over all layers + head
     frozen_probe_lr: float = 1e-3  # the lr of frozen probes, unless task_overrides sets one
     # RQ4 data size: these intermediate tasks are also trained on the first N examples for each N
@@ -159,6 +164,17 @@ class RankCfg:
 
 
 @dataclass
+class SelectCfg:
+    """`stilts select`: train the cells that answer "which intermediate task for this target?" one at a time."""
+
+    target: str | None = None  # set: the study is a selection for this target (its trail feeds the report)
+    budget: int = 6  # training runs, intermediate runs and the baseline included
+    confident: float = 0.95  # stop when P(the leading arm is the best) reaches this
+    hopeless: float = 0.05  # stop when no candidate's P(beats the baseline) reaches this (after the baseline)
+    seed: int = 0  # of the draws behind P(best) and the plans' values
+
+
+@dataclass
 class ClusterCfg:
     """How `stilts study --cluster ...` moves files (the cluster itself is chosen on the command line)."""
 
@@ -180,6 +196,7 @@ class Params:
     mlm: MlmCfg = field(default_factory=MlmCfg)
     analysis: AnalysisCfg = field(default_factory=AnalysisCfg)
     rank: RankCfg = field(default_factory=RankCfg)
+    select: SelectCfg = field(default_factory=SelectCfg)
     cluster: ClusterCfg = field(default_factory=ClusterCfg)
     root: Path = field(default=Path("."), metadata={"internal": True})
     source: str = field(default="params.yaml", metadata={"internal": True})
@@ -199,6 +216,20 @@ class Params:
         """Intermediate sources: each intermediate task, plus its size-sweep variants."""
         sized = [source_name(t, n) for t in self.study.size_sweep_tasks for n in self.study.size_sweep_sizes]
         return list(dict.fromkeys(self.tasks.intermediate + sized))
+
+    def restarts_of(self, source: str) -> int:
+        """How many restarts the source's cells have (study.source_restarts, else study.restarts)."""
+        return self.study.source_restarts.get(source, self.study.restarts)
+
+    def intermediate_restarts_of(self, source: str) -> int:
+        """How many intermediate runs the source has (study.intermediate_restarts caps them)."""
+        shared = self.study.intermediate_restarts
+        return min(shared, self.restarts_of(source)) if shared else self.restarts_of(source)
+
+    def intermediate_restart(self, restart: int) -> int:
+        """The intermediate restart a transfer cell's restart starts from."""
+        shared = self.study.intermediate_restarts
+        return restart % shared if shared else restart
 
     @property
     def transfer_tasks(self) -> list[str]:
@@ -266,6 +297,7 @@ def from_dict(raw: dict, src: str = "params.yaml", root: Path = Path(".")) -> Pa
     checks.check_sweep(p, src)
     checks.check_ranges(p, src)
     checks.check_rank(p.rank, src)
+    checks.check_select(p.select, src)
     return p
 
 

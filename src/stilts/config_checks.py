@@ -82,6 +82,13 @@ def check_ranges(p, src: str) -> None:
     need(p.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
          f"must be one of {ATTN_IMPLEMENTATIONS}")
     need(p.study.restarts >= 1, "study.restarts", f"must be ≥ 1, got {p.study.restarts}")
+    need(p.study.intermediate_restarts >= 0, "study.intermediate_restarts",
+         f"must be ≥ 0, got {p.study.intermediate_restarts}")
+    for source, n in p.study.source_restarts.items():
+        need(isinstance(n, int) and not isinstance(n, bool) and n >= 1, f"study.source_restarts.{source}",
+             f"must be an integer ≥ 1, got {n!r}")
+        need(source == "none" or source in p.sources, f"study.source_restarts.{source}",
+             "is neither `none` nor an intermediate task of the study (tasks.intermediate)")
     need(p.sweep.restart >= 0, "sweep.restart", f"must be ≥ 0, got {p.sweep.restart}")
     need(p.study.probe_mode in PROBE_MODES, "study.probe_mode", f"must be one of {PROBE_MODES}")
     need(p.study.frozen_probe_lr > 0, "study.frozen_probe_lr", "must be > 0")
@@ -179,6 +186,17 @@ def check_sweep(p, src: str) -> None:
         p.sweep.overrides[k] = check_type(v, hints[k], f"sweep.overrides.{k}", src)
     if p.sweep.enabled and not p.sweep.grid:
         raise StiltsError(f"{src}: 'sweep.grid' is empty but sweep.enabled is true")
+
+
+def check_select(s, src: str) -> None:
+    """The settings of a selection (from params, or the command line as `src`)."""
+    if s.budget < 1:
+        raise StiltsError(f"{src}: 'select.budget' must be ≥ 1, got {s.budget}")
+    for key in ("confident", "hopeless"):
+        if not 0 < getattr(s, key) < 1:
+            raise StiltsError(f"{src}: 'select.{key}' must be in (0, 1), got {getattr(s, key)}")
+    if s.target is not None and "-" in s.target:
+        raise StiltsError(f"{src}: 'select.target': task name '{s.target}' must not contain '-'")
 
 
 def check_rank(r, src: str) -> None:

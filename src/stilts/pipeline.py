@@ -122,7 +122,7 @@ def _intermediate(params, source: str, k: int) -> dict:
 def _transfer(params, source: str, name: str, k: int) -> dict:
     deps = _train_deps(params, name)
     if source != BASELINE:
-        deps.append(f"models/intermediate/{source}/r{k}")
+        deps.append(f"models/intermediate/{source}/r{params.intermediate_restart(k)}")
     return {"cmd": _cmd(params, f"transfer --source {source} --task {name} --restart {k}"), "deps": deps,
             "outs": [f"results/{source}/{name}/r{k}.json"]}
 
@@ -133,15 +133,15 @@ def layout(params) -> dict[str, dict]:
     top |= {f"prepare-{name}": _prepare(params, name) for name in dict.fromkeys(params.all_tasks + rank_tasks(params))}
     top |= {f"sweep-{name}": _sweep(params, name) for name in params.all_tasks if _swept(params, name)}
     groups: dict[str, dict] = {"dvc.yaml": top}
-    restarts = range(params.study.restarts)
     for source in [BASELINE] + params.sources:
         group = groups[source_file(source)] = {}
         if source != BASELINE:
-            group |= {f"intermediate-{source}-r{k}": _intermediate(params, source, k) for k in restarts}
+            group |= {f"intermediate-{source}-r{k}": _intermediate(params, source, k)
+                      for k in range(params.intermediate_restarts_of(source))}
         # data-size variants answer RQ4 about targets (as in the paper): no probing cells for them
         tasks = params.tasks.target if parse_source(source)[1] is not None else params.transfer_tasks
         group |= {f"transfer-{source}-{name}-r{k}": _transfer(params, source, name, k)
-                  for name in tasks for k in restarts}
+                  for name in tasks for k in range(params.restarts_of(source))}
     results = [out for group in list(groups.values())[1:] for name, st in group.items()
                if name.startswith("transfer-") for out in st["outs"]]
     if params.rank.targets:
@@ -149,7 +149,7 @@ def layout(params) -> dict[str, dict]:
     top["analyze"] = {
         "cmd": _cmd(params, "analyze"),
         "deps": _code(params, ANALYSIS_CODE) + [settings.ANALYZE] + results
-        + (RANK_FILES if params.rank.targets else []),
+        + (RANK_FILES if params.rank.targets else []) + _selection_trail(params),
         "outs": [f"reports/{f}" for f in REPORT_FILES] + [{f"reports/{provenance.FILE}": {"cache": False}}],
         "metrics": [{"reports/summary.json": {"cache": False}}],
         "plots": [{f"reports/{f}": {"cache": False}} for f in REPORT_PLOTS]}
@@ -163,10 +163,18 @@ def cell_layout(params, command: str, task: str, source: str = BASELINE, restart
     stages = {f"prepare-{t}": _prepare(params, t) for t in needs}
     stages |= {f"sweep-{t}": _sweep(params, t) for t in needs if _swept(params, t) or command == "sweep"}
     if source != BASELINE and command in ("intermediate", "transfer"):
-        stages[f"intermediate-{source}-r{restart}"] = _intermediate(params, source, restart)
+        k = params.intermediate_restart(restart) if command == "transfer" else restart
+        stages[f"intermediate-{source}-r{k}"] = _intermediate(params, source, k)
     if command == "transfer":
         stages[f"transfer-{source}-{task}-r{restart}"] = _transfer(params, source, task, restart)
     return {"dvc.yaml": stages}
+
+
+def _selection_trail(params) -> list[str]:
+    """A selection's study (select.target) reports and scores its trail, which `stilts select` writes."""
+    from stilts.selection.select_record import trail_path
+
+    return [_rel(params, trail_path(params, params.select.target))] if params.select.target else []
 
 
 def _rank_stage(params) -> dict:
@@ -176,14 +184,13 @@ def _rank_stage(params) -> dict:
 
     candidates = candidates_for(params)
     deps = _code(params, RANK_CODE) + [settings.RANK] + [_processed(params, t) for t in rank_tasks(params)]
-    restarts = range(params.study.restarts)
     if "logme" in params.rank.methods:
         deps += [f"models/intermediate/{c}/r{params.rank.restart}"
                  for c in dict.fromkeys(c for cs in candidates.values() for c in cs) if c in params.sources]
     # the measured cells it is scored against, and the baselines their gains and P(beats) are measured from
     deps += [f"results/{c}/{t}/r{k}.json" for t, cs in candidates.items() if t in params.transfer_tasks
-             for c in [BASELINE, *cs] if c == BASELINE or c in params.sources for k in restarts]
-    return {"cmd": _cmd(params, "rank"), "deps": deps, "outs": RANK_FILES}
+             for c in [BASELINE, *cs] if c == BASELINE or c in params.sources for k in range(params.restarts_of(c))]
+    return {"cmd": _cmd(params, "rank"), "deps": deps + _selection_trail(params), "outs": RANK_FILES}
 
 
 def source_file(source: str) -> str:

@@ -130,10 +130,10 @@ def runs(params, tokenizer=None) -> list[Run]:
             src, n = parse_source(source)
             if src == name:
                 out += [Run("intermediate", source, *_size(s, n_train, n_dev, n), mean_tokens, s.batch_size)] \
-                    * params.study.restarts
+                    * params.intermediate_restarts_of(source)
         if name in params.transfer_tasks:
             sources = [src for src in params.sources if parse_source(src)[1] is None or name in params.tasks.target]
-            cells = params.study.restarts * (1 + len(sources))
+            cells = params.restarts_of("none") + sum(params.restarts_of(src) for src in sources)
             out += [Run("transfer", name, *_size(s, n_train, n_dev), mean_tokens, s.batch_size)] * cells
     return out
 

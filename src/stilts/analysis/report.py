@@ -242,9 +242,11 @@ def run(params, experiment: str | None = None, out: Path | None = None, compare_
         rho, sig = correlate.matrix(r["correlations"])
         plots.heatmap(rho, tmp / "correlation_heatmap.png", "Spearman ρ across models (* Holm-significant)", sig,
                       fmt="{:+.2f}", limit=1.0)
+        from stilts.selection import select_record
         from stilts.selection.ranking_report import report_section
 
         r["ranking_section"] = report_section(out, tmp)  # from the rank stage's tables, when it ran
+        r["ranking_section"] += select_record.report_section(params)  # a selection's trail, when there is one
         (tmp / "report.md").write_text(_report_md(r, params, experiment), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (tmp / provenance.FILE).write_text(provenance.text(r["provenance"]))  # apart: it changes with each commit

@@ -163,14 +163,16 @@ def _connect(cluster, kind: str):
     return client
 
 
-def run(params, kind: str, opts: clusters.Options, tracking_uri: str | None = None, out=None) -> int:
+def run(params, kind: str, opts: clusters.Options, tracking_uri: str | None = None, out=None,
+        targets: list[str] | None = None) -> int:
+    """Run the out-of-date stages (with `targets`: only those stages and what they need) on the cluster."""
     clusters.check(kind, opts)
     home = transport.for_head(params)
     _check_tracking(tracking_uri, home.shared, kind)
     pipeline.write(params)
     # the settings first, here: only the stages whose task's settings files changed are out of date then
     stages.dvc(params.root, "repro", "settings")
-    plan = stages.plan(stages.graph(pipeline.layout(params)), stages.changed(params))
+    plan = stages.plan(stages.graph(pipeline.layout(params)), stages.changed(params), targets)
     total = len(pipeline.stages(params))
     if not plan:
         print(f"0 of {total} stages to run: the study is up to date", flush=True)

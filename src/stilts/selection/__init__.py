@@ -12,4 +12,10 @@ hybrid          prior, semb and logme combined, weights learned leave-one-target
 evaluate        a ranking against a measured grid: Regret@k, NDCG, Spearman, AUROC, Brier, random expectation
 rank            `stilts rank`: the rankings, their evaluation, reports/ranking*.csv and an MLflow run
 ranking_report  what `stilts rank` prints and report.md's "Which intermediate task?" section
+belief          `stilts select`'s posterior over a target's arms (the baseline and the candidates)
+prior_belief    the prior of that posterior, from the prior's public functions (the one place that reads them)
+lookahead       plans of the next runs and their value (the knowledge gradient of a batch)
+rule            the next run, when to stop, and the answer
+select          `stilts select`: the loop, the study it writes, its cells run through DVC or the Dask runner
+select_record   the selection's trail, MLflow run, printed lines and report section
 """

@@ -2,7 +2,8 @@
 
 A grid is the mean score over restarts of every (target, source) cell of target-role runs (probes
 are left out), the baseline mean per target (runs with source `none`, where the grid has them), and
-the score of each target's first baseline run (the lowest restart), a fact that one cheap run gives.
+the score of each target's first baseline run (the lowest restart), a fact that one cheap run gives, and each
+target's restart noise (the variance of a run around its cell's mean).
 
 Normalised gains put every target of every grid on one scale: gain = score − baseline mean (without
 a baseline: score − the target's mean over its sources), divided by the target's spread over its
@@ -32,6 +33,7 @@ class Grid:
     encoder: str | None = None  # the pretrained model it was measured with (None: not recorded)
     method: str | None = None  # how it adapted the encoder (None: full fine-tuning, as stilts trains)
     published: bool = False  # from the catalogue (published.py); False: a user's study or imported results
+    noise: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))  # target → restart variance
     _normalised: tuple | None = field(default=None, repr=False)  # normalised(), computed once
 
     @property
@@ -63,7 +65,20 @@ def from_runs(name: str, runs: pd.DataFrame, encoder: str | None = None, method:
     if encoder is None and "encoder" in runs and runs["encoder"].notna().any():
         encoder = str(runs["encoder"].dropna().mode().iloc[0])
     return Grid(name, means.sort_index().sort_index(axis=1), baseline, first_baselines(runs), encoder, method,
-                published)
+                published, restart_noise(t))
+
+
+def restart_noise(runs: pd.DataFrame) -> pd.Series:
+    """target → the variance of a run's score around its cell's mean, pooled over the target's cells that
+    have two or more restarts (the baseline's too); targets without such a cell are absent."""
+    if runs.empty:
+        return pd.Series(dtype=float)
+    cells = runs.groupby(["task", "source"])["score"]
+    dev = (runs["score"] - cells.transform("mean")) ** 2
+    stats = pd.DataFrame({"task": runs["task"], "ss": dev, "dof": 1.0}).groupby("task").sum()
+    stats["dof"] -= runs.groupby("task")["source"].nunique().reindex(stats.index)
+    stats = stats[stats["dof"] > 0]
+    return (stats["ss"] / stats["dof"]).sort_index()
 
 
 def first_baselines(runs: pd.DataFrame) -> pd.Series:

@@ -111,12 +111,14 @@ def experiment_runs(params, experiment: str) -> pd.DataFrame:
     return collect(params, experiment) if runs is None else runs
 
 
-def _load_grids(params, experiment: str, runs: pd.DataFrame, notes: list[str]) -> list[grids_.Grid]:
+def load_grids(params, experiment: str, runs: pd.DataFrame,
+               notes: list[str] | None = None) -> list[grids_.Grid]:
     """The grids prior and hybrid learn from: rank.prior_experiments; else every catalogue grid that is here
     (fetched on first use where the network allows) and the study's own experiment once it holds transfer
     runs (a target's own pairs in the scored experiment are never used)."""
     from stilts.selection import published
 
+    notes = [] if notes is None else notes
     if not any(m in GRID_METHODS for m in params.rank.methods):
         return []
     load = lambda e: grids_.load(params, e, runs if e == experiment else None)  # noqa: E731
@@ -213,7 +215,7 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
     """(method → frame, method → seconds, notes) for every method of rank.methods (and prior-within)."""
     r = params.rank
     notes: list[str] = []
-    grid_list = _load_grids(params, experiment, runs, notes)
+    grid_list = load_grids(params, experiment, runs, notes)
     candidates = candidates_for(params, sorted({s for g in grid_list for s in g.sources}))
     if set(r.methods) <= set(GRID_METHODS):
         _check_names(candidates, grid_list, runs)
@@ -250,6 +252,11 @@ def rankings(params, experiment: str, runs: pd.DataFrame) -> tuple[dict, dict, l
             frames[method] = _grid_scores(params, method, grid_list, candidates, baselines, notes, sizes,
                                           experiment)
         seconds[method] = time.perf_counter() - start
+    from stilts.selection import select_record
+
+    chosen = select_record.ranking_frame(params, candidates)
+    if chosen is not None:  # the answer of a selection on the target, scored like a ranking
+        frames[select_record.METHOD] = chosen
     return frames, seconds, notes + [f"prior grids: {', '.join(g.name for g in grid_list)}"] * bool(grid_list)
 
 

@@ -1,7 +1,7 @@
 """The only module that talks to MLflow: tracking URI, experiment, tags, run lifecycle, queries.
 
 Tags are the interface the analysis reads:
-  stilts.role     intermediate | target | probe | sweep | analysis | ranking
+  stilts.role     intermediate | target | probe | sweep | analysis | ranking | selection
   stilts.source   intermediate task, or "none" for the baseline
   stilts.task, stilts.restart, stilts.cell (a stable id of the cell), stilts.dvc_stage
 """
@@ -229,6 +229,11 @@ def _claim_entry_run(client) -> None:
         if r.info.run_id != run_id and _abandoned(r):
             end_killed(client, r.info.run_id, "the process running this entry point was killed; "
                         "superseded by a rerun")
+
+
+def set_parent(params, run_id: str, parent_id: str) -> None:
+    """Make a run a child of another (a selection's cells of the selection's run)."""
+    Run(client_for(tracking_uri(params)), run_id).set_tags({"mlflow.parentRunId": parent_id})
 
 
 def run_status(params, run_id: str | None) -> str | None:
