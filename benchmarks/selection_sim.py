@@ -1,7 +1,10 @@
 """`stilts select`'s rule simulated on measured grids with per-restart results: what the final choice costs.
 
-    python benchmarks/selection_sim.py --grid paper-2020=src/stilts/selection/published/paper2020_roberta_large.csv \\
-        --grid taskweb-roberta=taskweb_roberta.csv [--reps 20] [--budgets 0,2,4,6,8,10] [--plot docs/x.png]
+    python benchmarks/selection_sim.py --grid paper-2020 --grid taskweb-roberta-base [--grid NAME=CSV] \\
+        [--reps 20] [--budgets 0,2,4,6,8,10] [--plot docs/x.png]
+
+A grid is a name of the catalogue that is here (`stilts grids`; TaskWeb's after `stilts grids fetch taskweb`)
+or NAME=CSV, a file in import-results format.
 
 Each target of each grid is held out in turn. Its prior comes from the grid's other targets only (leave one
 target out: selection.prior_belief.build, with the grid minus the target); its own results reach the rule only
@@ -40,7 +43,7 @@ import pandas as pd
 
 from stilts.selection import belief as belief_
 from stilts.selection import grids as grids_
-from stilts.selection import prior_belief, rule
+from stilts.selection import prior_belief, published, rule
 from stilts.selection.evaluate import auroc
 
 BASELINE = "none"
@@ -276,7 +279,8 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--grid", action="append", default=[], metavar="NAME=CSV")
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME[=CSV]",
+                    help="a grid of the catalogue (`stilts grids`) or a CSV in import-results format")
     ap.add_argument("--rows", type=Path, action="append", default=[],
                     help="tables and plot from the rows of earlier runs (--csv) instead of simulating")
     ap.add_argument("--reps", type=int, default=20)
@@ -291,7 +295,7 @@ def main() -> None:
     frames = []
     for spec in args.grid:
         name, _, path = spec.partition("=")
-        runs = pd.read_csv(path)
+        runs = pd.read_csv(path) if path else published.runs(name)
         runs = runs[runs["role"] == "target"]
         start = time.perf_counter()
         only = set(args.targets.split(",")) if args.targets else None

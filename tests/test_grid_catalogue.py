@@ -132,6 +132,9 @@ def test_a_checksum_mismatch_or_a_bad_name_is_one_line_exit_2_and_writes_nothing
     assert cli.main(["grids", "fetch", "paper-2020"]) == 2
     assert "ships with stilts" in capsys.readouterr().err
     assert cli.main(["grids", "fetch", "taskweb", "--from", str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "elsewhere" / "repo").mkdir(parents=True)  # the folder above a mirror: none of its files
+    assert cli.main(["grids", "fetch", "taskweb", "--from", str(tmp_path / "elsewhere")]) == 2
+    assert "holds none of its results files" in capsys.readouterr().err
 
 
 def _serve(data: bytes):

@@ -141,6 +141,9 @@ def fetch(source, from_path: Path | None = None) -> list[str]:
     read = reader(spec.reader)
     files = read_local(Path(from_path), spec.commit, read.wanted) if from_path else download(spec.archive,
                                                                                              read.wanted)
+    if not files:
+        raise StiltsError(f"grids: {source.name}: {from_path or spec.archive} holds none of its results files "
+                          "(give a clone, a bare mirror, an unpacked archive or the archive file); nothing was written")
     got = checksum(files)
     if got != spec.checksum:
         where = from_path or spec.archive
