@@ -110,8 +110,8 @@ class _Counting:
         self.batch_tokens.append(int(batch["attention_mask"].sum()))
         return batch
 
-    def with_buckets(self, buckets):  # stilts.train pads to length buckets when the step is compiled
-        return _Counting(self.collate.with_buckets(buckets), self.batch_tokens)
+    def with_padding(self, buckets, pad_to_multiple_of=None):  # stilts.train sets the padding it trains with
+        return _Counting(self.collate.with_padding(buckets, pad_to_multiple_of), self.batch_tokens)
 
 
 def run_stilts(params, tok, task, args, batch: int, steps: int, arm: str) -> dict:

@@ -30,7 +30,7 @@ def test_bucket_padding_gives_the_same_loss_and_gradients(make_params, task_name
     tok, feats = _features(params, task_name)
     collate = tasktypes.get(task.type).collator(tok)
     dynamic = collate([dict(f) for f in feats])
-    bucketed = collate.with_buckets((24, 48))([dict(f) for f in feats])
+    bucketed = collate.with_padding((24, 48))([dict(f) for f in feats])
     assert dynamic["input_ids"].shape[-1] % 8 == 0 and dynamic["input_ids"].shape[-1] < 48
     assert bucketed["input_ids"].shape[-1] == (24 if dynamic["input_ids"].shape[-1] <= 24 else 48)
     assert bucketed["input_ids"].shape[-1] > dynamic["input_ids"].shape[-1]  # the comparison pads more

@@ -9,7 +9,19 @@ from stilts.train import make_accelerator, resolve_mixed_precision, train
 
 
 @pytest.mark.parametrize("task_name", ["syn_sentiment", "syn_rte", "syn_copa", "syn_tense"])
-def test_one_step_and_eval_per_task_type(make_params, task_name):
+def test_one_step_and_eval_per_task_type(make_params, monkeypatch, task_name):
+    """On CPU every batch, trained or evaluated, is padded to its longest sequence and no further."""
+    from stilts.tasktypes.common import PadCollator
+
+    padded, collate_batch = [], PadCollator.__call__
+
+    def recording(self, features):
+        batch = collate_batch(self, features)
+        if not self.choices:  # multiple choice: recorded in the call for its flattened choices
+            padded.append((max(len(f["input_ids"]) for f in features), batch["input_ids"].shape[-1]))
+        return batch
+
+    monkeypatch.setattr(PadCollator, "__call__", recording)
     params = make_params(train={"max_steps": 1, "batch_size": 4, "eval_every": 1})
     data.prepare(params, task_name)
     task = registry.get(task_name)
@@ -28,6 +40,8 @@ def test_one_step_and_eval_per_task_type(make_params, task_name):
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("head.") for k in changed) and any(k.startswith("encoder.") for k in changed)
     assert any("dev_" + task.metric in m for m in logged)
+    assert len(padded) >= 2 and all(width == longest for longest, width in padded)
+    assert any(longest % 8 for longest, _ in padded)  # a batch a multiple of 8 would have padded further
 
 
 def test_features_are_cached_and_keyed_by_max_length(make_params):
@@ -48,8 +62,14 @@ def test_auto_precision_is_fp32_without_fast_bf16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert resolve_mixed_precision("auto") == "no"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert resolve_mixed_precision("auto") == "bf16"
     assert resolve_mixed_precision("no") == "no"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN kept below bf16: emulated, so fp32
+    assert resolve_mixed_precision("auto") == "no"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert resolve_mixed_precision("auto") == "bf16"
 
 
 def test_max_seq_length_above_model_limit(make_params):
@@ -89,11 +109,11 @@ def test_early_stopping_after_patience_evaluations(make_params):
 
 
 def test_speed_options_that_keep_the_maths(make_params):
-    """Dynamic padding and fused AdamW are speed options only: padding to the longest in the batch (a
-    multiple of 8) gives the same loss and gradients as padding to max_seq_length, and a fused AdamW step
-    the same weights as the per-parameter one. (Length grouping changes the batches, so it is compared on
-    real data with restarts instead: README, "Speed options and results".)"""
-    from stilts.train import _optimizer
+    """Dynamic padding and fused AdamW are speed options only: padding to the longest in the batch (exactly,
+    as on CPUs, or up to a multiple of 8, as on GPUs) gives the same loss and gradients as padding to
+    max_seq_length, and a fused AdamW step the same weights as the per-parameter one. (Length grouping changes
+    the batches, so it is compared on real data with restarts instead: README, "Speed options and results".)"""
+    from stilts.train import _optimizer, pad_multiple
 
     params = make_params()
     data.prepare(params, "syn_rte")
@@ -103,15 +123,20 @@ def test_speed_options_that_keep_the_maths(make_params):
     ds = data.features(params, "syn_rte", "train", tok, 64).select(range(8))
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in ds.column_names]
     feats = [{k: ds[i][k] for k in keys} for i in range(8)]
-    dynamic = tasktypes.get(task.type).collator(tok)([dict(f) for f in feats])
+    collate = tasktypes.get(task.type).collator(tok)
+    dynamic = collate([dict(f) for f in feats])
+    exact = collate.with_padding((), pad_multiple("cpu"))([dict(f) for f in feats])
     static = tok.pad([dict(f) for f in feats], padding="max_length", max_length=64, return_tensors="pt")
-    assert dynamic["input_ids"].shape[1] < 64 and dynamic["input_ids"].shape[1] % 8 == 0
+    longest = max(len(f["input_ids"]) for f in feats)
+    assert longest % 8 and exact["input_ids"].shape[1] == longest  # these 8 examples: rounding up pads more
+    assert dynamic["input_ids"].shape[1] == -(-longest // 8) * 8 and pad_multiple("cuda") == 8
 
     torch.manual_seed(0)
     model = modeling.build(params, task, settings)
-    grads = loss_and_grads(model, tasktypes.get(task.type).loss, (dynamic, static))
-    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
-    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    grads = loss_and_grads(model, tasktypes.get(task.type).loss, (static, dynamic, exact))
+    for loss, grad in grads[1:]:
+        assert loss == pytest.approx(grads[0][0], abs=1e-6)
+        assert torch.allclose(grad, grads[0][1], atol=1e-6)
 
     weights = []
     for fused in (True, False):

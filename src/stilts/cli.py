@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 WARM_COMMANDS = ("prepare", "sweep", "intermediate", "transfer", "analyze", "rank")
 TRACKED_COMMANDS = ("sweep", "intermediate", "transfer", "analyze", "import-results", "export-results", "rank",
                     "study", "select")
+TRAINING_COMMANDS = ("sweep", "intermediate", "transfer")
 
 
 def check_tracking(args, quick: bool = False) -> None:
@@ -352,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             stop.install()  # SIGTERM, SIGINT, SIGUSR1: save, end the run, exit EXIT_RESUME
         if tracked:
             check_tracking(args)
+        if args.command in TRAINING_COMMANDS:
+            from stilts import heap
+
+            heap.keep_freed_memory()
         return args.fn(args) or 0
     except stop.Interrupted as e:
         print(f"stilts: {e}; what it had done is saved: run the same command again to continue",

@@ -24,8 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-# read once at start or import time by glibc/torch/transformers/huggingface_hub: a server serves one setting
-IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_", "MALLOC_")
+# read once at start or import time by glibc/torch/transformers/huggingface_hub/oneDNN (ATEN_CPU_CAPABILITY,
+# ONEDNN_MAX_CPU_ISA: the instruction sets torch may use): a server serves one setting
+IMPORT_TIME_ENV = ("HF_", "TRANSFORMERS_", "CUDA_", "TORCH", "OMP_", "MKL_", "PYTORCH_", "TOKENIZERS_", "MALLOC_",
+                   "ATEN_", "ONEDNN_", "DNNL_")
 _WARNED: list = []
 START_S = 600.0  # a server imports in seconds; minutes on an overloaded machine, where waiting still pays
 

@@ -131,8 +131,11 @@ class PadCollator:
     choices: bool = False
     buckets: tuple[int, ...] = ()
 
-    def with_buckets(self, buckets) -> PadCollator:
-        return dataclasses.replace(self, buckets=tuple(sorted(buckets)))
+    def with_padding(self, buckets, pad_to_multiple_of: int | None = None) -> PadCollator:
+        """Padded to the smallest of `buckets` that holds a batch, else (and with no buckets) to a multiple
+        of `pad_to_multiple_of` (None: this collator's own)."""
+        multiple = self.pad_to_multiple_of if pad_to_multiple_of is None else pad_to_multiple_of
+        return dataclasses.replace(self, buckets=tuple(sorted(buckets)), pad_to_multiple_of=multiple)
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
