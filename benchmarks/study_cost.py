@@ -108,8 +108,11 @@ def _run_arm(project: Path, env: dict, study: bool, timeout: float) -> dict[str,
     _clean(project)
     if study:
         return {"stilts study": _timed(project, [sys.executable, "-m", "stilts", "study"], env, timeout)}
-    stilts = [sys.executable, "-m", "stilts"]
-    return {"stilts " + " ".join(cmd): _timed(project, stilts + cmd, env, timeout) for cmd in CELLS}
+    stilts, out = [sys.executable, "-m", "stilts"], {}
+    for cmd in CELLS:
+        out["stilts " + " ".join(cmd)] = wall, cpu = _timed(project, stilts + cmd, env, timeout)
+        print(f"  {project.name}: stilts {' '.join(cmd)}: {wall:.1f} s, CPU {cpu:.1f} s", flush=True)
+    return out
 
 
 def _report(refs: dict, runs: dict, study: bool) -> None:
@@ -157,8 +160,6 @@ def main(argv=None) -> int:
             for arm in (("before", "after") if i % 2 == 0 else ("after", "before")):
                 env = _env(projects[arm], base, worker=args.study)
                 runs[arm].append(_run_arm(projects[arm], env, args.study, args.timeout))
-                print(f"repeat {i + 1}, {arm}: " + ", ".join(f"{n.split()[1]} {w:.0f}/{c:.0f} s"
-                                                              for n, (w, c) in runs[arm][-1].items()), flush=True)
         _report(refs, runs, args.study)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

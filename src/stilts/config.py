@@ -111,8 +111,8 @@ class TrainCfg:
     group_by_length: bool = True
     # the training step through torch.compile (CUDA graphs on GPUs): auto = on for one CUDA process, else off
     compile: bool | str = "auto"
-    # sequence lengths a batch is padded up to (the smallest that holds it); [] = to a multiple of 8, or
-    # step.DEFAULT_BUCKETS when the step is compiled (few shapes: each one is captured once)
+    # sequence lengths a batch is padded up to (the smallest that holds it); [] = to its longest sequence (a
+    # multiple of 8 on GPUs), or step.DEFAULT_BUCKETS when the step is compiled (few shapes: each captured once)
     pad_buckets: list[int] = field(default_factory=list)
 
 

@@ -16,7 +16,7 @@ COMPILE_BACKEND = "inductor"  # tests on CPU use "aot_eager": the same graph cap
 @dataclass(frozen=True)
 class StepOptions:
     compiled: bool  # the loss, forward and backward through torch.compile (CUDA graphs on GPUs)
-    buckets: tuple[int, ...]  # padded sequence lengths; () = dynamic padding to a multiple of 8
+    buckets: tuple[int, ...]  # padded sequence lengths; () = dynamic padding (train.pad_multiple)
 
 
 def step_options(settings, accelerator) -> StepOptions:
