@@ -159,7 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--from", dest="from_path", type=Path, help="a clone of each fetchable source's repository")
     ap.add_argument("--signal", action="append", default=[], choices=["type", "semb", "plain"],
                     help="a target signal to try (repeatable)")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="task data for --signal semb")
+    ap.add_argument("--data", default=str(ROOT / "data" / "raw"),
+                    help="task data for --signal semb (default: data/raw, the official files)")
     ap.add_argument("--semb-project", default=str(Path(tempfile.gettempdir()) / "stilts-prior-scores-semb"),
                     help="the scratch project semb's embeddings are cached in")
     ap.add_argument("--sample-size", type=int, default=1000, help="examples per task for semb (default 1000)")
