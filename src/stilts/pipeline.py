@@ -36,9 +36,10 @@ SOURCE_HEADER = ("# Written by `stilts pipeline` from {src}: the cells of source
                  "# Stages run in the project root (wdir), where `dvc repro` runs them.\n")
 PIPELINES_DIR = "pipelines"
 PREPARE_CODE = ["src/stilts/data.py", "src/stilts/readers.py", "src/stilts/tasks", "src/stilts/tasktypes"]
-TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/cell_outputs.py", "src/stilts/train.py", "src/stilts/modeling.py",
-              "src/stilts/data.py", "src/stilts/tasktypes", "src/stilts/metrics.py", "src/stilts/seeds.py",
-              "src/stilts/sweep.py"]
+TRAIN_CODE = ["src/stilts/cells.py", "src/stilts/cell_outputs.py", "src/stilts/train.py", "src/stilts/step.py",
+              "src/stilts/resume.py", "src/stilts/mlm.py", "src/stilts/modeling.py", "src/stilts/predict.py",
+              "src/stilts/data.py", "src/stilts/tasks", "src/stilts/tasktypes", "src/stilts/metrics.py",
+              "src/stilts/seeds.py", "src/stilts/sweep.py"]
 SETTINGS_CODE = ["src/stilts/settings.py", "src/stilts/config.py", "src/stilts/config_checks.py", "src/stilts/sweep.py",
                  "src/stilts/tasks"]
 ANALYSIS_CODE = ["src/stilts/analysis"]
