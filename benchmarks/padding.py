@@ -57,7 +57,7 @@ def main() -> None:
     print("| task | train ×8 | train longest | " + " | ".join(f"dev {b} ×8 | dev {b} longest" for b in eval_sizes)
           + " |")
     print("|---|---|---|" + "---|---|" * len(eval_sizes))
-    for task in params.all_tasks():
+    for task in params.all_tasks:
         if registry.get(task).type == "multiple_choice":
             continue
         s = params.train_for(task)

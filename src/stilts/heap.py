@@ -3,9 +3,9 @@
 glibc serves an allocation above its mmap threshold (which it raises to at most 32 MB) with a fresh mapping
 and unmaps it again when it is freed, so a tensor that large costs its size in zero-filled page faults every
 time it is made: MiniLM's word-embedding gradient (47 MB) is made in every backward pass. Served from the
-heap and never trimmed, freed memory is reused as it is: on the default study's cells a step then took
-~4,400 page faults instead of ~17,000-20,000, and 6% less CPU time (docs/performance.md). A process that
-trains ends when its cell does, so the memory kept is the peak it had anyway.
+heap and never trimmed, freed memory is reused as it is: a MiniLM step of 16 × 64 tokens then took no page
+faults instead of ~52,000, and 11% less CPU time (benchmarks/heap_faults.py; docs/performance.md). A
+process that trains ends when its cell does, so the memory kept is the peak it had anyway.
 """
 
 from __future__ import annotations

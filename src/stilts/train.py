@@ -68,7 +68,7 @@ def make_accelerator(settings, cpu: bool = False):
 def pad_multiple(device_type: str) -> int:
     """Dynamic padding on CUDA rounds a batch's length up to a multiple of 8 (tensor-core shapes); elsewhere a
     padded position costs as much as a real token, so a batch is padded to its longest sequence: on the default
-    study's short sentences rounding up added 16–46% to the tokens trained on (docs/performance.md)."""
+    study's short sentences rounding up added 17–43% to the positions trained on (benchmarks/padding.py)."""
     return 8 if device_type == "cuda" else 1
 
 
