@@ -142,6 +142,22 @@ def cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def recorded(argv: list[str]) -> list[str]:
+    """The command as users repeat it: no scratch folder (--semb-project), the task data as data/raw unless it
+    lies inside this checkout."""
+    out, args = [], iter(argv)
+    for a in args:
+        flag, eq, value = a.partition("=")
+        if flag in ("--semb-project", "--data"):
+            value = value if eq else next(args, "")
+            if flag == "--data":
+                path = Path(value).resolve()
+                out += ["--data", str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "data/raw"]
+            continue
+        out.append(a)
+    return out
+
+
 def write(out: Path, results: dict, grid_list, command: str) -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -193,7 +209,7 @@ def main(argv=None) -> int:
     print(f"\n{len(grid_list)} grids; {time.perf_counter() - start:.0f} s; {cpu()}")
     if args.out:
         write(args.out, {s: results[s] for s in ("named", "renamed")}, grid_list,
-              "python benchmarks/prior_scores.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+              "python benchmarks/prior_scores.py " + " ".join(recorded(argv if argv is not None else sys.argv[1:])))
     return 0
 
 
