@@ -79,3 +79,32 @@ def declare(root: Path, name: str, train: int = 48, validation: int = 24, **over
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({**decl, "format": fmt, "files": files, **over}, sort_keys=False))
     return path
+
+
+GLUE_WORDS = ["good film", "bad film", "fine day", "sad day", "great show", "poor show"]
+
+
+def glue(root: Path, task: str, header: list[str], rows: list[list[str]]) -> None:
+    """A GLUE task's official files (train.tsv: the first 24 rows, dev.tsv: the rest) under data/raw."""
+    folder = root / "data" / "raw" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train.tsv", rows[:24]), ("dev.tsv", rows[24:])):
+        (folder / name).write_text("\n".join("\t".join(r) for r in [header, *part]) + "\n")
+
+
+def own_task_project(root: Path, model, train: dict) -> Path:
+    """A git + DVC project whose one target is a declared pair task, my_pairs, and whose intermediate tasks
+    with data are two of the grids' candidates, SST-2 and QQP (36 examples each): what a user ranks and selects."""
+    from tests.commands import git_dvc_init
+    from tests.conftest import tiny_params_dict
+
+    root.mkdir(parents=True, exist_ok=True)
+    declare(root, "my_pairs", train=32, validation=16)
+    glue(root, "sst2", ["sentence", "label"], [[GLUE_WORDS[i % 6], str(i % 2)] for i in range(36)])
+    glue(root, "qqp", ["id", "question1", "question2", "is_duplicate"],
+         [[str(i), f"is it {GLUE_WORDS[i % 6]}", f"was it {GLUE_WORDS[(i + 1) % 6]}", str(i % 2)] for i in range(36)])
+    raw = tiny_params_dict(model, train=train)
+    raw["tasks"] = {"target": ["my_pairs"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    git_dvc_init(root)
+    return root

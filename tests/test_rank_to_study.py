@@ -6,33 +6,16 @@ import pytest
 import yaml
 
 from stilts.selection import published
-from tests.commands import git_dvc_init, ran, run
-from tests.conftest import tiny_params_dict
-from tests.task_files import declare
+from tests.commands import ran, run
+from tests.task_files import own_task_project
 
 pytestmark = pytest.mark.slow
 TRAIN = {"max_steps": 2, "batch_size": 8, "eval_every": 2, "log_every": 1, "save_interval_s": 0,
          "mixed_precision": "no"}
 
 
-def _glue(root, task: str, header: list[str], rows: list[list[str]]) -> None:
-    folder = root / "data" / "raw" / task
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train.tsv", rows[:24]), ("dev.tsv", rows[24:])):
-        (folder / name).write_text("\n".join("\t".join(r) for r in [header, *part]) + "\n")
-
-
 def test_rank_write_the_study_run_it_and_score_the_recommendation(tiny_model, tmp_path):
-    root = tmp_path
-    declare(root, "my_pairs", train=32, validation=16)
-    words = ["good film", "bad film", "fine day", "sad day", "great show", "poor show"]
-    _glue(root, "sst2", ["sentence", "label"], [[words[i % 6], str(i % 2)] for i in range(36)])
-    _glue(root, "qqp", ["id", "question1", "question2", "is_duplicate"],
-          [[str(i), f"is it {words[i % 6]}", f"was it {words[(i + 1) % 6]}", str(i % 2)] for i in range(36)])
-    raw = tiny_params_dict(tiny_model, train=TRAIN)
-    raw["tasks"] = {"target": ["my_pairs"]}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    git_dvc_init(root)
+    root = own_task_project(tmp_path, tiny_model, TRAIN)
 
     out = run(root, "stilts", "rank", "--targets", "my_pairs", "--write-study", "study.yaml", "--top", "2",
              "--restarts", "1").stdout

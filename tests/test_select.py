@@ -12,29 +12,13 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-import yaml
 
-from tests.commands import command_env, git_dvc_init, ran, run, run_cli, runs, started
-from tests.conftest import tiny_params_dict
-from tests.task_files import declare
-from tests.test_rank_to_study import TRAIN, _glue
+from tests.commands import command_env, ran, run, run_cli, runs, started
+from tests.task_files import own_task_project
+from tests.test_rank_to_study import TRAIN
 
 SELECT = ["stilts", "select", "--target", "my_pairs", "--budget", "4"]
 MARK = "STILTS_TEST_SELECTION"  # in the environment of every process of the selection that is killed
-WORDS = ["good film", "bad film", "fine day", "sad day", "great show", "poor show"]
-
-
-def _project(root: Path, model: Path) -> Path:
-    root.mkdir(parents=True)
-    declare(root, "my_pairs", train=32, validation=16)
-    _glue(root, "sst2", ["sentence", "label"], [[WORDS[i % 6], str(i % 2)] for i in range(36)])
-    _glue(root, "qqp", ["id", "question1", "question2", "is_duplicate"],
-          [[str(i), f"is it {WORDS[i % 6]}", f"was it {WORDS[(i + 1) % 6]}", str(i % 2)] for i in range(36)])
-    raw = tiny_params_dict(model, train=TRAIN)
-    raw["tasks"] = {"target": ["my_pairs"]}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    git_dvc_init(root)
-    return root
 
 
 def _trail(root: Path) -> dict:
@@ -91,13 +75,13 @@ def _steps_with_runs(path: Path) -> list:
 
 @pytest.mark.slow
 def test_select_killed_midway_resumes_to_the_same_decisions_and_answer(tiny_model, tmp_path):
-    ref = _project(tmp_path / "ref", tiny_model)
+    ref = own_task_project(tmp_path / "ref", tiny_model, TRAIN)
     out = run(ref, *SELECT).stdout
     reference = _trail(ref)
     assert reference["steps"][0]["run"] == {"arm": "none", "restart": 0} and reference["answer"]
     assert reference["answer"]["spent"] <= 4 and "select my_pairs: train " in out
 
-    killed = _project(tmp_path / "killed", tiny_model)
+    killed = own_task_project(tmp_path / "killed", tiny_model, TRAIN)
     assert _kill_after_second_decision(killed) == 2
     again = run(killed, *SELECT)
     resumed = _trail(killed)
@@ -129,11 +113,7 @@ def test_select_bad_input_is_one_line_and_writes_nothing(tiny_model, tmp_path, c
 
     monkeypatch.setenv("STILTS_WORKER", "0")
     monkeypatch.chdir(tmp_path)
-    declare(tmp_path, "my_pairs", train=32, validation=16)
-    _glue(tmp_path, "sst2", ["sentence", "label"], [[WORDS[i % 6], str(i % 2)] for i in range(36)])
-    raw = tiny_params_dict(tiny_model, train=TRAIN)
-    raw["tasks"] = {"target": ["my_pairs"]}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    own_task_project(tmp_path, tiny_model, TRAIN)
     before = sorted(p.name for p in tmp_path.iterdir())
     for argv, message in ((["--target", "my_pairz"], "target 'my_pairz' is not a known task"),
                           (["--target", "my_pairs", "--budget", "0"], "'select.budget' must be ≥ 1, got 0"),
@@ -144,7 +124,7 @@ def test_select_bad_input_is_one_line_and_writes_nothing(tiny_model, tmp_path, c
     # a trail started with other settings: the same command continues it, another is refused
     params = config.load(tmp_path / "params.yaml")
     params.select.target, params.select.budget = "my_pairs", 5
-    arms = type("Arms", (), {"target": "my_pairs", "names": ["none", "sst2"], "candidates": ["sst2"]})()
+    arms = type("Arms", (), {"target": "my_pairs", "names": ["none", "qqp", "sst2"], "candidates": ["qqp", "sst2"]})()
     select_record.Trail.open(params, arms, tmp_path / "select-my_pairs.yaml").save()
     code, _, err = run_cli(capsys, "select", "--target", "my_pairs", "--budget", "4")
     errors = [ln for ln in err.splitlines() if ln.startswith("stilts")]  # not MLflow's own logs
