@@ -136,6 +136,22 @@ def test_the_prior_never_reads_the_targets_own_runs():
     assert beats == pytest.approx(table.loc[list(SOURCES), "p_beats_baseline"].to_numpy(), abs=1e-9)
 
 
+def test_the_prior_is_the_rankings_pooled_one_and_reads_other_grids_measurements_of_the_target():
+    import dataclasses
+
+    own = _grid()
+    other = dataclasses.replace(_grid({"s1": 0.99}), name="h", _normalised=None)
+    a = prior_belief.build([own, other], "t1", list(SOURCES), baseline=0.8, scored="g")
+    b = prior_belief.build([_grid({"s1": 0.1, "s6": 0.99}), other], "t1", list(SOURCES), baseline=0.8, scored="g")
+    assert a.mean == pytest.approx(b.mean) and a.cov == pytest.approx(b.cov)  # the scored grid's pairs: never
+    c = prior_belief.build([own, dataclasses.replace(_grid(), name="h", _normalised=None)], "t1", list(SOURCES),
+                           baseline=0.8, scored="g")
+    i = list(SOURCES).index("s1")
+    assert a.mean[i] - c.mean[i] > 0.1  # grid h measured s1 high on t1: the prior says so
+    eff = prior_belief.prior_fit([own], "t1")
+    assert prior_belief.level(eff, eff.a.reindex(list(SOURCES)).to_numpy(), list(SOURCES)) == pytest.approx(0.0)
+
+
 def test_restart_noise_is_pooled_per_target_and_scales_the_support():
     runs = pd.DataFrame({"source": ["a", "a", "b", "b", "none"], "task": "t", "role": "target",
                          "restart": [0, 1, 0, 1, 0], "score": [0.5, 0.7, 0.4, 0.4, 0.3]})
