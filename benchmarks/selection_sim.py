@@ -7,7 +7,9 @@ A grid is a name of the catalogue that is here (`stilts grids`; TaskWeb's after 
 or NAME=CSV, a file in import-results format.
 
 Each target of each grid is held out in turn. Its prior comes from the grid's other targets only (leave one
-target out: selection.prior_belief.build, with the grid minus the target); its own results reach the rule only
+target out: selection.prior_belief.build, with the grid minus the target), and with --pool from whole other
+grids of the catalogue too, pooled as `stilts rank` and `stilts select` pool them (other grids' measurements of
+the target included; the held-out grid's never); its own results reach the rule only
 as simulated runs: a run of an arm returns one of that cell's measured restarts, drawn without replacement
 (in a seeded random order per repetition; once all were drawn, the order starts again). The baseline's first
 simulated run is the headroom fact of the harm model. Truth = the cell's mean over all its restarts.
@@ -22,6 +24,8 @@ result: on a real target both `stilts select` and `--write-study` train it; --fr
            candidates once each, K = the most that fit (2K + 1 ≤ B); answer = the best measured mean.
            `fixed+posterior`: the same runs, answered by the posterior
   random   arms in a seeded random order, one run each while the budget allows; answer = the best measured mean
+  bound    not a policy: the truly best of the arms `fixed` runs (it reads the truth), what any answer from the
+           baseline and the prior's top K can reach
 Regret of an answer = (best true score − the answer's true score) / best true score, over the baseline and
 the candidates. On grids with baselines: the AUROC of P(the answer beats the baseline) (for a "none" answer:
 P(the best candidate beats it)) against whether that candidate truly beats it, and the accuracy of the "train
@@ -183,6 +187,8 @@ def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int], only:
                     cost = _cost(fixed_runs) + unseen
                     rows.append(base | {"policy": "fixed", "budget": budget, "spent": cost,
                                         "answer": cell.arms[arm], "regret": cell.regret(arm)})
+                    best = min(cell.regret(a) for a, _ in fixed_runs)
+                    rows.append(base | {"policy": "bound", "budget": budget, "spent": cost, "regret": best})
                     post = rule.answer(sim.belief(fixed_runs), sim.flags()[0])
                     rows.append(base | _answer_row("fixed+posterior", budget, cost, cell, post))
                 arm = sim.random(budget - unseen)
@@ -218,7 +224,7 @@ def tables(rows: pd.DataFrame, budget: int) -> str:
     out = []
     at = rows[(rows["budget"] == budget) | (rows["policy"] == "prior")]
     mean = at.groupby(["grid", "policy"], sort=False)["regret"].mean().unstack()
-    cols = [c for c in ("prior", "select", "fixed", "fixed+posterior", "random") if c in mean]
+    cols = [c for c in ("prior", "select", "fixed", "fixed+posterior", "random", "bound") if c in mean]
     out.append(f"mean regret of the final choice, budget {budget} (prior: 0 runs)\n")
     out.append("| grid | targets × repetitions | " + " | ".join(cols) + " | select / prior | select − fixed (± SE) |")
     out.append("|---" * (len(cols) + 4) + "|")
