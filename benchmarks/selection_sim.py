@@ -7,7 +7,9 @@ A grid is a name of the catalogue that is here (`stilts grids`; TaskWeb's after 
 or NAME=CSV, a file in import-results format.
 
 Each target of each grid is held out in turn. Its prior comes from the grid's other targets only (leave one
-target out: selection.prior_belief.build, with the grid minus the target); its own results reach the rule only
+target out: selection.prior_belief.build, with the grid minus the target), and with --pool from whole other
+grids of the catalogue too, pooled as `stilts rank` and `stilts select` pool them (other grids' measurements of
+the target included; the held-out grid's never); its own results reach the rule only
 as simulated runs: a run of an arm returns one of that cell's measured restarts, drawn without replacement
 (in a seeded random order per repetition; once all were drawn, the order starts again). The baseline's first
 simulated run is the headroom fact of the harm model. Truth = the cell's mean over all its restarts.
@@ -22,6 +24,8 @@ result: on a real target both `stilts select` and `--write-study` train it; --fr
            candidates once each, K = the most that fit (2K + 1 ≤ B); answer = the best measured mean.
            `fixed+posterior`: the same runs, answered by the posterior
   random   arms in a seeded random order, one run each while the budget allows; answer = the best measured mean
+  bound    not a policy: the truly best of the arms `fixed` runs (it reads the truth), what any answer from the
+           baseline and the prior's top K can reach
 Regret of an answer = (best true score − the answer's true score) / best true score, over the baseline and
 the candidates. On grids with baselines: the AUROC of P(the answer beats the baseline) (for a "none" answer:
 P(the best candidate beats it)) against whether that candidate truly beats it, and the accuracy of the "train
@@ -43,7 +47,7 @@ import pandas as pd
 
 from stilts.selection import belief as belief_
 from stilts.selection import grids as grids_
-from stilts.selection import prior_belief, published, rule
+from stilts.selection import pooling, prior_belief, published, rule
 from stilts.selection.evaluate import auroc
 
 BASELINE = "none"
@@ -74,27 +78,37 @@ class Cell:
         return float((best - self.truth[arm]) / best)
 
 
+def _setting(name: str) -> tuple[str | None, str | None]:
+    """(encoder, method) of a catalogue grid; (None, None) for a CSV."""
+    entry = published.catalog().get(name) if name in published.names() else None
+    return (entry.encoder, entry.method) if entry else (None, None)
+
+
 def _grid(name: str, runs: pd.DataFrame, target: str) -> grids_.Grid:
     """The grid without the held-out target's runs (its prior sees only the other targets)."""
-    return grids_.from_runs(name, runs[runs["task"] != target])
+    encoder, method = _setting(name)
+    return grids_.from_runs(name, runs[runs["task"] != target], encoder, method, published=encoder is not None)
 
 
 class Sim:
-    """One repetition for one held-out target; `shared`: the grid without the target and the priors built from
-    it, by baseline fact (the same for every repetition)."""
+    """One repetition for one held-out target; `shared`: the grid without the target (and the `others`: whole
+    grids pooled into the prior), the pool and the priors built from them, by baseline fact (the same for every
+    repetition)."""
 
-    def __init__(self, name: str, runs: pd.DataFrame, target: str, rep: int, shared: dict):
+    def __init__(self, name: str, runs: pd.DataFrame, target: str, rep: int, shared: dict, others=()):
         self.cell = Cell(runs, target, rep, name)
         if "grids" not in shared:
-            shared["grids"], shared["priors"] = [_grid(name, runs, target)], {}
-        self.grid_list = shared["grids"]
+            encoder, method = _setting(name)
+            shared["grids"], shared["priors"] = [_grid(name, runs, target), *others], {}
+            shared["pool"] = pooling.prepare(shared["grids"], encoder, method or pooling.USER_METHOD)
+        self.grid_list, self.pool, self.name = shared["grids"], shared["pool"], name
         self.target = target
         self._priors = shared["priors"]
 
     def prior(self, baseline: float | None) -> belief_.Prior:
         if baseline not in self._priors:
             self._priors[baseline] = prior_belief.build(self.grid_list, self.target, self.cell.candidates,
-                                                        baseline=baseline)
+                                                        baseline=baseline, scored=self.name, pool=self.pool)
         return self._priors[baseline]
 
     def flags(self):
@@ -144,8 +158,8 @@ class Sim:
         return max(measured, key=lambda a: (measured[a], -a)) if measured else None
 
 
-def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int],
-             only: set[str] | None = None, free_baseline: bool = False) -> pd.DataFrame:
+def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int], only: set[str] | None = None,
+             free_baseline: bool = False, others=()) -> pd.DataFrame:
     """One row per (target, repetition, policy, budget). On a grid without baseline runs, every policy pays the
     baseline's run as on a real target (`stilts select` runs it first, `--write-study` writes it) without seeing
     a result; `free_baseline`: it pays nothing for it."""
@@ -154,7 +168,7 @@ def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int],
     for target in targets:
         shared: dict = {}
         for rep in range(reps):
-            sim = Sim(name, runs, target, rep, shared)
+            sim = Sim(name, runs, target, rep, shared, others)
             if len(sim.cell.candidates) < 2:
                 continue
             cell = sim.cell
@@ -173,6 +187,8 @@ def simulate(name: str, runs: pd.DataFrame, reps: int, budgets: list[int],
                     cost = _cost(fixed_runs) + unseen
                     rows.append(base | {"policy": "fixed", "budget": budget, "spent": cost,
                                         "answer": cell.arms[arm], "regret": cell.regret(arm)})
+                    best = min(cell.regret(a) for a, _ in fixed_runs)
+                    rows.append(base | {"policy": "bound", "budget": budget, "spent": cost, "regret": best})
                     post = rule.answer(sim.belief(fixed_runs), sim.flags()[0])
                     rows.append(base | _answer_row("fixed+posterior", budget, cost, cell, post))
                 arm = sim.random(budget - unseen)
@@ -208,7 +224,7 @@ def tables(rows: pd.DataFrame, budget: int) -> str:
     out = []
     at = rows[(rows["budget"] == budget) | (rows["policy"] == "prior")]
     mean = at.groupby(["grid", "policy"], sort=False)["regret"].mean().unstack()
-    cols = [c for c in ("prior", "select", "fixed", "fixed+posterior", "random") if c in mean]
+    cols = [c for c in ("prior", "select", "fixed", "fixed+posterior", "random", "bound") if c in mean]
     out.append(f"mean regret of the final choice, budget {budget} (prior: 0 runs)\n")
     out.append("| grid | targets × repetitions | " + " | ".join(cols) + " | select / prior | select − fixed (± SE) |")
     out.append("|---" * (len(cols) + 4) + "|")
@@ -277,6 +293,11 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _catalogue_grid(name: str) -> grids_.Grid:
+    encoder, method = _setting(name)
+    return grids_.from_runs(name, published.runs(name), encoder, method, published=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grid", action="append", default=[], metavar="NAME[=CSV]",
@@ -286,6 +307,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--budgets", default="2,4,6,8,10")
     ap.add_argument("--targets", help="only these targets (comma-separated)")
+    ap.add_argument("--pool", action="append", default=[], metavar="NAME",
+                    help="a catalogue grid added whole to every held-out target's prior, pooled as `stilts rank` "
+                    "pools grids (the held-out grid's own pairs of the target are never used); repeatable")
     ap.add_argument("--csv", type=Path)
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--free-baseline", action="store_true", help="on grids without baseline runs, the policies pay "
@@ -293,13 +317,15 @@ def main() -> None:
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     frames = []
+    pooled = {n: _catalogue_grid(n) for n in args.pool}
     for spec in args.grid:
         name, _, path = spec.partition("=")
         runs = pd.read_csv(path) if path else published.runs(name)
         runs = runs[runs["role"] == "target"]
         start = time.perf_counter()
         only = set(args.targets.split(",")) if args.targets else None
-        frames.append(simulate(name, runs, args.reps, budgets, only, args.free_baseline))
+        others = [g for n, g in pooled.items() if n != name]
+        frames.append(simulate(name, runs, args.reps, budgets, only, args.free_baseline, others))
         print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     frames += [pd.read_csv(p) for p in args.rows]
     rows = pd.concat(frames, ignore_index=True)

@@ -116,6 +116,22 @@ def test_a_plan_of_several_candidates_values_exploration_a_single_run_undervalue
     assert {1: 2, 2: 1} not in plans and {0: 1, 1: 1, 2: 1} not in plans
 
 
+def test_a_repeat_of_a_trained_candidate_is_always_planned_and_valued_as_the_answer_can_use_it():
+    # arm 1 ran (its checkpoint: a repeat costs 1) and is certain-looking; nine unrun arms have higher μ + 2 sd
+    k = 11
+    mean, cov = np.r_[0.0, 0.5, np.full(k - 2, 0.45)], np.diag(np.r_[1.0, 0.01, np.full(k - 2, 1.0)])
+    cost = {a: (1 if a <= 1 else 2) for a in range(k)}
+    measurable, allowed = np.r_[False, np.ones(k - 1, bool)], np.r_[False, np.ones(k - 1, bool)]
+    ran = np.zeros(k, bool)
+    ran[1] = True
+    plan, gain = lookahead.best_plan(mean, cov, 0.01, allowed, measurable, cost, 1, ran=ran)
+    assert plan == {1: 1} and gain >= 0
+    # an unrun arm's value counts only the answers it makes possible: after it alone, the answer is it or arm 1
+    draws = lookahead._draws(1, 0)
+    assert lookahead.value(mean, cov, 0.01, allowed, {2: 1}, draws, ran) == pytest.approx(
+        lookahead.value(mean[:3], cov[:3, :3], 0.01, np.array([False, True, True]), {2: 1}, draws))
+
+
 def _grid(target_rows: dict[str, float] | None = None) -> grids.Grid:
     scores = {(s, t): base + scale * (a + b) for s, a in SOURCES.items() for t, (base, scale, b) in TARGETS.items()}
     scores |= {("none", t): base for t, (base, _, _) in TARGETS.items()}
@@ -134,6 +150,22 @@ def test_the_prior_never_reads_the_targets_own_runs():
     table = prior.rank_target([_grid()], "t1", list(SOURCES), baseline=0.8).set_index("candidate")
     beats = ndtr(a.mean / np.sqrt(np.diag(a.cov)))
     assert beats == pytest.approx(table.loc[list(SOURCES), "p_beats_baseline"].to_numpy(), abs=1e-9)
+
+
+def test_the_prior_is_the_rankings_pooled_one_and_reads_other_grids_measurements_of_the_target():
+    import dataclasses
+
+    own = _grid()
+    other = dataclasses.replace(_grid({"s1": 0.99}), name="h", _normalised=None)
+    a = prior_belief.build([own, other], "t1", list(SOURCES), baseline=0.8, scored="g")
+    b = prior_belief.build([_grid({"s1": 0.1, "s6": 0.99}), other], "t1", list(SOURCES), baseline=0.8, scored="g")
+    assert a.mean == pytest.approx(b.mean) and a.cov == pytest.approx(b.cov)  # the scored grid's pairs: never
+    c = prior_belief.build([own, dataclasses.replace(_grid(), name="h", _normalised=None)], "t1", list(SOURCES),
+                           baseline=0.8, scored="g")
+    i = list(SOURCES).index("s1")
+    assert a.mean[i] - c.mean[i] > 0.1  # grid h measured s1 high on t1: the prior says so
+    eff = prior_belief.prior_fit([own], "t1")
+    assert prior_belief.level(eff, eff.a.reindex(list(SOURCES)).to_numpy(), list(SOURCES)) == pytest.approx(0.0)
 
 
 def test_restart_noise_is_pooled_per_target_and_scales_the_support():

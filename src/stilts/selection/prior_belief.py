@@ -1,12 +1,15 @@
 """From the prior (selection.prior, selection.harm) to the prior of `stilts select`'s belief: the one place
 that reads the prior, so another prior (other grids, other weights) changes nothing else.
 
-It uses the prior's public functions: `prior.fit` (the source-effects model, the target left out),
-`prior.candidate_effects` (each candidate's effect and their covariance) and `harm.target_effect` (the
-target effect from the target's facts, and its variance). The normalised gain of candidate c on the target
-is z_c = a_c + b_t + e_c, so
+It uses the prior's public functions: `prior.pooled_candidates` (`stilts rank`'s scores: each grid's source
+effects pooled with weights for the user's model, plus the other grids' measurements of the target itself,
+and their covariance), `prior.fit` (the stacked source-effects model without the target: σ²) and
+`harm.target_effect` (the target effect from the target's facts, and its variance). The normalised gain of
+candidate c on the target is z_c = a_c + b_t + e_c, so
 
     μ_z = â + b̂_t,   Σ_z = Cov(â) + Var(b̂_t) 11ᵀ + σ² I,
+
+with â shifted to the stacked fit's level, which b̂_t is against (`level`).
 
 whose marginals are the ranking's own: P(z_c > 0) is `ranking.csv`'s p_beats_baseline. Without a target-
 effect model (no prior grid with baseline runs) b_t gets the vague variance NO_EFFECT_VAR: the candidates'
@@ -58,19 +61,44 @@ def train_size(params, target: str) -> int | None:
 
 
 def build(grid_list: list[grids_.Grid], target: str, candidates: list[str], embeddings: dict | None = None,
-          baseline: float | None = None, train_size: int | None = None) -> Prior | None:
-    """The prior of the target's candidates; None when the grids hold nothing but the target."""
-    from stilts.selection import harm, prior
+          baseline: float | None = None, train_size: int | None = None, *, model: str | None = None,
+          scored: str | None = None, pool=None) -> Prior | None:
+    """The prior of the target's candidates, `stilts rank`'s (prior.pooled_candidates): the grids' source effects
+    pooled with weights for the user's `model`, plus what other grids measured on the target itself; the pairs
+    of the target in the grid `scored` (the selection's own experiment: its runs come in as runs) are never
+    used, with `scored` None no grid's are. `pool`: pooling.prepare(grid_list, model), when already made. None
+    when the grids hold nothing but the target."""
+    from stilts.selection import harm, pooling, prior
 
-    eff = prior.fit(grid_list, {target})
+    eff = prior_fit(grid_list, target)
     if eff is None:
         return None
-    _, mean, cov = prior.candidate_effects(eff, candidates, embeddings)
+    pool = pool or pooling.prepare(grid_list, model)
+    _, mean, cov = prior.pooled_candidates(pool, target, candidates, embeddings, scored)
+    mean = mean + level(eff, mean, candidates)
     effect = harm.target_effect(eff, grid_list, target, baseline, train_size)
     b_mean, b_var = effect if effect is not None else (0.0, NO_EFFECT_VAR)
     k = len(candidates)
     cov_z = cov + eff.sigma2 * np.eye(k) + b_var * np.ones((k, k))
     return Prior(list(candidates), mean + b_mean, cov_z, scale(grid_list, target), effect is not None)
+
+
+def prior_fit(grid_list: list[grids_.Grid], target: str):
+    """The stacked fit of every grid without the target (σ², and the level b̂_t is against)."""
+    from stilts.selection import prior
+
+    return prior.fit(grid_list, {target})
+
+
+def level(eff, pooled: np.ndarray, candidates: list[str]) -> float:
+    """The shift that puts pooled source effects on the level of the stacked fit `eff`, which the target effect
+    b̂_t is against: each fit's effects sum to zero over its own sources, so pooled ones (per grid, averaged)
+    and stacked ones differ by a constant. The mean over the candidates in `eff` of (stacked − pooled); 0 for
+    one grid, where the two are the same fit."""
+    known = [i for i, c in enumerate(candidates) if c in eff.a.index]
+    if not known:
+        return 0.0
+    return float(np.mean(eff.a.reindex([candidates[i] for i in known]).to_numpy(float) - pooled[known]))
 
 
 def scale_pairs(grid_list: list[grids_.Grid], target: str) -> tuple[np.ndarray, np.ndarray]:

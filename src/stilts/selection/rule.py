@@ -80,11 +80,15 @@ def _cdf(z: float) -> float:
 
 def knowledge_gradient(belief: Belief, allowed: np.ndarray, arm: int, runs: int) -> float:
     """The expected rise in the answer's expected score from `runs` more runs of `arm`, under the Gaussian with
-    the mixture's mean and covariance (and its mean noise variance)."""
+    the mixture's mean and covariance (and its mean noise variance); the answer is among the arms that ran, the
+    arm included, once a candidate has (answer_arms)."""
     mean, cov, noise_var = belief.moments()
-    idx = np.flatnonzero(allowed)
+    ran = belief.counts > 0
+    idx = np.flatnonzero(lookahead.answerable(allowed, ran, [arm]))
+    now = float(mean[lookahead.answerable(allowed, ran)].max())
     denom = math.sqrt(cov[arm, arm] + noise_var / runs)
-    return expected_improvement_of_max(mean[idx], cov[idx, arm] / denom) if denom > 0 else 0.0
+    rise = expected_improvement_of_max(mean[idx], cov[idx, arm] / denom) if denom > 0 else 0.0
+    return rise + float(mean[idx].max()) - now
 
 
 def cost_of(arm: int, has_checkpoint: np.ndarray, runs: int = 1) -> int:
@@ -114,7 +118,8 @@ def choose(belief: Belief, allowed: np.ndarray, measurable: np.ndarray, has_chec
                         "headroom need one (the cheapest run)", {})
     mean, cov, noise_var = belief.moments()
     cost_first = {int(a): cost_of(int(a), has_checkpoint) for a in np.flatnonzero(measurable)}
-    plan, gain = lookahead.best_plan(mean, cov, noise_var, allowed, measurable, cost_first, budget_left, opts.seed)
+    plan, gain = lookahead.best_plan(mean, cov, noise_var, allowed, measurable, cost_first, budget_left, opts.seed,
+                                     belief.counts > 0)
     if not plan:
         left = f" ({budget_left} run(s) left, the cheapest next run costs more)" if budget_left else ""
         return Decision(None, 0, f"the budget is spent{left}", {})
@@ -142,8 +147,7 @@ class Answer:
 def answer_arms(belief: Belief, allowed: np.ndarray) -> np.ndarray:
     """The arms the answer may be: once a candidate has been run on the target, the arms that were run (the
     answer is then something measured, or none); before, every allowed arm (the prior's pick)."""
-    ran = allowed & (belief.counts > 0)
-    return ran if ran[1:].any() else allowed
+    return lookahead.answerable(allowed, belief.counts > 0)
 
 
 def answer(belief: Belief, allowed: np.ndarray, seed: int = 0) -> Answer:

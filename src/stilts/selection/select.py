@@ -9,8 +9,9 @@ that stage or, with `--cluster`, the Dask runner: DVC records it, MLflow logs it
 any cell does. When the selection stops, the study's `rank` and `analyze` stages run.
 
 Arms: the baseline (source `none`) and every candidate with its data here. The measurements are the target's
-runs this selection made (results/<source>/<target>/r<k>.json); the prior comes from the grids and never from
-the target's own runs (selection.prior_belief).
+runs this selection made (results/<source>/<target>/r<k>.json); the prior is `stilts rank`'s (the grids pooled
+with weights for model.name, with what other grids measured on the target itself) and never reads the target's
+runs in the selection's own experiment (selection.prior_belief).
 
 The trail (reports/select/<target>.json) holds every decision before its cell starts: the posterior it was
 made from, the run chosen and why. The same command again replays it: a decision whose cell has no result yet
@@ -31,7 +32,7 @@ import yaml
 from stilts.errors import StiltsError
 from stilts.io import atomic_write_text, read_json
 from stilts.selection import belief as belief_
-from stilts.selection import prior_belief, rule, select_record
+from stilts.selection import pooling, prior_belief, rule, select_record
 
 BASELINE = "none"
 
@@ -158,6 +159,7 @@ class Selection:
         self.params, self.arms, self.trail, self.path, self.runner = params, arms, trail, path, runner
         self.grid_list = prior_belief.grids(params, params.mlflow.experiment)
         self.train_size = prior_belief.train_size(params, arms.target)
+        self.pool = pooling.prepare(self.grid_list, params.model.name) if self.grid_list else None
         n = len(arms.names)
         self.allowed = np.ones(n, bool)
         self.checkpoint_before = np.array([a in trail.checkpoints_before for a in arms.names])
@@ -166,7 +168,8 @@ class Selection:
         first = next((v for a, v in runs if a == 0), None)
         baseline = first if first is not None else prior_belief.grid_baseline(self.grid_list, self.arms.target)
         prior = prior_belief.build(self.grid_list, self.arms.target, self.arms.candidates, baseline=baseline,
-                                   train_size=self.train_size)
+                                   train_size=self.train_size, model=self.params.model.name,
+                                   scored=self.params.mlflow.experiment, pool=self.pool)
         if prior is None:
             raise StiltsError(f"select: the prior grids ({', '.join(g.name for g in self.grid_list)}) hold no "
                               f"transfer results for any target other than '{self.arms.target}'")
