@@ -121,9 +121,10 @@ def _report(refs: dict, runs: dict, study: bool) -> None:
            for arm in runs}
     print(f"\n{'command':<58} {'before wall/CPU s':>18} {'after wall/CPU s':>18} {'CPU ratio':>9}")
     for n in names + ["total"]:
-        b, a = ((sum(med[arm][m][i] for m in names) for i in (0, 1)) if n == "total" else med[arm][n]
-                for arm in ("before", "after"))
-        b, a = tuple(b), tuple(a)
+        if n == "total":  # each arm's sums, made while `arm` is that arm
+            b, a = (tuple(sum(med[arm][m][i] for m in names) for i in (0, 1)) for arm in ("before", "after"))
+        else:
+            b, a = med["before"][n], med["after"][n]
         print(f"{n:<58} {b[0]:8.1f} /{b[1]:8.1f} {a[0]:8.1f} /{a[1]:8.1f} {b[1] / max(a[1], 1e-9):9.2f}")
     total = {arm: [sum(r[n][0 if study else 1] for n in names) for r in runs[arm]] for arm in runs}
     each = ", ".join(f"{arm} {' '.join(f'{t:.1f}' for t in total[arm])}" for arm in total)
