@@ -197,8 +197,8 @@ def watch(root: Path, tmp: Path, since: float, phase: str, stage_procs: list, na
     threading.Thread(target=refresh, daemon=True).start()
     try:
         while _alive(stage_procs):
-            if _being_written(TEMPORARIES[phase](root, tmp), since):
-                return found[0]
+            if _being_written(TEMPORARIES[phase](root, tmp), since):  # the stage's own first: found[0] may be old
+                return stage_procs + [p for p in found[0] if p not in stage_procs]
             time.sleep(0.001)
         return None
     finally:
@@ -248,12 +248,14 @@ def plan(kills: int, seed: int, stage_s: dict, written_s: dict | None = None) ->
 
 
 def kill(procs: list, name: str) -> None:
-    """SIGKILL to the study's processes: those of the last look at once, then any started since."""
-    for p in procs + [p for p in study_processes(name) if p not in procs]:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
+    """SIGKILL to the study's processes: those of the last look at once, then any started since (looking them
+    up takes tens of milliseconds, longer than a small checkpoint takes to write)."""
+    for group in (procs, None):
+        for p in group if group is not None else [p for p in study_processes(name) if p not in procs]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
 
 
 def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:
