@@ -250,12 +250,15 @@ def plan(kills: int, seed: int, stage_s: dict, written_s: dict | None = None) ->
 def kill(procs: list, name: str) -> None:
     """SIGKILL to the study's processes: those of the last look at once, then any started since (looking them
     up takes tens of milliseconds, longer than a small checkpoint takes to write)."""
-    for group in (procs, None):
-        for p in group if group is not None else [p for p in study_processes(name) if p not in procs]:
+    def sigkill(group: list) -> None:
+        for p in group:
             try:
                 p.kill()
             except psutil.Error:
                 pass
+
+    sigkill(procs)
+    sigkill([p for p in study_processes(name) if p not in procs])
 
 
 def kill_at(root: Path, env: dict, target: str, offset: float, name: str) -> dict:

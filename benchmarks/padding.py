@@ -16,7 +16,6 @@ import math
 import sys
 
 import bench_env
-import numpy as np
 import torch
 
 from stilts import config, data, modeling
@@ -76,5 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

@@ -2,12 +2,14 @@
 the resume state, the MLM loss, the predictions, the task definitions (a module left out made `dvc repro`
 report stale results as current after a change of it)."""
 
-import ast
 from pathlib import Path
 
 from stilts import pipeline
+from tests.test_structure import SRC as PACKAGE
+from tests.test_structure import _imports, _modules
 
-SRC = Path(pipeline.__file__).resolve().parents[1]
+SRC = PACKAGE.parent
+
 # modules a cell imports that never change its outputs' values: the package's version, errors, file writing,
 # logging to MLflow, signals, the remote's state; config and its checks reach the cells through the settings
 # stage, the readers and the generated suite through the prepared data
@@ -15,33 +17,15 @@ OUTPUT_NEUTRAL = {"__init__.py", "errors.py", "io.py", "stop.py", "remote_state.
                   "generate", "readers.py", "tracking"}
 
 
-def _imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stilts":
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "stilts"}
-    return found
-
-
-def _file(module: str) -> Path | None:
-    base = SRC.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def closure(module: str) -> set[Path]:
-    seen, todo = set(), [module]
+    """The files of `module` and of every stilts module it imports, directly or not (test_structure's walk)."""
+    modules, seen, todo = _modules(), set(), [module]
     while todo:
-        f = _file(todo.pop())
-        if f is not None and f not in seen:
-            seen.add(f)
-            todo += sorted(_imports(f))
-    return seen
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += sorted(_imports(name, modules[name], modules))
+    return {modules[name] for name in seen}
 
 
 def test_every_module_a_cell_imports_is_a_dependency_of_its_stage_or_output_neutral():

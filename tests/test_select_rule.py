@@ -11,7 +11,7 @@ from scipy.special import ndtr
 from scipy.stats import norm
 
 from stilts.errors import StiltsError
-from stilts.selection import belief, grids, lookahead, prior_belief, rule
+from stilts.selection import belief, grids, lookahead, prior, prior_belief, rule
 from tests.test_ranking_prior import SOURCES, TARGETS, runs_of
 
 
@@ -164,7 +164,7 @@ def test_the_prior_is_the_rankings_pooled_one_and_reads_other_grids_measurements
                            baseline=0.8, scored="g")
     i = list(SOURCES).index("s1")
     assert a.mean[i] - c.mean[i] > 0.1  # grid h measured s1 high on t1: the prior says so
-    eff = prior_belief.prior_fit([own], "t1")
+    eff = prior.fit([own], {"t1"})
     assert prior_belief.level(eff, eff.a.reindex(list(SOURCES)).to_numpy(), list(SOURCES)) == pytest.approx(0.0)
 
 

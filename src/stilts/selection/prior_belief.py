@@ -70,7 +70,7 @@ def build(grid_list: list[grids_.Grid], target: str, candidates: list[str], embe
     when the grids hold nothing but the target."""
     from stilts.selection import harm, pooling, prior
 
-    eff = prior_fit(grid_list, target)
+    eff = prior.fit(grid_list, {target})  # the stacked fit without the target: σ², the level b̂_t is against
     if eff is None:
         return None
     pool = pool or pooling.prepare(grid_list, model)
@@ -81,13 +81,6 @@ def build(grid_list: list[grids_.Grid], target: str, candidates: list[str], embe
     k = len(candidates)
     cov_z = cov + eff.sigma2 * np.eye(k) + b_var * np.ones((k, k))
     return Prior(list(candidates), mean + b_mean, cov_z, scale(grid_list, target), effect is not None)
-
-
-def prior_fit(grid_list: list[grids_.Grid], target: str):
-    """The stacked fit of every grid without the target (σ², and the level b̂_t is against)."""
-    from stilts.selection import prior
-
-    return prior.fit(grid_list, {target})
 
 
 def level(eff, pooled: np.ndarray, candidates: list[str]) -> float:

@@ -53,7 +53,6 @@ def _create_sqlite_store(db: Path) -> None:
     they are made (dozens of migrations) leaves no half-made store behind, only a side file the next
     creation replaces."""
     import os
-    import sqlite3
 
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables
@@ -66,8 +65,6 @@ def _create_sqlite_store(db: Path) -> None:
         _initialize_tables(engine)
     finally:
         engine.dispose()
-    with contextlib.closing(sqlite3.connect(part)) as con:
-        con.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
     with open(part, "rb") as f:
         os.fsync(f.fileno())
     os.replace(part, db)
