@@ -151,6 +151,24 @@ def test_the_head_stops_a_studys_running_cells(tmp_path):
     assert "hi" in (tmp_path / "log").read_text()
 
 
+def test_a_closed_study_starts_no_new_cell_and_its_running_cell_finishes(tmp_path):
+    """After a stage failed the head closes the study on every worker (`cell.close`): a cell already running
+    finishes (and is recorded); one handed over later does not start and leaves no log, so nothing runs that
+    the head would not record."""
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(cell.run_command(
+        "echo $$ > pid; sleep 1; echo done", tmp_path, ENV, tmp_path / "running.log", study="closing")))
+    runner.start()
+    _pid(tmp_path / "pid")
+    cell.close("closing")
+    with pytest.raises(cell.NotStarted):
+        cell.run_command("echo late", tmp_path, ENV, tmp_path / "late.log", study="closing")
+    runner.join(60)
+    assert codes == [0] and "done" in (tmp_path / "running.log").read_text()
+    assert not (tmp_path / "late.log").exists()
+    assert cell.run_command("exit 0", tmp_path, ENV, tmp_path / "other.log", study="open") == 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["study", "--jobs", "2"], "add --cluster local"),
     (["study", "--cluster", "tcp://127.0.0.1:1", "--jobs", "2"], "--jobs, --devices and --cells-per-gpu are for"),

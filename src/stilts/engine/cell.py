@@ -27,6 +27,11 @@ LOG_TAIL = 64_000  # bytes of a cell's log that travel back to the head from a w
 _running: dict[str, set[subprocess.Popen]] = {}  # study → the guards of its cells running on this worker
 _running_lock = threading.Lock()
 _stopping: set[str] = set()  # the studies whose head stopped them
+_closed: set[str] = set()  # the studies that start no new cell here: one of their stages failed
+
+
+class NotStarted(Exception):
+    """A cell handed to this worker after its study closed (`close`): it did not start."""
 
 
 class StageFailed(StiltsError):
@@ -80,6 +85,14 @@ def stop(study: str) -> int:
     return len(guards)
 
 
+def close(study: str) -> None:
+    """Start no new cell of `study` on this worker (`client.run(close, study)` when one of its stages failed).
+    The cells running now finish and are recorded; one handed here later, even in the instant before the head
+    heard of the failure, raises NotStarted instead of running where nothing would record it."""
+    with _running_lock:
+        _closed.add(study)
+
+
 def requeue_slurm_job() -> None:
     """SIGUSR1 under SLURM (`--signal=USR1@120`) means this job is about to end: as Lightning does
     (`SLURMEnvironment`'s auto-requeue), put it back in the queue with `scontrol requeue`, once the cells it
@@ -112,17 +125,21 @@ def requeue_slurm_job_if_idle() -> bool:
 
 
 def run_command(cmd: str, root: Path, env: dict, log_path: Path, study: str = "") -> int:
-    """Run a stage's command under the guard, its output appended to `log_path`; its exit code."""
+    """Run a stage's command under the guard, its output appended to `log_path`; its exit code.
+    Whether its study still starts cells is decided under the lock `stop` and `close` take, so a cell either
+    started before them (and they see it) or does not start."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {cmd}\n".encode())
-        if study in _stopping:  # handed to this worker in the instant its head was stopping the study
-            log.write(b"stilts: not started: its study was stopped\n")
-            return EXIT_RESUME
-        log.flush()
-        guard = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "/bin/sh", "-c", cmd],
-                                 stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=root, env=env)
     with _running_lock:
+        if study in _closed:
+            raise NotStarted(study)
+        with open(log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {cmd}\n".encode())
+            if study in _stopping:  # handed to this worker in the instant its head was stopping the study
+                log.write(b"stilts: not started: its study was stopped\n")
+                return EXIT_RESUME
+            log.flush()
+            guard = subprocess.Popen([sys.executable, "-m", "stilts.engine.guard", "/bin/sh", "-c", cmd],
+                                     stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=root, env=env)
         _running.setdefault(study, set()).add(guard)
     try:
         return guard.wait()
@@ -164,6 +181,8 @@ def run_stage(spec: dict, *upstream: dict) -> dict:
 
     worker, name = get_worker(), spec["name"]
     try:
+        if spec["study"] in _closed:  # before fetching its inputs; run_command decides under the lock
+            raise NotStarted(spec["study"])
         side = transport.for_worker(spec)
         side.fetch(spec, list(upstream))
         log_path = side.root / ".stilts" / "logs" / f"{name}.log"
@@ -177,6 +196,8 @@ def run_stage(spec: dict, *upstream: dict) -> dict:
             raise StageFailed(name, code, message, log)
         return {"stage": name, "file": spec["file"], "seconds": round(time.monotonic() - start, 1),
                 "worker": worker.address, "log": log, **side.store(spec)}
+    except NotStarted:
+        return {"stage": name, "started": False}
     except StageFailed:
         raise
     except StiltsError as e:

@@ -3,8 +3,8 @@
 A stage is submitted when its upstream stages have finished, with their results (dvc.lock entries) as
 arguments; a training stage asks for one of a GPU worker's `GPU=K` cell slots. The head holds finished
 results and releases each future at once: Dask reruns a finished task whose result sat on a worker that
-died, which would train (and log) that cell again. A failed stage cancels the stages no worker has been
-handed yet; those running finish and are recorded. A worker lost mid-cell is Dask's to handle (the task runs again
+died, which would train (and log) that cell again. After a failed stage no new cell starts: those running
+finish and are recorded. A worker lost mid-cell is Dask's to handle (the task runs again
 elsewhere, up to `distributed.scheduler.allowed-failures` times); a cell stopped by a signal on its worker saved
 its state, and the head submits it again. SIGTERM, SIGINT or SIGUSR1 to the head stops the running cells
 (each saves its state and ends its run) and records what finished.
@@ -100,13 +100,16 @@ class Study:
             atomic_write_text(Path(self.params.root) / ".stilts" / "logs" / f"{stage}.log", log)
 
     def _stop_new_starts(self) -> None:
-        """Cancel the stages no worker has been handed yet (those it has run, and are recorded): a worker
-        starts its next task the moment it reports a failure, before the head hears of it."""
+        """Every worker starts no new cell of this study (`cell.close`); then the stages no worker has been
+        handed yet are cancelled. The order matters: a worker starts its next task the moment it reports a
+        failure, before the head hears of it, and a task cancelled while running runs on unrecorded."""
+        with contextlib.suppress(Exception):  # a worker that is gone starts nothing
+            self.client.run(cell.close, self.id)
         handed = {key for keys in self.client.processing().values() for key in keys}
         self.client.cancel([f for f in self.waiting.values() if f.key not in handed])
 
     def _completed(self, name: str, fut) -> None:
-        if fut.status == "cancelled":
+        if fut.status == "cancelled" or (fut.status == "finished" and fut.result().get("started") is False):
             self.cancelled += 1
         elif fut.status == "finished":
             self.results[name] = fut.result()
