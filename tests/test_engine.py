@@ -320,3 +320,28 @@ def test_a_killed_dvc_left_as_a_zombie_no_longer_blocks_the_next_repro(tmp_path)
         assert json_.loads(lock.read_text()) == {"read": {"data/a": [alive]}, "write": {}}
     finally:
         os.waitpid(pid, 0)
+
+
+def test_after_a_failure_every_cell_that_ran_is_recorded(tmp_path, monkeypatch):
+    """A stage fails while another runs; that one finishes before the head acts on the failure (the head is
+    made slow here). It ran, so it is recorded: the cancel after a failure takes only what no worker was
+    handed. A stage downstream of it is not started."""
+    from distributed import Client, LocalCluster
+
+    from stilts.engine import runner
+    from stilts.stages import Stage
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    plan = [Stage("bad", "dvc.yaml", "exit 2", [], downstream=2),
+            Stage("slow", "dvc.yaml", "sleep 0.5; touch ran-slow", [], downstream=1),
+            Stage("after", "dvc.yaml", "touch ran-after", [], inputs=["slow"], upstream=["slow"])]
+    acting = runner.Study._stop_new_starts
+    monkeypatch.setattr(runner.Study, "_stop_new_starts", lambda self: (time.sleep(1.5), acting(self)))
+    params = type("Params", (), {"root": tmp_path})()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,  # in-process: no socket
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        study = runner.Study(params, client, plan, {"shared": True, "root": str(tmp_path)}, False, None)
+        study.run()
+    assert [f.stage for f in study.failures] == ["bad"]
+    assert set(study.results) == {"slow"} and (tmp_path / "ran-slow").exists()
+    assert not (tmp_path / "ran-after").exists()

@@ -100,13 +100,19 @@ class Study:
             atomic_write_text(Path(self.params.root) / ".stilts" / "logs" / f"{stage}.log", log)
 
     def _stop_new_starts(self) -> None:
-        """Every worker starts no new cell of this study (`cell.close`); then the stages no worker has been
-        handed yet are cancelled. The order matters: a worker starts its next task the moment it reports a
-        failure, before the head hears of it, and a task cancelled while running runs on unrecorded."""
+        """Every worker starts no new cell of this study (`cell.close`); then the stages the scheduler has not
+        handed to a worker are cancelled. A worker starts its next task the moment it reports a failure, before
+        the head hears of it; a task cancelled while running would run on unrecorded, and one cancelled after it
+        finished would lose the result of a cell that ran: the scheduler's own task states decide, in one step."""
         with contextlib.suppress(Exception):  # a worker that is gone starts nothing
             self.client.run(cell.close, self.id)
-        handed = {key for keys in self.client.processing().values() for key in keys}
-        self.client.cancel([f for f in self.waiting.values() if f.key not in handed])
+
+        def unhanded(dask_scheduler, keys):  # runs on the scheduler (pickled by value: it needs no stilts there)
+            return [k for k in keys if k in dask_scheduler.tasks
+                    and dask_scheduler.tasks[k].state in ("released", "waiting", "queued", "no-worker")]
+
+        futures = {f.key: f for f in self.waiting.values()}
+        self.client.cancel([futures[k] for k in self.client.run_on_scheduler(unhanded, keys=list(futures))])
 
     def _completed(self, name: str, fut) -> None:
         if fut.status == "cancelled" or (fut.status == "finished" and fut.result().get("started") is False):
