@@ -23,8 +23,8 @@ install: $(BIN)/stilts
 # 2 threads (benchmarks/grid_throughput.py). `dvc repro` afterwards has nothing to do.
 JOBS ?= 2
 
-run: install  ## the default study: the DVC pipeline from params.yaml, its stages JOBS at a time
-	stilts study --cluster local --jobs $(JOBS)
+run: install  ## the default study: the DVC pipeline from params.yaml, its stages JOBS at a time (1: dvc repro)
+	stilts study $(if $(filter-out 1,$(JOBS)),--cluster local --jobs $(JOBS))
 
 # The tests run in a new random order each time (pytest-randomly), its seed printed first ("Using
 # --randomly-seed=N"): `make test SEED=N` repeats that order. A test past its bound fails with its name.
@@ -51,4 +51,4 @@ ui: install  ## browse the runs: the MLflow UI on 127.0.0.1:5000, opened on the 
 	stilts server --open
 
 clean-study:  ## forget the study's outputs (keeps the DVC cache)
-	rm -rf data/processed models results reports mlflow.db
+	rm -rf data/processed models results reports mlflow.db mlflow.db-wal mlflow.db-shm

@@ -44,3 +44,37 @@ def test_a_store_whose_creation_was_killed_is_made_anew_by_the_next_process(tmp_
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert not side.exists()
     assert sorted(p.name for p in db.parent.iterdir() if "creating" in p.name) == []
+
+
+# cells log runs and end as forked cells do (os._exit): their write-ahead log stays beside the store
+LOG_AND_EXIT = textwrap.dedent("""
+    import os, sys
+    from mlflow.entities import Param
+    from stilts.tracking.store import client_for
+    client = client_for(sys.argv[1])
+    exp = client.create_experiment("before")
+    for _ in range(30):
+        run = client.create_run(exp)
+        client.log_batch(run.info.run_id, params=[Param(f"p{j}", "x" * 200) for j in range(50)])
+        client.set_terminated(run.info.run_id)
+    client.create_experiment("before-last")
+    os._exit(0)
+""")
+
+
+def test_a_store_deleted_without_its_write_ahead_log_is_made_anew_whole(tmp_path):
+    """`rm mlflow.db` leaves mlflow.db-wal and -shm when a process ended without closing the store. sqlite
+    would read that log into the new store: the deleted runs came back, or the store was malformed."""
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    subprocess.run([sys.executable, "-c", LOG_AND_EXIT, uri], check=True, timeout=300, env=command_env())
+    assert db.with_name("mlflow.db-wal").exists()
+    db.unlink()
+
+    from stilts.tracking.store import client_for
+
+    client = client_for(uri)
+    run = client.create_run(client.create_experiment("after"))
+    client.set_terminated(run.info.run_id)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert [e.name for e in client.search_experiments()] == ["after", "Default"]

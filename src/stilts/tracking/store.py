@@ -51,7 +51,7 @@ def client_for(uri: str):
 def _create_sqlite_store(db: Path) -> None:
     """MLflow's tables are made in a side file renamed into place when complete: a process killed while
     they are made (dozens of migrations) leaves no half-made store behind, only a side file the next
-    creation replaces."""
+    creation replaces. Runs under the store's lock, and only where the store does not exist."""
     import os
 
     import sqlalchemy
@@ -67,6 +67,10 @@ def _create_sqlite_store(db: Path) -> None:
         engine.dispose()
     with open(part, "rb") as f:
         os.fsync(f.fileno())
+    # a write-ahead log without its store belongs to a deleted one (`rm mlflow.db` after a process ended
+    # without closing it): sqlite would read it into the new store, bringing back its runs or malforming it
+    for stale in (db.with_name(f"{db.name}-wal"), db.with_name(f"{db.name}-shm")):
+        stale.unlink(missing_ok=True)
     os.replace(part, db)
 
 
