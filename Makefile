@@ -19,8 +19,8 @@ $(BIN)/stilts: pyproject.toml requirements.lock
 install: $(BIN)/stilts
 
 # JOBS cells side by side on a Dask cluster of this machine's cores (127.0.0.1 only), recorded in dvc.lock as
-# `dvc repro` records them: on 2 cores, 2 cells of 1 thread finish the study 1.24-1.32x sooner than one cell of
-# 2 threads (benchmarks/grid_throughput.py). `dvc repro` afterwards has nothing to do.
+# `dvc repro` records them: on 2 cores, 2 cells of 1 thread finish the study 1.2-1.5x sooner than one cell of
+# 2 threads (benchmarks/grid_throughput.py; docs/performance.md). `dvc repro` afterwards has nothing to do.
 JOBS ?= 2
 
 run: install  ## the default study: the DVC pipeline from params.yaml, its stages JOBS at a time (1: dvc repro)
