@@ -115,11 +115,12 @@ class Study:
         self.client.cancel([futures[k] for k in self.client.run_on_scheduler(unhanded, keys=list(futures))])
 
     def _completed(self, name: str, fut) -> None:
-        if fut.status == "cancelled" or (fut.status == "finished" and fut.result().get("started") is False):
+        result = fut.result() if fut.status == "finished" else None  # gathered from its worker: once
+        if fut.status == "cancelled" or (result is not None and result.get("started") is False):
             self.cancelled += 1
-        elif fut.status == "finished":
-            self.results[name] = fut.result()
-            self._write_log(name, self.results[name]["log"])
+        elif result is not None:
+            self.results[name] = result
+            self._write_log(name, result["log"])
             for nxt in self.after[name] if not self.failures else ():
                 if all(u in self.results for u in self.plan[nxt].upstream):
                     self._submit(self.plan[nxt])
