@@ -10,10 +10,10 @@ logged to in two ways, in the same run:
   sqlite   the project's own mlflow.db (each cell writes to it directly, WAL mode)
   server   one `stilts server` (sqlite behind it, one worker process) on 127.0.0.1
   sync     a request per step (`log_batch`)
-  async    what cells do: the training loop's metrics through MLflow's asynchronous logging
-           (`Run.log_step`), which merges what waits into one request; waited for when the run ends.
+  batched  what cells do: the training loop's metrics through `Run.log_step`, which keeps them and
+           writes them in one request every few seconds; the rest is written when the run ends.
 Latency is per step's logging call; "end s" is the longest
-wait for a run to end (with async logging: until its queued metrics are stored). Afterwards every run's metric
+wait for a run to end (batched: including writing the metrics it still keeps). Afterwards every run's metric
 history is read back and counted: a lost metric fails the benchmark. The
 server's resident memory (with its workers) is sampled every 0.5 s. Last line: the ratios of each row's
 metrics/s against sqlite sync's, and the metrics lost and cells failed (both must be 0).
@@ -41,7 +41,7 @@ DEV_EVERY = 10
 DEV_METRICS = ("dev_accuracy", "dev_f1", "dev_loss", "dev_examples")
 
 
-def cell(rank: int, args, uri: str, asynchronous: bool, go, out) -> None:
+def cell(rank: int, args, uri: str, batched: bool, go, out) -> None:
     import numpy as np
 
     from stilts import config, tracking
@@ -57,13 +57,13 @@ def cell(rank: int, args, uri: str, asynchronous: bool, go, out) -> None:
     for step in range(1, args.steps + 1):
         time.sleep(args.step_seconds)
         t = time.perf_counter()
-        log = run.log_step if asynchronous else run.log_metrics
+        log = run.log_step if batched else run.log_metrics
         log({"train_loss": 1.0 / step, "lr": 1e-5 * step}, step)
         if step % DEV_EVERY == 0:
             log({k: step / 1000 for k in DEV_METRICS}, step)
         latencies.append(time.perf_counter() - t)
     t = time.perf_counter()
-    run.finish()  # waits for the queued step metrics
+    run.finish()  # writes the step metrics still kept
     out.put((rank, run.id, np.array(latencies), time.perf_counter() - t))
 
 
@@ -95,13 +95,13 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def measure(args, store: str, uri: str, asynchronous: bool, server_pid: int | None) -> dict:
+def measure(args, store: str, uri: str, batched: bool, server_pid: int | None) -> dict:
     import numpy as np
     from mlflow.tracking import MlflowClient
 
     ctx = mp.get_context("fork")
     go, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=cell, args=(i, args, uri, asynchronous, go, out)) for i in range(args.cells)]
+    procs = [ctx.Process(target=cell, args=(i, args, uri, batched, go, out)) for i in range(args.cells)]
     for p in procs:
         p.start()
     time.sleep(args.settle)  # every cell has imported MLflow and started its run
@@ -138,7 +138,7 @@ def measure(args, store: str, uri: str, asynchronous: bool, server_pid: int | No
                for key, n in expected.items())
     lat = np.concatenate([d[2] for d in done]) if done else np.zeros(1)
     values = args.cells * sum(expected.values())
-    return {"store": store + (" async" if asynchronous else " sync"), "cells": args.cells, "failed": len(failed),
+    return {"store": store + (" batched" if batched else " sync"), "cells": args.cells, "failed": len(failed),
             "lost": lost, "metrics_per_s": values / wall, "p50_ms": 1000 * np.percentile(lat, 50),
             "p99_ms": 1000 * np.percentile(lat, 99), "wall_s": wall,
             "end_s": max((d[3] for d in done), default=0.0),
@@ -163,14 +163,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="stilts-load-") as tmp:
         args.root = str(Path(tmp) / "sqlite")
         Path(args.root).mkdir()
-        for asynchronous in (False, True) if "sqlite" in args.stores else ():
-            rows.append(measure(args, "sqlite", f"sqlite:///{Path(args.root) / 'mlflow.db'}", asynchronous, None))
+        for batched in (False, True) if "sqlite" in args.stores else ():
+            rows.append(measure(args, "sqlite", f"sqlite:///{Path(args.root) / 'mlflow.db'}", batched, None))
         args.root = str(Path(tmp) / "server")
         Path(args.root).mkdir()
         server, uri = start_server(Path(args.root))
         try:
-            for asynchronous in (False, True):
-                rows.append(measure(args, "server", uri, asynchronous, server.pid))
+            for batched in (False, True):
+                rows.append(measure(args, "server", uri, batched, server.pid))
         finally:
             os.killpg(server.pid, 15)
             server.wait(60)

@@ -3,7 +3,8 @@
     python benchmarks/study_cost.py --before main                  # a few cells of each kind, both commits
     python benchmarks/study_cost.py --before main --avx2 --threads 1   # as on a CPU without AVX-512 (below)
     python benchmarks/study_cost.py --before main --study          # the whole study: stilts study (= make run
-                                                                   # without the install), wall time
+                                                                   # JOBS=1 without the install), wall time
+    python benchmarks/study_cost.py --before main --study --jobs 2 # = make run (JOBS=2) without the install
 
 Each arm is a scratch clone of this repository at its commit (`--after` defaults to HEAD), with its own
 params.yaml, mlflow.db and outputs, run by this interpreter with the arm's own `src/` first on the path.
@@ -104,10 +105,11 @@ def _env(project: Path, base: dict, worker: bool) -> dict:
     return env
 
 
-def _run_arm(project: Path, env: dict, study: bool, timeout: float) -> dict[str, tuple[float, float]]:
+def _run_arm(project: Path, env: dict, study: bool, jobs: int, timeout: float) -> dict[str, tuple[float, float]]:
     _clean(project)
     if study:
-        return {"stilts study": _timed(project, [sys.executable, "-m", "stilts", "study"], env, timeout)}
+        cluster = ["--cluster", "local", "--jobs", str(jobs)] if jobs > 1 else []
+        return {"stilts study": _timed(project, [sys.executable, "-m", "stilts", "study", *cluster], env, timeout)}
     stilts, out = [sys.executable, "-m", "stilts"], {}
     for cmd in CELLS:
         out["stilts " + " ".join(cmd)] = wall, cpu = _timed(project, stilts + cmd, env, timeout)
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--study", action="store_true", help="the whole study (stilts study), wall time")
     ap.add_argument("--avx2", action="store_true", help="emulate a CPU without AVX-512, fp32 in both arms")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the commands")
+    ap.add_argument("--jobs", type=int, default=1, help="with --study: stages side by side (make run's JOBS)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per command")
     args = ap.parse_args(argv)
@@ -152,7 +155,8 @@ def main(argv=None) -> int:
             for arm, ref in (("before", args.before), ("after", args.after))}
     print(_machine(base))
     print("emulated: " + (" ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) if args.avx2 else "no") +
-          f"; threads {args.threads or 'default'}; load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+          f"; threads {args.threads or 'default'}; jobs {args.jobs}; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     scratch = Path(tempfile.mkdtemp(prefix="stilts-cost-"))
     try:
         projects = {arm: _clone(refs[arm], scratch / arm, args.avx2) for arm in refs}
@@ -160,7 +164,7 @@ def main(argv=None) -> int:
         for i in range(args.repeats):
             for arm in (("before", "after") if i % 2 == 0 else ("after", "before")):
                 env = _env(projects[arm], base, worker=args.study)
-                runs[arm].append(_run_arm(projects[arm], env, args.study, args.timeout))
+                runs[arm].append(_run_arm(projects[arm], env, args.study, args.jobs, args.timeout))
         _report(refs, runs, args.study)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

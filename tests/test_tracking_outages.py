@@ -169,3 +169,29 @@ def test_a_finished_run_without_a_result_is_no_twin(make_params):
     run.log_params({"fingerprint": "f" * 64})
     run.finish()  # a run from before results were logged: the store answers that the artifact is not there
     assert twins.finished_twin(params, "none/syn_rte/r0", "target", "f" * 64) is None
+
+
+def test_step_metrics_are_written_in_batches_and_kept_through_an_outage(make_params, monkeypatch, outages):
+    params = make_params()
+    run = tracking.start_run(params, "cell", {"role": "target"})
+    clock, down, writes = [0.0], [False], []
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    run._written_at = 0.0
+    real = _client(params).log_batch
+
+    def log_batch(run_id, metrics=(), **kwargs):
+        if down[0]:
+            raise outages[1]
+        writes.append(sorted({m.step for m in metrics}))
+        return real(run_id, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr(_client(params), "log_batch", log_batch)
+    for step, (at, away) in enumerate([(0, False), (1, False), (5, False), (10, True), (12, False),
+                                       (15, False), (16, False)], start=1):
+        clock[0], down[0] = at, away
+        run.log_step({"train_loss": 1.0 / step, "lr": 0.1}, step)  # an outage does not stop training
+    run.finish()
+    assert writes == [[1, 2, 3], [4, 5, 6], [7]]  # every 5 s; what the outage refused went with the next
+    history = _client(params).get_metric_history(run.id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6, 7]
+    assert tracking.run_status(params, run.id) == "FINISHED"

@@ -63,12 +63,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+STEP_WRITE_S = 5.0  # how often `Run.log_step` writes the step metrics it keeps
+
+
 class Run:
     """One MLflow run, logged through the client API (no global fluent state)."""
 
     def __init__(self, client, run_id: str):
         self.client, self.id = client, run_id
-        self.pending: list = []  # step metrics queued by `log_step`, not yet known stored
+        self.pending: list = []  # step metrics from `log_step`, not yet written
+        self._written_at = time.monotonic()
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -91,25 +95,30 @@ class Run:
             retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
     def log_step(self, metrics: dict, step: int) -> None:
-        """A training step's metrics, through MLflow's asynchronous logging: queued, and written by MLflow's
-        own thread, which merges what waits into one request per run (many cells logging every step to one
-        server would otherwise send a request each). `flush()` waits for them (before a state is saved, and
-        when the run ends); a queued write that failed is written again then, so no metric is lost."""
+        """A training step's metrics, kept and written together every `STEP_WRITE_S` seconds: one request
+        for many steps, so many cells logging every step do not each send a request per step. A write the
+        store refuses is not retried here (training goes on); its metrics stay for the next one. `flush()`
+        writes what is left (before a state is saved, and when the run ends).
+
+        MLflow's own asynchronous logging is not used: ending a run that used it waits up to a second
+        for MLflow's logging thread to stop, at every cell."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
-        self.pending.append((self.client.log_batch(self.id, metrics=items, synchronous=False), items))
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if time.monotonic() - self._written_at >= STEP_WRITE_S:
+            with contextlib.suppress(Exception):  # the store was busy or away: kept for the next write
+                self._write_pending(self.client.log_batch)
 
     def flush(self) -> None:
-        pending, self.pending, failed = self.pending, [], []
-        for operation, items in pending:
-            try:
-                operation.wait()
-            except Exception:  # noqa: BLE001  (the server was busy or away: write them now, retried)
-                failed += items
-        for i in range(0, len(failed), 1000):  # MLflow's most metrics in one request
-            retry(self.client.log_batch, self.id, metrics=failed[i:i + 1000])
+        """Write every step metric kept so far, retried while the store cannot answer."""
+        self._write_pending(lambda *a, **kw: retry(self.client.log_batch, *a, **kw))
+
+    def _write_pending(self, log_batch) -> None:
+        self._written_at = time.monotonic()
+        while self.pending:
+            log_batch(self.id, metrics=self.pending[:1000])  # MLflow's most metrics in one request
+            del self.pending[:1000]
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
