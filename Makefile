@@ -8,15 +8,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 $(BIN)/stilts: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch is pinned in the lock and installed in the same pip call, so nothing pulls a CUDA build;
-	# pip compiles one file at a time; compileall uses every core. Bytecode is written here because Python
-	# does not write it on import where PYTHONDONTWRITEBYTECODE is set: every process would compile its imports.
+	# torch is pinned in the lock and installed in the same pip call, so nothing pulls a CUDA build.
+	# No bytecode here: the first process to import a module writes it (see PYTHONDONTWRITEBYTECODE below).
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -r requirements.lock -e '.[test]'
-	# (its status is ignored: a few test files inside wheels are written for newer Pythons)
-	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib src >/dev/null 2>&1 || true
 	touch $@
 
 install: $(BIN)/stilts
+
+# Python writes a module's bytecode the first time a process imports it, unless PYTHONDONTWRITEBYTECODE is
+# set (as in many containers): then every process would compile all its imports again (14 s instead of 6 s
+# for a cell's). Compiling the whole environment at install took 31 s on 2 cores; what a study imports
+# compiles in 12 s, once (docs/performance.md).
+unexport PYTHONDONTWRITEBYTECODE
 
 # JOBS cells side by side on a Dask cluster of this machine's cores (127.0.0.1 only), recorded in dvc.lock as
 # `dvc repro` records them: on 2 cores, 2 cells of 1 thread finish the study 1.2-1.5x sooner than one cell of
