@@ -16,9 +16,9 @@ $(BIN)/stilts: pyproject.toml requirements.lock
 install: $(BIN)/stilts
 
 # Python writes a module's bytecode the first time a process imports it, unless PYTHONDONTWRITEBYTECODE is
-# set (as in many containers): then every process would compile all its imports again (14 s instead of 6 s
-# for a cell's). Compiling the whole environment at install took 31 s on 2 cores; what a study imports
-# compiles in 12 s, once (docs/performance.md).
+# set (as in many containers): then every process would compile all its imports again (13.6 s instead of 6 s
+# for a cell's). Compiling the whole environment at install took 22 s on 2 cores; what a cell imports costs
+# 10.5 s more once (benchmarks/import_cost.py; docs/performance.md).
 unexport PYTHONDONTWRITEBYTECODE
 
 # JOBS cells side by side on a Dask cluster of this machine's cores (127.0.0.1 only), recorded in dvc.lock as
