@@ -30,7 +30,9 @@ class Processes:
 
     def __init__(self, runtime: Path):
         self.runtime, self.procs, self.uri = runtime, [], None
-        self.env = command_env(STILTS_WORKER_IDLE="120", XDG_RUNTIME_DIR=str(runtime), STILTS_CELL_THREADS="1")
+        # STILTS_STEP_WRITE_S=0: the tests watch a cell's steps in MLflow as they happen (by default every 5 s)
+        self.env = command_env(STILTS_WORKER_IDLE="120", XDG_RUNTIME_DIR=str(runtime), STILTS_CELL_THREADS="1",
+                               STILTS_STEP_WRITE_S="0")
 
     def start(self, cwd, *cmd, log: Path) -> subprocess.Popen:
         with open(log, "ab") as out:

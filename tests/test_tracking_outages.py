@@ -172,6 +172,7 @@ def test_a_finished_run_without_a_result_is_no_twin(make_params):
 
 
 def test_step_metrics_are_written_in_batches_and_kept_through_an_outage(make_params, monkeypatch, outages):
+    monkeypatch.delenv("STILTS_STEP_WRITE_S", raising=False)  # the default: every 5 s
     params = make_params()
     run = tracking.start_run(params, "cell", {"role": "target"})
     clock, down, writes = [0.0], [False], []
@@ -195,3 +196,19 @@ def test_step_metrics_are_written_in_batches_and_kept_through_an_outage(make_par
     history = _client(params).get_metric_history(run.id, "train_loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6, 7]
     assert tracking.run_status(params, run.id) == "FINISHED"
+
+
+def test_step_metrics_written_at_every_step_when_asked_and_a_bad_setting_is_one_line(make_params, monkeypatch):
+    from stilts.errors import StiltsError
+    from stilts.tracking import service
+
+    params = make_params()
+    monkeypatch.setenv("STILTS_STEP_WRITE_S", "0")
+    run = tracking.start_run(params, "cell", {"role": "target"})
+    for step in (1, 2):
+        run.log_step({"train_loss": 1.0 / step}, step)
+        assert [m.step for m in _client(params).get_metric_history(run.id, "train_loss")] == list(range(1, step + 1))
+    run.finish()
+    monkeypatch.setenv("STILTS_STEP_WRITE_S", "often")
+    with pytest.raises(StiltsError, match=r"^STILTS_STEP_WRITE_S='often': must be a number of seconds >= 0$"):
+        service.check_store(tracking.tracking_uri(params))  # every logging command checks it before any run

@@ -27,14 +27,14 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def seconds_from_env(name: str, default: float) -> float:
-    """A bound in seconds set by environment variable `name` (`default` when unset); anything but a number > 0
-    is bad input."""
+def seconds_from_env(name: str, default: float, zero: bool = False) -> float:
+    """Seconds set by environment variable `name` (`default` when unset); anything but a number > 0 (>= 0 with
+    `zero`) is bad input."""
     value = os.environ.get(name, "")
     try:
         seconds = float(value) if value.strip() else default
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
-        raise StiltsError(f"{name}={value!r}: must be a number of seconds > 0")
+    if not (seconds >= 0 if zero else seconds > 0):
+        raise StiltsError(f"{name}={value!r}: must be a number of seconds {'>=' if zero else '>'} 0")
     return seconds

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from stilts.io import writing
+from stilts.tracking.service import step_write_s
 from stilts.tracking.store import client_for, experiment_id, retry, unless_missing
 
 TAG = "stilts."
@@ -63,9 +64,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-STEP_WRITE_S = 5.0  # how often `Run.log_step` writes the step metrics it keeps
-
-
 class Run:
     """One MLflow run, logged through the client API (no global fluent state)."""
 
@@ -73,6 +71,7 @@ class Run:
         self.client, self.id = client, run_id
         self.pending: list = []  # step metrics from `log_step`, not yet written
         self._written_at = time.monotonic()
+        self.write_every_s = step_write_s()
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -95,10 +94,10 @@ class Run:
             retry(self.client.log_batch, self.id, metrics=items[i:i + 500])
 
     def log_step(self, metrics: dict, step: int) -> None:
-        """A training step's metrics, kept and written together every `STEP_WRITE_S` seconds: one request
-        for many steps, so many cells logging every step do not each send a request per step. A write the
-        store refuses is not retried here (training goes on); its metrics stay for the next one. `flush()`
-        writes what is left (before a state is saved, and when the run ends).
+        """A training step's metrics, kept and written together every STILTS_STEP_WRITE_S seconds (default 5;
+        0: at every step): one request for many steps, so many cells logging every step do not each send a
+        request per step. A write the store refuses is not retried here (training goes on); its metrics stay
+        for the next one. `flush()` writes what is left (before a state is saved, and when the run ends).
 
         MLflow's own asynchronous logging is not used: ending a run that used it waits up to a second
         for MLflow's logging thread to stop, at every cell."""
@@ -106,7 +105,7 @@ class Run:
 
         now = int(time.time() * 1000)
         self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
-        if time.monotonic() - self._written_at >= STEP_WRITE_S:
+        if time.monotonic() - self._written_at >= self.write_every_s:
             with contextlib.suppress(Exception):  # the store was busy or away: kept for the next write
                 self._write_pending(self.client.log_batch)
 

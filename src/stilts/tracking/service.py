@@ -27,13 +27,22 @@ DEFAULT_TIMEOUT_S = 10.0
 PROBE_ENDPOINT = "/api/2.0/mlflow/experiments/search"
 
 
+STEP_WRITE_ENV, STEP_WRITE_S = "STILTS_STEP_WRITE_S", 5.0
+
+
 def timeout_s() -> float:
     return seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+
+
+def step_write_s() -> float:
+    """Seconds between writes of a training run's step metrics (`Run.log_step`; default 5, 0: every step)."""
+    return seconds_from_env(STEP_WRITE_ENV, STEP_WRITE_S, zero=True)
 
 
 def check_store(uri: str, origin: str = "MLFLOW_TRACKING_URI", quick: bool = False) -> None:
     """Raise StiltsError unless the tracking store `uri` (set by `origin`) can be used now. `quick`: only what
     needs no MLflow import (a server's port opens; a local store's folder is writable)."""
+    step_write_s()  # a bad value is reported here, before any run is created
     scheme = urlparse(uri).scheme.lower()
     if scheme in ("http", "https"):
         _check_server(uri, origin, timeout_s(), quick)
