@@ -14,7 +14,9 @@ Phases are read from the processes running (the `stilts` command of the stage) a
 checkpoint's temporary folder, a logged model's temporary folder, looked for every millisecond once the
 stage is running); "DVC commit" is DVC at work between two stage commands. The kill is SIGKILL to every
 process of the study: `dvc repro`, its stage, and the warm cell server with its forks (as when a node
-dies). A kill aimed at a phase seen in files landed there when it left that temporary folder behind. Then
+dies). A kill aimed at a phase seen in files landed there when it left that temporary folder behind; one
+that landed elsewhere (the write ended first: a look at the files can come milliseconds late on a busy
+machine) is aimed there again, up to `--aim-again` more kills, while the study still has that phase ahead. Then
 `stilts study` again, up to the next kill, and once more to the end. At the end: every results/**/*.json
 and report table equal to the reference's (timings and run ids aside), exactly one FINISHED run per cell
 that no other run supersedes, no RUNNING run, `dvc status` clean, no temporary file or folder left in the
@@ -318,6 +320,30 @@ def landing(rows: list[dict], planned: list[str]) -> list[str]:
     return [f"no kill landed in {p} (the plan aimed at it)" for p in PHASES if p in planned and p not in hit]
 
 
+def kill_once(root: Path, env: dict, target: str, offset: float, stage_s: dict, number: int) -> dict:
+    """One kill aimed at `target` (or, when the rest of the study no longer goes through it, at its next phase)."""
+    left = possible(root, env)
+    if target not in left:
+        target = next((p for p in PHASES if p in left), target)
+    row = kill_at(root, env, target, offset, "chaos")
+    row["cost_s"] = row["at_s"] - sum(stage_s.get(s, 0) for s in row["completed"])
+    print(f"kill {number:>2}: aimed {row['aimed']:<16} landed {row['landed']:<17} in {row['stage'] or '-':<40} "
+          f"after {row['at_s']:6.1f} s, cost {row['cost_s']:6.1f} s", flush=True)
+    return row
+
+
+def run_kills(root: Path, env: dict, kills: list, stage_s: dict, aim_again: int) -> list[dict]:
+    """The planned kills, each attempt resumed up to the next; a kill aimed at a phase seen in files that
+    landed elsewhere is aimed there again, up to `aim_again` more times, while the study has that phase ahead."""
+    rows = []
+    for target, offset in kills:
+        for _ in range(1 + (aim_again if target in TEMPORARIES else 0)):
+            rows.append(row := kill_once(root, env, target, offset, stage_s, len(rows) + 1))
+            if row["landed"] == row["aimed"] or row["aimed"] != target or target not in possible(root, env):
+                break
+    return rows
+
+
 def final_attempt(root: Path, env: dict) -> tuple[float, list[str]]:
     """`stilts study` once more, to the end: its time, and its failure as a problem."""
     last = Attempt(root, env)
@@ -335,6 +361,8 @@ def main(argv=None) -> int:
     ap.add_argument("--params", type=Path, help="run this params.yaml instead of the project's")
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aim-again", type=int, default=4,
+                    help="more kills at a phase seen in files when one lands elsewhere (default 4)")
     ap.add_argument("--keep", type=Path, help="keep the scratch clones in this folder")
     args = ap.parse_args(argv)
     print(f"# {bench_env.describe_machine()}", flush=True)
@@ -344,17 +372,9 @@ def main(argv=None) -> int:
     ref = clone(args.project, base / "reference", args.params, ref_env)
     root = clone(args.project, base / "chaos", args.params, env)
     ref_total, stage_s, written_s = run_reference(ref, ref_env)
-    rows, total, kills = [], 0.0, plan(args.kills, args.seed, stage_s, written_s)
-    for i, (target, offset) in enumerate(kills):
-        left = possible(root, env)
-        if target not in left:
-            target = next((p for p in PHASES if p in left), target)
-        row = kill_at(root, env, target, offset, "chaos")
-        row["cost_s"] = row["at_s"] - sum(stage_s.get(s, 0) for s in row["completed"])
-        total += row["at_s"]
-        rows.append(row)
-        print(f"kill {i + 1:>2}: aimed {row['aimed']:<16} landed {row['landed']:<17} in {row['stage'] or '-':<40} "
-              f"after {row['at_s']:6.1f} s, cost {row['cost_s']:6.1f} s", flush=True)
+    kills = plan(args.kills, args.seed, stage_s, written_s)
+    rows = run_kills(root, env, kills, stage_s, args.aim_again)
+    total = sum(row["at_s"] for row in rows)
     seconds, problems = final_attempt(root, env)
     total += seconds
     problems = landing(rows, [p for p, _ in kills]) + problems + chaos_checks.compare(ref, root, env)

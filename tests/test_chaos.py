@@ -15,6 +15,7 @@ from tests.conftest import tiny_params_dict
 
 CHAOS = Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py"
 PHASES = ("prepare", "sweep", "training", "checkpoint write", "MLflow logging", "DVC commit", "analysis")
+FILE_PHASES = ("checkpoint write", "MLflow logging")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,25 @@ def test_a_phase_no_kill_hit_is_a_problem_and_a_miss_is_said(chaos, capsys):
     out = capsys.readouterr().out
     assert "# kill 4, aimed at checkpoint write, landed in training" in out and "6 of 7 kills landed where aimed" in out
     assert chaos.landing(rows[:3], list(PHASES[:3])) == []
+
+
+def test_a_kill_that_missed_a_write_is_aimed_there_again_while_the_study_has_it_ahead(chaos, monkeypatch):
+    landings = iter(["training", "training", "checkpoint write", "MLflow logging", "training", "training"])
+    ahead = {"checkpoint write", "MLflow logging"}
+    monkeypatch.setattr(chaos, "kill_once", lambda root, env, target, offset, stage_s, number: {
+        "aimed": target, "landed": next(landings), "at_s": 1.0})
+    monkeypatch.setattr(chaos, "possible", lambda root, env: ahead)
+    kills = [("training", 0.0), ("checkpoint write", 0.0), ("MLflow logging", 0.0)]
+    rows = chaos.run_kills(None, {}, kills, {}, aim_again=4)
+    # training hit; the checkpoint write missed, then hit at its second kill; the logged model hit
+    assert [(r["aimed"], r["landed"]) for r in rows] == [("training", "training"), ("checkpoint write", "training"),
+                                                         ("checkpoint write", "checkpoint write"),
+                                                         ("MLflow logging", "MLflow logging")]
+    landings = iter(["training"] * 9)
+    ahead.clear()  # the study has no model left to log: not aimed again
+    assert len(chaos.run_kills(None, {}, [("MLflow logging", 0.0)], {}, aim_again=4)) == 1
+    ahead.add("MLflow logging")
+    assert len(chaos.run_kills(None, {}, [("MLflow logging", 0.0)], {}, aim_again=4)) == 5  # 1 + 4, then given up
 
 
 def test_a_final_study_that_fails_is_a_problem(chaos, tmp_path):
@@ -74,5 +94,9 @@ def test_a_tiny_study_killed_anywhere_ends_like_an_uninterrupted_one(tiny_model,
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "chaos: ok"
     kills = [re.match(r"kill +\d+: aimed (.+?) +landed (.+?) +in ", ln).groups() for ln in out.stdout.splitlines()
              if ln.startswith("kill ")]
-    assert sorted(aimed for aimed, _ in kills) == sorted(PHASES)  # each phase aimed at once
+    # each phase aimed at once; one seen in files (a checkpoint, a logged model) again, at most 4 more times,
+    # after a kill that landed elsewhere
+    aimed = [a for a, _ in kills]
+    assert all(aimed.count(p) == 1 or p in FILE_PHASES and aimed.count(p) <= 5 for p in PHASES), kills
+    assert [p for i, p in enumerate(aimed) if not i or p != aimed[i - 1]] == list(PHASES)  # in study order
     assert {landed for _, landed in kills} == set(PHASES)  # and each one hit
