@@ -50,12 +50,12 @@ def main() -> int:
     first = _timed(imports, scratch / "first", write=True)
     again = _timed(imports, scratch / "first", write=True)
     never = _timed(imports, scratch / "never", write=False)
-    src = Path(bench_env.ROOT) / "src"
+    packages = Path(sysconfig.get_paths()["purelib"])
     # (its status is not checked: a few test files inside wheels are written for newer Pythons)
-    compile_s = _timed([sys.executable, "-m", "compileall", "-q", "-j", "0", sysconfig.get_paths()["purelib"],
-                        str(src)], scratch / "compiled", write=True, check=False)
+    compile_s = _timed([sys.executable, "-m", "compileall", "-q", "-j", "0", packages, bench_env.ROOT / "src"],
+                       scratch / "compiled", write=True, check=False)
     after = _timed(imports, scratch / "compiled", write=True)
-    files = sum(1 for _ in Path(sysconfig.get_paths()["purelib"]).rglob("*.py"))
+    files = sum(1 for _ in packages.rglob("*.py"))
     print(f"{'bytecode':<16} {'imports s':>10} {'again s':>8} {'compile s':>10}")
     print(f"{'first import':<16} {first:10.1f} {again:8.1f} {'-':>10}")
     print(f"{'never written':<16} {never:10.1f} {never:8.1f} {'-':>10}")

@@ -9,6 +9,7 @@ Tags are the interface the analysis reads:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -111,7 +112,7 @@ class Run:
 
     def flush(self) -> None:
         """Write every step metric kept so far, retried while the store cannot answer."""
-        self._write_pending(lambda *a, **kw: retry(self.client.log_batch, *a, **kw))
+        self._write_pending(functools.partial(retry, self.client.log_batch))
 
     def _write_pending(self, log_batch) -> None:
         self._written_at = time.monotonic()

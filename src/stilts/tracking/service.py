@@ -25,8 +25,6 @@ TIMEOUT_ENV = "STILTS_TRACKING_TIMEOUT"
 DEFAULT_TIMEOUT_S = 10.0
 # the cheapest call that needs a working store (and the user's credentials), as MlflowClient makes it
 PROBE_ENDPOINT = "/api/2.0/mlflow/experiments/search"
-
-
 STEP_WRITE_ENV, STEP_WRITE_S = "STILTS_STEP_WRITE_S", 5.0
 
 
