@@ -3,11 +3,11 @@ stops with one line naming it), a scratch folder is removed when the benchmark e
 
 from __future__ import annotations
 
+import multiprocessing.util
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-_SCRATCH: list[tempfile.TemporaryDirectory] = []  # kept alive until the interpreter exits, then removed
 
 
 def run(cmd, *, limit: float, **options) -> subprocess.CompletedProcess:
@@ -20,7 +20,9 @@ def run(cmd, *, limit: float, **options) -> subprocess.CompletedProcess:
 
 
 def scratch(prefix: str) -> Path:
-    """A new temporary folder, removed when this process exits (not by the worker processes it forks)."""
-    folder = tempfile.TemporaryDirectory(prefix=prefix)
-    _SCRATCH.append(folder)
-    return Path(folder.name)
+    """A new temporary folder, removed when the process that made it exits. multiprocessing's finalizers run at
+    the end of the main process (atexit) and of a worker process it started, which ends without atexit; a
+    forked worker starts with none of them, so it never removes its parent's folders."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True}, exitpriority=0)
+    return Path(folder)

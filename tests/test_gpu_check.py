@@ -12,7 +12,9 @@ from tests.commands import command_env, run
 @pytest.mark.slow
 @pytest.mark.timeout(1260)
 def test_gpu_check_dry_run(tmp_path):
-    env = command_env(OUT=str(tmp_path), PYTHON=sys.executable)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = command_env(OUT=str(tmp_path), PYTHON=sys.executable, TMPDIR=str(scratch))
     out = run(CHECKOUT, "bash", "benchmarks/gpu_check.sh", "--dry-run", check=False, env=env, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "parity=ok" in (tmp_path / "parity.log").read_text()
@@ -25,3 +27,5 @@ def test_gpu_check_dry_run(tmp_path):
     summary = (tmp_path / "gpu_check.md").read_text()
     assert "| 8 | stilts |" in summary and "| 2 |" in summary and "batch 4: stilts ≥ 1.3× tuned Trainer" in summary
     assert (tmp_path / "calibration.csv").read_text().startswith("gpu,batch_size,achieved_tflops")  # no GPU: no rows
+    left = sorted(p.name for p in scratch.iterdir() if p.name.startswith("stilts-"))
+    assert not left, left  # every benchmark's scratch folder removed, its worker processes' too (torch's caches stay)
