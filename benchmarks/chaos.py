@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import time
 from pathlib import Path
 
 import bench_env
+import bounded
 import chaos_checks
 import psutil
 
@@ -58,6 +60,7 @@ STAGES_OF = {"prepare": ("prepare-",), "sweep": ("sweep-",), "training": ("inter
 TEMPORARIES = {"checkpoint write": lambda root, tmp: (root / "models" / "intermediate").glob("*/.r*.tmp"),
                "MLflow logging": lambda root, tmp: tmp.glob("stilts-model-*")}
 MARK = "STILTS_CHAOS_RUN"
+STUDY_LIMIT_S = 3600  # one `stilts study` attempt: the default study takes minutes; past this it is stopped
 
 
 def mark(name: str) -> str:
@@ -66,10 +69,10 @@ def mark(name: str) -> str:
 
 
 def clone(source: Path, dest: Path, params: Path | None, env: dict) -> Path:
-    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    bounded.run(["git", "clone", "-q", source, dest], limit=300, check=True)
     if params is not None:
         shutil.copy2(params, dest / "params.yaml")
-    subprocess.run([str(BIN / "stilts"), "pipeline"], cwd=dest, env=env, check=True, capture_output=True)
+    bounded.run([BIN / "stilts", "pipeline"], limit=600, cwd=dest, env=env, check=True, capture_output=True)
     return dest
 
 
@@ -88,6 +91,7 @@ class Attempt:
     """One `stilts study` in the project, its stages' start and end times read from DVC's output."""
 
     def __init__(self, root: Path, env: dict):
+        self.root = root
         self.start = time.monotonic()
         self.proc = subprocess.Popen([str(BIN / "stilts"), "study"], cwd=root, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -104,7 +108,11 @@ class Attempt:
                 self.stages.append((m.group(1).split(":")[-1], time.monotonic()))
 
     def finish(self) -> float:
-        self.proc.wait()
+        try:
+            self.proc.wait(STUDY_LIMIT_S - (time.monotonic() - self.start))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise SystemExit(f"stilts study in {self.root}: still running after {STUDY_LIMIT_S} s; stopped") from None
         self.reader.join(10)
         return time.monotonic() - self.start
 
@@ -209,7 +217,7 @@ def watch(root: Path, tmp: Path, since: float, phase: str, stage_procs: list, na
 
 def possible(root: Path, env: dict) -> set[str]:
     """The phases the rest of the study still goes through (from `dvc status`)."""
-    out = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=root, env=env, capture_output=True, text=True)
+    out = bounded.run([BIN / "dvc", "status", "--json"], limit=300, cwd=root, env=env, capture_output=True, text=True)
     if out.returncode:  # e.g. a dvc.lock a kill left empty, which `stilts study` mends first: any phase may come
         return set(PHASES)
     names = " ".join(k.split(":")[-1] for k in json.loads(out.stdout or "{}"))

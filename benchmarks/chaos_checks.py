@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+import bounded
 
 BIN = Path(sys.executable).parent
 # what differs between two runs of the same cell by nature: timings, run ids, and the fingerprint of a cell
@@ -80,8 +81,8 @@ def compare(ref: Path, root: Path, env: dict) -> list[str]:
     problems = _differences("results", _results(ref), _results(root))
     problems += _differences("reports", _tables(ref), _tables(root))
     problems += _runs(root, env)
-    status = subprocess.run([str(BIN / "dvc"), "status", "--quiet"], cwd=root, env=env, capture_output=True,
-                            text=True)
+    status = bounded.run([BIN / "dvc", "status", "--quiet"], limit=300, cwd=root, env=env, capture_output=True,
+                         text=True)
     if status.returncode:
         problems.append(f"dvc status not clean: {status.stdout.strip()[:500]}")
     return problems + _temporaries(root)

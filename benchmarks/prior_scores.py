@@ -134,10 +134,10 @@ def mean_over(by_grid: dict) -> dict:
 
 def cpu() -> str:
     try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout.splitlines():
             if line.startswith("Model name:"):
                 return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         pass
     return platform.processor() or "unknown CPU"
 
@@ -160,7 +160,7 @@ def recorded(argv: list[str]) -> list[str]:
 
 def write(out: Path, results: dict, grid_list, command: str) -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, timeout=60).stdout.strip()
     rows = [{"setting": s, "held_out_grid": g, "metric": k, "value": round(v[0], 6),
              "random": None if math.isnan(v[1]) else round(v[1], 6)}
             for s, by_grid in results.items() for g, m in by_grid.items() for k, v in m.items()

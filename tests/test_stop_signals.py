@@ -27,7 +27,8 @@ TOTAL_STEPS = 128
 
 
 def env_for(root: Path) -> dict:
-    return warm_env(root, STILTS_WORKER_IDLE="30", STILTS_STOP_GRACE_S="60")
+    # STILTS_STEP_WRITE_S=0: the signal is sent at a step read from MLflow, which by default lags up to 5 s
+    return warm_env(root, STILTS_WORKER_IDLE="30", STILTS_STOP_GRACE_S="60", STILTS_STEP_WRITE_S="0")
 
 
 def make_project(root: Path, tiny_model, **over) -> Path:
