@@ -5,7 +5,8 @@ Every file of the checkout is compared by size and modification time before and 
 every folder by its presence): a study's outputs (models/, results/, reports/, mlflow.db, dvc.lock, the DVC
 cache, .stilts/, data/), its sources (params.yaml, dvc.yaml, pipelines/*/dvc.yaml) and everything else. Left
 out is what running Python and pytest writes by nature: bytecode, pytest's cache, the virtual environment,
-the package's egg-info, and git's own folder.
+the package's egg-info, and git's own folder. The study's store and sources (`WATCHED`) are also looked at around every test,
+so that the summary names the first test during which one of them changed.
 
 Loaded by tests/conftest.py; `--checkout-root DIR` guards another folder (the guard's own test uses it)."""
 
@@ -18,6 +19,8 @@ import pytest
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 LEFT_OUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
+# looked at around every test (a stat each), so that the summary names the test that first changed one of them
+WATCHED = ("mlflow.db", "mlflow.db-wal", "mlflow.db-shm", "params.yaml", "dvc.yaml", "dvc.lock")
 _STATE = pytest.StashKey[dict]()
 
 
@@ -55,6 +58,29 @@ def pytest_sessionstart(session):
     session.config.stash[_STATE] = {"root": root, "before": checkout_state(root)}
 
 
+def _watched(root: Path) -> dict[str, tuple[int, int] | None]:
+    out: dict[str, tuple[int, int] | None] = {}
+    for name in WATCHED:
+        try:
+            st = os.stat(root / name)
+            out[name] = (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            out[name] = None
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    state = item.config.stash.get(_STATE, None)
+    before = _watched(state["root"]) if state is not None and "first" not in state else None
+    yield
+    if before is not None:
+        after = _watched(state["root"])
+        names = [name for name in WATCHED if before[name] != after[name]]
+        if names:
+            state["first"] = f"{', '.join(names)} changed during {item.nodeid}"
+
+
 def pytest_sessionfinish(session, exitstatus):
     state = session.config.stash.get(_STATE, None)
     if state is None:
@@ -72,3 +98,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"FAILED: the tests changed {len(paths)} path(s) in the checkout {state['root']} "
                                     f"(tests must make their projects in tmp; or was it edited while they ran?): "
                                     f"{', '.join(paths[:50])}{more}", red=True)
+        if "first" in state:
+            terminalreporter.write_line(f"first seen: {state['first']}", red=True)

@@ -70,6 +70,8 @@ def test_a_run_that_writes_into_the_checkout_fails_and_names_every_path(tmp_path
     named = set(summary.split("while they ran?): ", 1)[1].split(", "))
     assert named == set(CAUGHT) | set(removed) | {".dvc/tmp/exps/", "mlruns/0/"}  # an empty folder made counts too
     assert "passed" in out.stdout  # every test passed: the guard alone failed the run
+    assert "first seen: dvc.yaml changed during elsewhere/test_writes.py::test_write[dvc.yaml]" \
+        in out.stdout.splitlines()
 
 
 def test_a_run_that_leaves_the_checkout_alone_passes(tmp_path):
