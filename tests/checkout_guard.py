@@ -5,8 +5,8 @@ Every file of the checkout is compared by size and modification time before and 
 every folder by its presence): a study's outputs (models/, results/, reports/, mlflow.db, dvc.lock, the DVC
 cache, .stilts/, data/), its sources (params.yaml, dvc.yaml, pipelines/*/dvc.yaml) and everything else. Left
 out is what running Python and pytest writes by nature: bytecode, pytest's cache, the virtual environment,
-the package's egg-info, and git's own folder. The study's store and sources (`WATCHED`) are also looked at around every test,
-so that the summary names the first test during which one of them changed.
+the package's egg-info, and git's own folder. The study's store and sources (`WATCHED`) are also looked at
+around every test, so that the summary names the first test during which one of them changed.
 
 Loaded by tests/conftest.py; `--checkout-root DIR` guards another folder (the guard's own test uses it)."""
 
