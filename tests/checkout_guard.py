@@ -24,6 +24,15 @@ WATCHED = ("mlflow.db", "mlflow.db-wal", "mlflow.db-shm", "params.yaml", "dvc.ya
 _STATE = pytest.StashKey[dict]()
 
 
+def _signature(path: str | Path) -> tuple[int, int] | None:
+    """A file's size and modification time; None when it is not there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def checkout_state(root: Path) -> dict[str, tuple[int, int] | None]:
     """Every file under `root` with its size and modification time, every folder with None (`LEFT_OUT` and
     egg-info folders aside)."""
@@ -34,11 +43,9 @@ def checkout_state(root: Path) -> dict[str, tuple[int, int] | None]:
         if rel != ".":
             state[rel + os.sep] = None
         for name in files:
-            try:
-                st = os.lstat(os.path.join(folder, name))
-            except FileNotFoundError:  # removed while walking
-                continue
-            state[os.path.normpath(os.path.join(rel, name))] = (st.st_size, st.st_mtime_ns)
+            signature = _signature(os.path.join(folder, name))
+            if signature is not None:  # else removed while walking
+                state[os.path.normpath(os.path.join(rel, name))] = signature
     return state
 
 
@@ -59,14 +66,7 @@ def pytest_sessionstart(session):
 
 
 def _watched(root: Path) -> dict[str, tuple[int, int] | None]:
-    out: dict[str, tuple[int, int] | None] = {}
-    for name in WATCHED:
-        try:
-            st = os.stat(root / name)
-            out[name] = (st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            out[name] = None
-    return out
+    return {name: _signature(root / name) for name in WATCHED}
 
 
 @pytest.hookimpl(hookwrapper=True)
